@@ -1,0 +1,48 @@
+//! Option groups shared by several commands.
+
+use std::path::PathBuf;
+
+/// Which tensors may be mutated.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SelectionArgs {
+    /// Only tensors whose name matches this regular expression (on top of the default rule).
+    #[arg(long, value_name = "REGEX")]
+    pub include: Option<String>,
+    /// Never tensors whose name matches this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    pub exclude: Option<String>,
+    /// Every float tensor is a candidate, not only those with two or more dimensions.
+    #[arg(long)]
+    pub all_float: bool,
+}
+
+/// Where ONNX Runtime runs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RuntimeArgs {
+    /// Execution device: cpu, cuda[:N] or tensorrt[:N]. A GPU device never falls back to the CPU.
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: String,
+    /// The ONNX Runtime shared library to use (else ORT_DYLIB_PATH, else the cache, else fetched).
+    #[arg(long, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
+}
+
+/// The labelled data and how it is split and batched.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataArgs {
+    /// Labelled data: an .npz file (or a folder of .npy files) with one array per model input and `labels`.
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// Samples per inference run (a model with a fixed batch dimension uses that).
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub batch: usize,
+    /// The output to score (default: the first float output of shape [N, C]).
+    #[arg(long, value_name = "NAME")]
+    pub output: Option<String>,
+    /// Fraction of the samples held out for reporting (never used for selection).
+    #[arg(long, default_value_t = 0.5, value_name = "F")]
+    pub holdout: f64,
+    /// Seed of the label-stratified selection/holdout split.
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    pub split_seed: u64,
+}

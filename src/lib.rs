@@ -1,0 +1,17 @@
+//! smd-onnx: gradient-free fine-tuning of pretrained ONNX models with Sparse Mutation
+//! Decompositions (Whitaker & Whitley, GECCO 2023).
+//!
+//! Data flows one way, one module per arrow:
+//! model bytes ([`onnx`]) → mutation recipes ([`mutate`]) → ONNX Runtime sessions ([`runtime`]) →
+//! predictions and metrics ([`score`]) → selection and ensembles ([`evolve`]) → exported graphs
+//! ([`ensemble`]).
+
+pub mod ensemble;
+pub mod error;
+pub mod evolve;
+pub mod mutate;
+pub mod onnx;
+pub mod runtime;
+pub mod score;
+
+pub use error::{Error, Result};

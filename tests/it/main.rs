@@ -1,0 +1,3 @@
+//! Integration tests: they run the `smd-onnx` binary.
+
+mod util;
