@@ -13,5 +13,7 @@ pub mod mutate;
 pub mod onnx;
 pub mod runtime;
 pub mod score;
+pub mod tensor;
 
 pub use error::{Error, Result};
+pub use tensor::TensorData;

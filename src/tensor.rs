@@ -1,0 +1,44 @@
+//! Decoded values of a float tensor, shared by model I/O (which reads and writes them) and
+//! mutation (which changes them).
+
+use half::{bf16, f16};
+
+/// The values of a mutable-candidate float tensor, in its own dtype.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    /// float32 values.
+    F32(Vec<f32>),
+    /// float64 values.
+    F64(Vec<f64>),
+    /// float16 values.
+    F16(Vec<f16>),
+    /// bfloat16 values.
+    BF16(Vec<bf16>),
+}
+
+impl TensorData {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::F32(v) => v.len(),
+            Self::F64(v) => v.len(),
+            Self::F16(v) => v.len(),
+            Self::BF16(v) => v.len(),
+        }
+    }
+
+    /// True when there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Element `i` widened to f64.
+    pub fn get_f64(&self, i: usize) -> Option<f64> {
+        match self {
+            Self::F32(v) => v.get(i).map(|&x| f64::from(x)),
+            Self::F64(v) => v.get(i).copied(),
+            Self::F16(v) => v.get(i).map(|x| x.to_f64()),
+            Self::BF16(v) => v.get(i).map(|x| x.to_f64()),
+        }
+    }
+}
