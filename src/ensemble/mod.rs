@@ -1,9 +1,406 @@
-//! Drop-in ensemble export: one ONNX graph that runs every member and combines their outputs.
+//! Drop-in ensemble export: one ONNX graph that runs every member and combines their outputs,
+//! with exactly the parent's inputs and outputs.
+//!
+//! Two builders:
+//! - [`compact`]: members are one parent plus sparse changes (SMD children). The parent's
+//!   tensors are stored once, each varying tensor once more with its changes (see
+//!   [`encode`]), and every node whose inputs no member changes is computed once, shared.
+//! - [`merge`]: arbitrary models with the same interface, each copied whole.
+
+mod encode;
+mod graph;
+mod heads;
+
+use std::collections::{HashMap, HashSet};
+
+pub use encode::{Change, Encoding, Varying, member_values};
+pub use graph::TensorAddr;
+pub use heads::{Combine, OutputKind};
+
+use crate::onnx::proto;
+use graph::{copy_graph, copy_node, rename_all, topo_order};
+use proto::{GraphProto, ModelProto, StringStringEntryProto, ValueInfoProto};
 
 /// Errors from building an ensemble graph.
 #[derive(Debug, thiserror::Error)]
 pub enum EnsembleError {
     /// The members do not share an interface.
+    #[error("member {member}: {msg}")]
+    Interface {
+        /// Index of the member that differs from the first.
+        member: usize,
+        /// What differs.
+        msg: String,
+    },
+    /// Invalid arguments (weights, changes, names).
     #[error("{0}")]
-    Interface(String),
+    Invalid(String),
+    /// The model's opset is too old for the compact encoding.
+    #[error("the compact encoding needs default-domain opset >= 11, the model imports {0}")]
+    OpsetTooOld(i64),
+}
+
+/// What the ensemble graph outputs.
+#[derive(Debug, Clone)]
+pub enum Heads {
+    /// The parent's outputs, each combined over the members (the drop-in ensemble).
+    Combined {
+        /// How float outputs are combined.
+        combine: Combine,
+        /// Outputs known to hold probabilities (else recognised from the graph).
+        probabilities: Option<Vec<String>>,
+    },
+    /// One output per member, `smd/member/<i>/<output>`, for output `output` only (to score
+    /// several members in one run).
+    PerMember {
+        /// The parent output to expose per member.
+        output: String,
+    },
+}
+
+/// A built ensemble.
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// The ensemble model.
+    pub model: ModelProto,
+    /// Things a user should know (e.g. outputs taken from the first member).
+    pub notices: Vec<String>,
+    /// How each varying tensor was encoded (compact builder only).
+    pub encodings: Vec<(TensorAddr, Encoding)>,
+}
+
+/// Name of member `i`'s copy of `name`.
+fn member_name(i: usize, name: &str) -> String {
+    format!("m{i}/{name}")
+}
+
+/// Internal name of graph output `o` before the heads combine it.
+fn internal_output(o: &str) -> String {
+    format!("smd/out/{o}")
+}
+
+fn name_of(v: &ValueInfoProto) -> &str {
+    v.name.as_deref().unwrap_or("")
+}
+
+/// Names of the real (non-initializer) graph inputs.
+fn real_inputs(g: &GraphProto) -> HashSet<String> {
+    let inits: HashSet<&str> = g.initializer.iter().filter_map(|t| t.name.as_deref()).collect();
+    g.input.iter().map(name_of).filter(|n| !inits.contains(n)).map(str::to_string).collect()
+}
+
+/// Renames the graph's outputs to their internal names (outputs that are graph inputs stay).
+fn rename_outputs(g: &mut GraphProto) {
+    let inputs = real_inputs(g);
+    let outs: HashSet<String> = g.output.iter().map(|v| name_of(v).to_string()).filter(|o| !inputs.contains(o)).collect();
+    rename_all(g, &|n| outs.contains(n).then(|| internal_output(n)));
+}
+
+fn check_weights(weights: &[f64]) -> Result<(), EnsembleError> {
+    if weights.is_empty() {
+        return Err(EnsembleError::Invalid("an ensemble needs at least one member".into()));
+    }
+    if weights.iter().any(|w| !w.is_finite() || *w < 0.0) || weights.iter().sum::<f64>() <= 0.0 {
+        return Err(EnsembleError::Invalid("member weights must be finite, non-negative and not all zero".into()));
+    }
+    Ok(())
+}
+
+/// Default-domain opset version the model imports.
+pub fn default_opset(m: &ModelProto) -> i64 {
+    m.opset_import
+        .iter()
+        .find(|o| matches!(o.domain.as_deref(), None | Some("") | Some("ai.onnx")))
+        .and_then(|o| o.version)
+        .unwrap_or(0)
+}
+
+/// Builds an ensemble of one parent and members that differ from it only in `varying` tensors.
+/// `weights` has one entry per member (e.g. multiplicities of a greedy selection).
+pub fn compact(parent: &ModelProto, varying: &[Varying], weights: &[f64], heads: &Heads, meta: &[(String, String)]) -> Result<Built, EnsembleError> {
+    check_weights(weights)?;
+    let members = weights.len();
+    for v in varying {
+        if v.changes.len() != members {
+            return Err(EnsembleError::Invalid(format!("tensor `{}` has changes for {} members, expected {members}", v.addr.name, v.changes.len())));
+        }
+        encode::check(v).map_err(EnsembleError::Invalid)?;
+    }
+    let opset = default_opset(parent);
+    if opset < 11 && !varying.is_empty() {
+        return Err(EnsembleError::OpsetTooOld(opset));
+    }
+    let parent_graph = parent.graph.as_ref().ok_or_else(|| EnsembleError::Invalid("the model has no graph".into()))?;
+    let mut g = parent_graph.clone();
+    rename_outputs(&mut g);
+
+    let changed = |v: &Varying, i: usize| v.changes.get(i).is_some_and(|c| c.as_ref().is_some_and(|c| !c.indices.is_empty()));
+    let id_of = |a: &TensorAddr| if a.scope.is_empty() { a.name.clone() } else { format!("{}/{}", a.scope, a.name) };
+    let mut sub_varying: HashMap<TensorAddr, &Varying> = HashMap::new();
+    let mut dirty: Vec<HashSet<String>> = vec![HashSet::new(); members];
+    let mut prelude = Vec::new();
+    let mut extra_inits = encode::member_constants(members);
+    let mut encodings = Vec::new();
+    for v in varying {
+        let id = id_of(&v.addr);
+        let main = v.addr.scope.is_empty();
+        let base_name = if main {
+            set_main_tensor(&mut g, &v.addr.name, &v.dims, &v.base)?;
+            v.addr.name.clone()
+        } else {
+            let b = format!("smd/base/{id}");
+            extra_inits.push(encode::float_tensor(&b, &v.dims, &v.base));
+            sub_varying.insert(v.addr.clone(), v);
+            b
+        };
+        let member_value = |i: usize| if main { member_name(i, &v.addr.name) } else { format!("smd/m{i}/{id}") };
+        let enc = encode::encode(v, &id, &base_name, &member_value);
+        encodings.push((v.addr.clone(), enc.encoding));
+        prelude.extend(enc.nodes);
+        extra_inits.extend(enc.initializers);
+        if main {
+            for (i, d) in dirty.iter_mut().enumerate() {
+                if changed(v, i) {
+                    d.insert(v.addr.name.clone());
+                }
+            }
+        }
+    }
+    // Where each subgraph's varying tensor comes from, for the shared copy and each member.
+    let source_for = |member: Option<usize>| {
+        let sub_varying = &sub_varying;
+        move |a: &TensorAddr| {
+            sub_varying.get(a).map(|v| match member {
+                Some(i) if changed(v, i) => format!("smd/m{i}/{}", id_of(a)),
+                _ => format!("smd/base/{}", id_of(a)),
+            })
+        }
+    };
+
+    let mut nodes = prelude;
+    let shared_source = source_for(None);
+    let keep = |s: &str| s.to_string();
+    for j in topo_order(&g) {
+        let n = &g.node[j];
+        nodes.push(copy_node(n, "", j, &keep, &keep, &shared_source));
+        let refs = graph::node_refs(n);
+        let mut nested = Vec::new();
+        graph::nested_tensor_addrs("", n, j, &mut nested);
+        for (i, d) in dirty.iter_mut().enumerate() {
+            let member_changes_inside = nested.iter().any(|a| sub_varying.get(a).is_some_and(|v| changed(v, i)));
+            if !member_changes_inside && !refs.iter().any(|r| d.contains(r)) {
+                continue;
+            }
+            d.extend(n.output.iter().filter(|o| !o.is_empty()).cloned());
+            let d: &HashSet<String> = d;
+            let rename = |x: &str| if d.contains(x) { member_name(i, x) } else { x.to_string() };
+            let local = |x: &str| member_name(i, x);
+            nodes.push(copy_node(n, "", j, &rename, &local, &source_for(Some(i))));
+        }
+    }
+    let value_info: Vec<ValueInfoProto> = g
+        .value_info
+        .iter()
+        .flat_map(|v| {
+            let mut copies = vec![v.clone()];
+            for (i, d) in dirty.iter().enumerate() {
+                if d.contains(name_of(v)) {
+                    let mut c = v.clone();
+                    c.name = Some(member_name(i, name_of(v)));
+                    copies.push(c);
+                }
+            }
+            copies
+        })
+        .collect();
+    g.node = nodes;
+    g.value_info = value_info;
+    g.initializer.extend(extra_inits);
+    let member_values = |o: &str, i: usize| {
+        let internal = internal_output(o);
+        if dirty[i].contains(&internal) { member_name(i, &internal) } else { internal }
+    };
+    let notices = add_heads(&mut g, parent_graph, heads, weights, &member_values)?;
+    finish(&mut g);
+    let mut model = parent.clone();
+    model.graph = Some(g);
+    add_meta(&mut model, meta);
+    Ok(Built { model, notices, encodings })
+}
+
+/// Replaces the values of main-graph tensor `name` (an initializer or a Constant node).
+fn set_main_tensor(g: &mut GraphProto, name: &str, dims: &[i64], base: &crate::TensorData) -> Result<(), EnsembleError> {
+    let t = encode::float_tensor(name, dims, base);
+    if let Some(init) = g.initializer.iter_mut().find(|t| t.name.as_deref() == Some(name)) {
+        let doc = init.doc_string.take();
+        *init = proto::TensorProto { doc_string: doc, ..t };
+        return Ok(());
+    }
+    let node = g
+        .node
+        .iter_mut()
+        .find(|n| graph::is_constant(n) && n.output.first().map(String::as_str) == Some(name))
+        .ok_or_else(|| EnsembleError::Invalid(format!("tensor `{name}` is neither an initializer nor a Constant node of the main graph")))?;
+    node.attribute = vec![proto::AttributeProto {
+        name: Some("value".into()),
+        r#type: Some(proto::attribute_proto::AttributeType::Tensor as i32),
+        t: Some(proto::TensorProto { name: None, ..t }),
+        ..Default::default()
+    }];
+    Ok(())
+}
+
+/// Adds the output heads to `g` (whose node names are already final); `parent` is the
+/// original graph, for the outputs' names, types and producers.
+fn add_heads(
+    g: &mut GraphProto,
+    parent: &GraphProto,
+    heads: &Heads,
+    weights: &[f64],
+    member_values: &dyn Fn(&str, usize) -> String,
+) -> Result<Vec<String>, EnsembleError> {
+    let inputs = real_inputs(parent);
+    let mut notices = Vec::new();
+    match heads {
+        Heads::Combined { combine, probabilities } => {
+            for out in &parent.output {
+                let o = name_of(out);
+                if inputs.contains(o) {
+                    continue;
+                }
+                let declared = probabilities.as_ref().map(|p| p.iter().any(|x| x == o));
+                let kind = heads::output_kind(parent, out, declared);
+                if kind == OutputKind::Other {
+                    notices.push(format!("output `{o}` cannot be averaged; the ensemble takes it from the first member"));
+                }
+                let vals: Vec<String> = (0..weights.len()).map(|i| member_values(o, i)).collect();
+                let code = heads::elem_type(out).unwrap_or(1);
+                heads::combine(g, o, code, kind, *combine, &vals, weights);
+            }
+            g.output = parent.output.clone();
+        }
+        Heads::PerMember { output } => {
+            let out = parent
+                .output
+                .iter()
+                .find(|v| name_of(v) == output)
+                .ok_or_else(|| EnsembleError::Invalid(format!("the model has no output `{output}`")))?;
+            g.output.clear();
+            for i in 0..weights.len() {
+                let name = format!("smd/member/{i}/{output}");
+                g.node.push(graph::identity(&member_values(output, i), &name, &name));
+                let mut v = out.clone();
+                v.name = Some(name);
+                g.output.push(v);
+            }
+        }
+    }
+    Ok(notices)
+}
+
+/// Removes dead code and puts the nodes in topological order.
+fn finish(g: &mut GraphProto) {
+    graph::remove_dead(g);
+    let order = topo_order(g);
+    let mut nodes: Vec<Option<proto::NodeProto>> = std::mem::take(&mut g.node).into_iter().map(Some).collect();
+    g.node = order.into_iter().filter_map(|j| nodes.get_mut(j).and_then(Option::take)).collect();
+}
+
+fn add_meta(model: &mut ModelProto, meta: &[(String, String)]) {
+    for (k, v) in meta {
+        model.metadata_props.retain(|e| e.key.as_deref() != Some(k.as_str()));
+        model.metadata_props.push(StringStringEntryProto { key: Some(k.clone()), value: Some(v.clone()) });
+    }
+}
+
+/// Describes a value's type for interface comparisons: element type and rank of tensors, the
+/// whole type otherwise.
+fn interface_of(v: &ValueInfoProto) -> String {
+    match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(proto::type_proto::Value::TensorType(t)) => {
+            format!("tensor(elem {}, rank {:?})", t.elem_type.unwrap_or(0), t.shape.as_ref().map(|s| s.dim.len()))
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+/// Builds an ensemble of arbitrary models with the same inputs and outputs (names, element
+/// types and ranks), each member's graph copied whole.
+pub fn merge(models: &[ModelProto], weights: &[f64], heads: &Heads, meta: &[(String, String)]) -> Result<Built, EnsembleError> {
+    check_weights(weights)?;
+    if models.len() != weights.len() {
+        return Err(EnsembleError::Invalid(format!("{} members but {} weights", models.len(), weights.len())));
+    }
+    let first = models.first().ok_or_else(|| EnsembleError::Invalid("an ensemble needs at least one member".into()))?;
+    let g0 = first.graph.as_ref().ok_or_else(|| EnsembleError::Invalid("member 0 has no graph".into()))?;
+    let inputs0 = real_inputs(g0);
+    let iface = |g: &GraphProto| -> (Vec<(String, String)>, Vec<(String, String)>) {
+        let ins = real_inputs(g);
+        (
+            g.input.iter().filter(|v| ins.contains(name_of(v))).map(|v| (name_of(v).to_string(), interface_of(v))).collect(),
+            g.output.iter().map(|v| (name_of(v).to_string(), interface_of(v))).collect(),
+        )
+    };
+    let want = iface(g0);
+    let mut model = first.clone();
+    let mut opsets: HashMap<String, i64> = HashMap::new();
+    let mut functions: HashMap<(String, String, String), proto::FunctionProto> = HashMap::new();
+    let mut out = GraphProto {
+        name: g0.name.clone(),
+        doc_string: g0.doc_string.clone(),
+        input: g0.input.iter().filter(|v| inputs0.contains(name_of(v))).cloned().collect(),
+        ..Default::default()
+    };
+    for (i, m) in models.iter().enumerate() {
+        let g = m.graph.as_ref().ok_or_else(|| EnsembleError::Interface { member: i, msg: "no graph".into() })?;
+        let got = iface(g);
+        if got != want {
+            return Err(EnsembleError::Interface {
+                member: i,
+                msg: format!("inputs/outputs {got:?} differ from the first member's {want:?}"),
+            });
+        }
+        for o in &m.opset_import {
+            let domain = o.domain.clone().unwrap_or_default();
+            let domain = if domain == "ai.onnx" { String::new() } else { domain };
+            let v = o.version.unwrap_or(0);
+            if let Some(prev) = opsets.insert(domain.clone(), v) {
+                if prev != v {
+                    return Err(EnsembleError::Interface { member: i, msg: format!("imports opset {v} of domain `{domain}`, another member {prev}") });
+                }
+            }
+        }
+        for f in &m.functions {
+            let key = (f.domain.clone().unwrap_or_default(), f.name.clone().unwrap_or_default(), f.overload.clone().unwrap_or_default());
+            if let Some(prev) = functions.get(&key) {
+                if prev != f {
+                    return Err(EnsembleError::Interface { member: i, msg: format!("defines function `{}` differently", key.1) });
+                }
+            } else {
+                functions.insert(key, f.clone());
+            }
+        }
+        model.ir_version = model.ir_version.max(m.ir_version);
+        let mut gi = g.clone();
+        rename_outputs(&mut gi);
+        let ins = real_inputs(&gi);
+        let local = |x: &str| if ins.contains(x) { x.to_string() } else { member_name(i, x) };
+        let copy = copy_graph(&gi, "", &local, &|x: &str| x.to_string(), &|_| None);
+        out.node.extend(copy.node);
+        out.initializer.extend(copy.initializer);
+        out.sparse_initializer.extend(copy.sparse_initializer);
+        out.value_info.extend(copy.value_info);
+    }
+    let member_values = |o: &str, i: usize| member_name(i, &internal_output(o));
+    let notices = add_heads(&mut out, g0, heads, weights, &member_values)?;
+    finish(&mut out);
+    let mut opsets: Vec<(String, i64)> = opsets.into_iter().collect();
+    opsets.sort();
+    model.opset_import = opsets.into_iter().map(|(d, v)| proto::OperatorSetIdProto { domain: Some(d), version: Some(v) }).collect();
+    let mut functions: Vec<_> = functions.into_iter().collect();
+    functions.sort_by(|a, b| a.0.cmp(&b.0));
+    model.functions = functions.into_iter().map(|(_, f)| f).collect();
+    model.graph = Some(out);
+    add_meta(&mut model, meta);
+    Ok(Built { model, notices, encodings: Vec::new() })
 }

@@ -1,0 +1,323 @@
+//! Compact encodings of tensors that differ between members: the parent's values are stored
+//! once, and each member's tensor is rebuilt in the graph from them plus its own sparse
+//! difference (ONNX Runtime folds these constant subgraphs when it loads the model).
+
+use super::graph::{TensorAddr, node};
+use super::proto::{AttributeProto, NodeProto, TensorProto, attribute_proto::AttributeType, tensor_proto::DataType};
+use crate::TensorData;
+
+/// One member's change to a varying tensor: flat element indices (ascending) and new values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// Flat (row-major) element indices, ascending.
+    pub indices: Vec<u32>,
+    /// The member's values at those indices, in the tensor's dtype.
+    pub values: TensorData,
+}
+
+/// A tensor whose values differ between members.
+#[derive(Debug, Clone)]
+pub struct Varying {
+    /// Where the tensor lives.
+    pub addr: TensorAddr,
+    /// Its shape.
+    pub dims: Vec<i64>,
+    /// The values every member starts from (the parent's).
+    pub base: TensorData,
+    /// Per member: its change, or None when the member keeps the base values.
+    pub changes: Vec<Option<Change>>,
+}
+
+/// How a varying tensor is stored in the ensemble file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Changes are disjoint: one tensor of mutated values plus a per-element owner map.
+    OwnerMap,
+    /// Changes agree wherever they overlap: one tensor of mutated values plus per-member indices.
+    SharedValues,
+    /// General: per-member indices and values.
+    Sparse,
+}
+
+/// The graph pieces that rebuild one varying tensor for every member.
+pub struct Encoded {
+    /// Initializers to add to the main graph.
+    pub initializers: Vec<TensorProto>,
+    /// Nodes to add to the main graph.
+    pub nodes: Vec<NodeProto>,
+    /// Which encoding was chosen.
+    pub encoding: Encoding,
+}
+
+/// ONNX data type code of a float tensor.
+pub fn dtype_code(d: &TensorData) -> i32 {
+    match d {
+        TensorData::F32(_) => DataType::Float as i32,
+        TensorData::F64(_) => DataType::Double as i32,
+        TensorData::F16(_) => DataType::Float16 as i32,
+        TensorData::BF16(_) => DataType::Bfloat16 as i32,
+    }
+}
+
+/// Bytes per element of a float tensor.
+pub fn elem_size(d: &TensorData) -> usize {
+    match d {
+        TensorData::F32(_) => 4,
+        TensorData::F64(_) => 8,
+        TensorData::F16(_) | TensorData::BF16(_) => 2,
+    }
+}
+
+/// Little-endian bytes of the values.
+pub fn le_bytes(d: &TensorData) -> Vec<u8> {
+    match d {
+        TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        TensorData::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        TensorData::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        TensorData::BF16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    }
+}
+
+/// A raw-data tensor.
+pub fn raw_tensor(name: &str, dims: &[i64], data_type: i32, raw: Vec<u8>) -> TensorProto {
+    TensorProto {
+        name: Some(name.to_string()),
+        dims: dims.to_vec(),
+        data_type: Some(data_type),
+        raw_data: Some(raw.into()),
+        ..Default::default()
+    }
+}
+
+/// A raw-data tensor holding float values.
+pub fn float_tensor(name: &str, dims: &[i64], d: &TensorData) -> TensorProto {
+    raw_tensor(name, dims, dtype_code(d), le_bytes(d))
+}
+
+/// A scalar or 1-d int64 tensor.
+pub fn i64_tensor(name: &str, dims: &[i64], v: &[i64]) -> TensorProto {
+    raw_tensor(name, dims, DataType::Int64 as i32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+}
+
+/// An int attribute.
+pub fn attr_i(name: &str, i: i64) -> AttributeProto {
+    AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Int as i32), i: Some(i), ..Default::default() }
+}
+
+/// Element `j` of `d` as raw bits (for exact comparisons).
+fn bits(d: &TensorData, j: usize) -> u64 {
+    match d {
+        TensorData::F32(v) => u64::from(v[j].to_bits()),
+        TensorData::F64(v) => v[j].to_bits(),
+        TensorData::F16(v) => u64::from(v[j].to_bits()),
+        TensorData::BF16(v) => u64::from(v[j].to_bits()),
+    }
+}
+
+/// Copies element `from_j` of `from` into element `j` of `to` (same dtype).
+fn set_from(to: &mut TensorData, j: usize, from: &TensorData, from_j: usize) {
+    match (to, from) {
+        (TensorData::F32(t), TensorData::F32(f)) => t[j] = f[from_j],
+        (TensorData::F64(t), TensorData::F64(f)) => t[j] = f[from_j],
+        (TensorData::F16(t), TensorData::F16(f)) => t[j] = f[from_j],
+        (TensorData::BF16(t), TensorData::BF16(f)) => t[j] = f[from_j],
+        _ => {}
+    }
+}
+
+/// Name of the shared int32 constant holding member index `i` (see [`member_constants`]).
+pub fn member_const(i: usize) -> String {
+    format!("smd/member/{i}")
+}
+
+/// Shared constants the encodings use: member indices and the flat shape `[-1]`.
+pub fn member_constants(members: usize) -> Vec<TensorProto> {
+    let mut out: Vec<TensorProto> = (0..members)
+        .map(|i| raw_tensor(&member_const(i), &[], DataType::Int32 as i32, (i as i32).to_le_bytes().to_vec()))
+        .collect();
+    out.push(i64_tensor(FLAT, &[1], &[-1]));
+    out
+}
+
+const FLAT: &str = "smd/shape/flat";
+
+/// Checks a varying tensor's changes (indices ascending and in range, values of the base's
+/// dtype and of the indices' length); returns a description of the first problem.
+pub fn check(v: &Varying) -> Result<(), String> {
+    let n = v.base.len();
+    for (i, c) in v.changes.iter().enumerate() {
+        let Some(c) = c else { continue };
+        if c.values.len() != c.indices.len() || elem_size(&c.values) != elem_size(&v.base) || dtype_code(&c.values) != dtype_code(&v.base) {
+            return Err(format!("member {i}: change of tensor `{}` does not match its dtype or index count", v.addr.name));
+        }
+        if c.indices.windows(2).any(|w| w[0] >= w[1]) || c.indices.last().is_some_and(|&l| l as usize >= n) {
+            return Err(format!("member {i}: change indices of tensor `{}` are not ascending within 0..{n}", v.addr.name));
+        }
+    }
+    Ok(())
+}
+
+/// Builds the nodes and initializers that produce, for every member that changes `v`, a value
+/// named `member_name(i)` holding that member's tensor, from the value `base_name` (the
+/// parent's tensor, already in the graph) and the stored differences. `id` names the pieces.
+pub fn encode(v: &Varying, id: &str, base_name: &str, member_name: &dyn Fn(usize) -> String) -> Encoded {
+    let n = v.base.len();
+    let d = elem_size(&v.base);
+    let members = v.changes.len();
+    let changers: Vec<(usize, &Change)> =
+        v.changes.iter().enumerate().filter_map(|(i, c)| c.as_ref().filter(|c| !c.indices.is_empty()).map(|c| (i, c))).collect();
+    let nnz: usize = changers.iter().map(|(_, c)| c.indices.len()).sum();
+    let idx_bytes = 4; // u32 indices suffice: `Change` holds u32.
+
+    // One pass decides which encodings are possible and builds the shared mutated tensor.
+    const NONE: u16 = u16::MAX;
+    let mut owner = vec![NONE; n];
+    let mut mutated = v.base.clone();
+    let mut disjoint = members < usize::from(NONE);
+    let mut consistent = true;
+    for &(i, c) in &changers {
+        for (p, &j) in c.indices.iter().enumerate() {
+            let j = j as usize;
+            if owner[j] == NONE {
+                owner[j] = i as u16;
+                set_from(&mut mutated, j, &c.values, p);
+            } else {
+                disjoint = false;
+                if bits(&mutated, j) != bits(&c.values, p) {
+                    consistent = false;
+                }
+            }
+        }
+    }
+    let map_elem = if members <= 255 { 1 } else { 2 };
+    let mut options = vec![(Encoding::Sparse, nnz * (idx_bytes + d))];
+    if consistent {
+        options.push((Encoding::SharedValues, n * d + nnz * idx_bytes));
+    }
+    if disjoint {
+        options.push((Encoding::OwnerMap, n * (d + map_elem)));
+    }
+    let encoding = options.iter().min_by_key(|(_, cost)| *cost).map(|(e, _)| *e).unwrap_or(Encoding::Sparse);
+
+    let mut out = Encoded { initializers: Vec::new(), nodes: Vec::new(), encoding };
+    let shape_name = format!("smd/shape/{id}");
+    match encoding {
+        Encoding::OwnerMap => {
+            let map_name = format!("smd/map/{id}");
+            let mut_name = format!("smd/mut/{id}");
+            let map_i32 = format!("smd/map_i32/{id}");
+            let map_tensor = if map_elem == 1 {
+                raw_tensor(&map_name, &v.dims, DataType::Uint8 as i32, owner.iter().map(|&o| o as u8).collect())
+            } else {
+                raw_tensor(&map_name, &v.dims, DataType::Uint16 as i32, owner.iter().flat_map(|o| o.to_le_bytes()).collect())
+            };
+            out.initializers.push(map_tensor);
+            out.initializers.push(float_tensor(&mut_name, &v.dims, &mutated));
+            out.nodes.push(node("Cast", &[&map_name], &[&map_i32], &format!("smd/cast/{id}"), vec![attr_i("to", DataType::Int32 as i64)]));
+            for &(i, _) in &changers {
+                let eq = format!("smd/eq{i}/{id}");
+                out.nodes.push(node("Equal", &[&map_i32, &member_const(i)], &[&eq], &eq, Vec::new()));
+                let m = member_name(i);
+                out.nodes.push(node("Where", &[&eq, &mut_name, base_name], &[&m], &format!("smd/where{i}/{id}"), Vec::new()));
+            }
+        }
+        Encoding::SharedValues | Encoding::Sparse => {
+            let flat = format!("smd/flat/{id}");
+            out.initializers.push(i64_tensor(&shape_name, &[v.dims.len() as i64], &v.dims));
+            out.nodes.push(node("Reshape", &[base_name, FLAT], &[&flat], &flat, Vec::new()));
+            let mut_flat = format!("smd/mut_flat/{id}");
+            if encoding == Encoding::SharedValues {
+                let mut_name = format!("smd/mut/{id}");
+                out.initializers.push(float_tensor(&mut_name, &v.dims, &mutated));
+                out.nodes.push(node("Reshape", &[&mut_name, FLAT], &[&mut_flat], &mut_flat, Vec::new()));
+            }
+            for &(i, c) in &changers {
+                let idx = format!("smd/idx{i}/{id}");
+                let len = c.indices.len() as i64;
+                out.initializers.push(raw_tensor(
+                    &idx,
+                    &[len],
+                    DataType::Int32 as i32,
+                    c.indices.iter().flat_map(|x| (*x as i32).to_le_bytes()).collect(),
+                ));
+                let vals = format!("smd/val{i}/{id}");
+                if encoding == Encoding::SharedValues {
+                    out.nodes.push(node("Gather", &[&mut_flat, &idx], &[&vals], &vals, vec![attr_i("axis", 0)]));
+                } else {
+                    out.initializers.push(float_tensor(&vals, &[len], &c.values));
+                }
+                let scattered = format!("smd/scatter{i}/{id}");
+                out.nodes.push(node("ScatterElements", &[&flat, &idx, &vals], &[&scattered], &scattered, vec![attr_i("axis", 0)]));
+                let m = member_name(i);
+                out.nodes.push(node("Reshape", &[&scattered, &shape_name], &[&m], &format!("smd/reshape{i}/{id}"), Vec::new()));
+            }
+        }
+    }
+    out
+}
+
+/// The values a member has for the whole tensor (base with its change applied): for tests and
+/// for writing members as standalone models.
+pub fn member_values(v: &Varying, i: usize) -> TensorData {
+    let mut out = v.base.clone();
+    if let Some(Some(c)) = v.changes.get(i) {
+        for (p, &j) in c.indices.iter().enumerate() {
+            set_from(&mut out, j as usize, &c.values, p);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn varying(changes: Vec<Option<Change>>) -> Varying {
+        Varying {
+            addr: TensorAddr { scope: String::new(), name: "w".into() },
+            dims: vec![2, 3],
+            base: TensorData::F32(vec![0.0; 6]),
+            changes,
+        }
+    }
+
+    fn change(idx: &[u32], v: f32) -> Option<Change> {
+        Some(Change { indices: idx.to_vec(), values: TensorData::F32(vec![v; idx.len()]) })
+    }
+
+    #[test]
+    fn disjoint_changes_use_the_owner_map() {
+        let v = varying(vec![change(&[0, 3], 1.0), change(&[1, 2, 4, 5], 2.0)]);
+        let e = encode(&v, "w", "w", &|i| format!("m{i}/w"));
+        assert_eq!(e.encoding, Encoding::OwnerMap);
+        assert_eq!(e.initializers.len(), 2);
+    }
+
+    #[test]
+    fn overlapping_agreeing_changes_share_values_and_conflicts_go_sparse() {
+        let v = varying(vec![change(&[0, 1], 1.0), change(&[1], 1.0), change(&[0], 1.0)]);
+        assert_eq!(encode(&v, "w", "w", &|i| format!("m{i}/w")).encoding, Encoding::Sparse);
+        let v = Varying { dims: vec![100], base: TensorData::F32(vec![0.0; 100]), ..varying(vec![]) };
+        let many: Vec<Option<Change>> = (0..3).map(|_| change(&(0..40).collect::<Vec<_>>(), 1.0)).collect();
+        let v = Varying { changes: many, ..v };
+        assert_eq!(encode(&v, "w", "w", &|i| format!("m{i}/w")).encoding, Encoding::SharedValues);
+        let conflict = varying(vec![change(&[0], 1.0), change(&[0], -1.0)]);
+        assert_eq!(encode(&conflict, "w", "w", &|i| format!("m{i}/w")).encoding, Encoding::Sparse);
+    }
+
+    #[test]
+    fn check_rejects_bad_changes() {
+        assert!(check(&varying(vec![change(&[3, 1], 1.0)])).is_err());
+        assert!(check(&varying(vec![change(&[6], 1.0)])).is_err());
+        let wrong_dtype = Some(Change { indices: vec![0], values: TensorData::F64(vec![1.0]) });
+        assert!(check(&varying(vec![wrong_dtype])).is_err());
+        assert!(check(&varying(vec![change(&[0, 5], 1.0), None])).is_ok());
+    }
+
+    #[test]
+    fn member_values_apply_the_change() {
+        let v = varying(vec![change(&[1, 4], 7.0), None]);
+        assert_eq!(member_values(&v, 0), TensorData::F32(vec![0.0, 7.0, 0.0, 0.0, 7.0, 0.0]));
+        assert_eq!(member_values(&v, 1), v.base);
+    }
+}

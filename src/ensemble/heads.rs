@@ -1,0 +1,165 @@
+//! Combination heads: the nodes that turn the members' outputs into the ensemble's outputs.
+
+use std::collections::HashMap;
+
+use super::encode::{attr_i, raw_tensor};
+use super::graph::node;
+use super::proto::{GraphProto, NodeProto, TensorProto, ValueInfoProto, tensor_proto::DataType, type_proto};
+
+/// How float outputs are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Combine {
+    /// Probability outputs: weighted mean; logits outputs: log of the weighted mean of the
+    /// members' softmax; other float outputs: weighted mean.
+    #[default]
+    Probs,
+    /// Like `Probs`, but logits outputs are combined by their plain weighted mean.
+    Logits,
+    /// Every float output: plain weighted mean.
+    Mean,
+}
+
+/// What an output holds, as far as combining goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputKind {
+    /// Probabilities (produced by Softmax or Sigmoid, or declared so).
+    Probabilities,
+    /// Log-probabilities or logits: a float tensor of rank 2 that is not a probability.
+    Logits,
+    /// Any other float tensor.
+    Float,
+    /// Cannot be averaged (integers, strings, sequences, maps...).
+    Other,
+}
+
+/// Element type of a tensor value, if it is one.
+pub fn elem_type(v: &ValueInfoProto) -> Option<i32> {
+    match v.r#type.as_ref()?.value.as_ref()? {
+        type_proto::Value::TensorType(t) => t.elem_type,
+        _ => None,
+    }
+}
+
+fn rank(v: &ValueInfoProto) -> Option<usize> {
+    match v.r#type.as_ref()?.value.as_ref()? {
+        type_proto::Value::TensorType(t) => t.shape.as_ref().map(|s| s.dim.len()),
+        _ => None,
+    }
+}
+
+fn is_float(code: i32) -> bool {
+    [DataType::Float, DataType::Double, DataType::Float16, DataType::Bfloat16].iter().any(|d| *d as i32 == code)
+}
+
+/// Ops that pass a value through without changing what kind of value it is.
+const PASS_THROUGH: &[&str] = &["Identity", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "CastLike"];
+
+/// Classifies output `out` of graph `g`: probabilities are recognised from the op that
+/// produces them (Softmax, Sigmoid, through reshapes and casts), unless `declared` says.
+pub fn output_kind(g: &GraphProto, out: &ValueInfoProto, declared: Option<bool>) -> OutputKind {
+    let Some(code) = elem_type(out) else { return OutputKind::Other };
+    if !is_float(code) {
+        return OutputKind::Other;
+    }
+    let producers: HashMap<&str, &NodeProto> =
+        g.node.iter().flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n))).collect();
+    let probs = declared.unwrap_or_else(|| {
+        let mut name = out.name.as_deref().unwrap_or("");
+        // Bounded walk: a malformed graph may loop.
+        for _ in 0..64 {
+            let Some(n) = producers.get(name) else { return false };
+            let op = n.op_type.as_deref().unwrap_or("");
+            if op == "Softmax" || op == "Sigmoid" {
+                return true;
+            }
+            if !PASS_THROUGH.contains(&op) {
+                return false;
+            }
+            match n.input.first() {
+                Some(i) => name = i,
+                None => return false,
+            }
+        }
+        false
+    });
+    if probs {
+        OutputKind::Probabilities
+    } else if rank(out) == Some(2) {
+        OutputKind::Logits
+    } else {
+        OutputKind::Float
+    }
+}
+
+/// Appends to `g` the nodes that combine `members` (value names, one per member, with
+/// `weights`) into a value named `out`, of ONNX element type `code`.
+pub fn combine(g: &mut GraphProto, out: &str, code: i32, kind: OutputKind, mode: Combine, members: &[String], weights: &[f64]) {
+    let tag = |s: &str| format!("smd/head/{out}/{s}");
+    let total: f64 = weights.iter().sum();
+    let equal = weights.windows(2).all(|w| w[0] == w[1]);
+    let consts: Vec<String> = (0..members.len()).map(|i| tag(&format!("w{i}"))).collect();
+    if !equal {
+        for (c, w) in consts.iter().zip(weights) {
+            g.initializer.push(scalar(c, code, w / total));
+        }
+    }
+    // Weighted mean of `xs` into `dst`.
+    let mean = |g: &mut GraphProto, xs: &[String], dst: &str| {
+        let refs: Vec<&str> = xs.iter().map(String::as_str).collect();
+        if equal {
+            g.node.push(node("Mean", &refs, &[dst], dst, Vec::new()));
+        } else {
+            let scaled: Vec<String> = (0..xs.len()).map(|i| format!("{dst}/scaled{i}")).collect();
+            for ((x, c), s) in xs.iter().zip(&consts).zip(&scaled) {
+                g.node.push(node("Mul", &[x, c], &[s], s, Vec::new()));
+            }
+            let refs: Vec<&str> = scaled.iter().map(String::as_str).collect();
+            g.node.push(node("Sum", &refs, &[dst], dst, Vec::new()));
+        }
+    };
+    match (kind, mode) {
+        (OutputKind::Logits, Combine::Probs) => {
+            // log Σ wᵢ softmax(xᵢ), computed stably as m + log Σ wᵢ exp(log_softmax(xᵢ) − m)
+            // with m the element-wise max over members.
+            let logp: Vec<String> = (0..members.len()).map(|i| tag(&format!("logp{i}"))).collect();
+            for (x, l) in members.iter().zip(&logp) {
+                g.node.push(node("LogSoftmax", &[x], &[l], l, vec![attr_i("axis", 1)]));
+            }
+            let m = tag("max");
+            let refs: Vec<&str> = logp.iter().map(String::as_str).collect();
+            g.node.push(node("Max", &refs, &[&m], &m, Vec::new()));
+            let exps: Vec<String> = (0..members.len()).map(|i| tag(&format!("exp{i}"))).collect();
+            for (l, e) in logp.iter().zip(&exps) {
+                let d = format!("{e}/sub");
+                g.node.push(node("Sub", &[l, &m], &[&d], &d, Vec::new()));
+                g.node.push(node("Exp", &[&d], &[e], e, Vec::new()));
+            }
+            let s = tag("mean");
+            mean(g, &exps, &s);
+            let lg = tag("log");
+            g.node.push(node("Log", &[&s], &[&lg], &lg, Vec::new()));
+            g.node.push(node("Add", &[&lg, &m], &[out], &tag("add"), Vec::new()));
+        }
+        (OutputKind::Other, _) => {
+            let first = members.first().map(String::as_str).unwrap_or("");
+            g.node.push(node("Identity", &[first], &[out], &tag("first"), Vec::new()));
+        }
+        _ => mean(g, members, out),
+    }
+}
+
+/// A scalar float constant of element type `code`.
+fn scalar(name: &str, code: i32, v: f64) -> TensorProto {
+    let raw = if code == DataType::Double as i32 {
+        v.to_le_bytes().to_vec()
+    } else if code == DataType::Float16 as i32 {
+        half::f16::from_f64(v).to_le_bytes().to_vec()
+    } else if code == DataType::Bfloat16 as i32 {
+        half::bf16::from_f64(v).to_le_bytes().to_vec()
+    } else {
+        (v as f32).to_le_bytes().to_vec()
+    };
+    raw_tensor(name, &[], code, raw)
+}
