@@ -13,7 +13,7 @@ pub enum Location {
     Initializer,
     /// The value of a `Constant` node.
     Constant,
-    /// `graph.sparse_initializer` (listed, never mutated).
+    /// `graph.sparse_initializer`, or a `Constant`'s `sparse_value` (listed, never mutated).
     SparseInitializer,
 }
 
@@ -156,10 +156,11 @@ pub struct TensorInfo {
     /// The tensor's name (for a `Constant`, its output name).
     pub name: String,
     /// The subgraph path holding it: `""` for the main graph, else e.g. `If_0/then_branch`
-    /// (node name, or `op#index` when the node has none, then the attribute name).
+    /// (node name, or `node<i>` when the node has none, then the attribute name, `name[i]` for
+    /// a list of graphs; nested scopes joined with `/`).
     pub scope: String,
     /// The name of the `GraphProto` holding it.
-    pub graph: String,
+    pub graph_name: String,
     /// Label of the `Constant` node declaring it, if any.
     pub node: Option<String>,
     /// Element type.
@@ -180,8 +181,6 @@ pub struct TensorInfo {
     pub(crate) ancestors: Vec<LenPrefix>,
     /// Declared in a `training_info` graph.
     pub(crate) training: bool,
-    /// A sparse tensor (sparse initializer or a Constant's `sparse_value`).
-    pub(crate) sparse: bool,
 }
 
 impl TensorInfo {

@@ -98,6 +98,14 @@ pub enum ModelError {
         /// The file.
         path: PathBuf,
     },
+    /// Nodes use an operator domain the model does not import.
+    #[error("{}: not a valid ONNX model: nodes use domain '{domain}' but no opset_import names it", path.display())]
+    MissingOpset {
+        /// The file.
+        path: PathBuf,
+        /// The domain.
+        domain: String,
+    },
     /// A tensor is inconsistent (size, dtype, dims) or cannot be read.
     #[error("{}: tensor '{tensor}': {what}", path.display())]
     Tensor {
@@ -262,6 +270,22 @@ impl Model {
         for &r in &scan.opsets {
             opsets.push(facts::opset(slice(r)).map_err(|e| bad(r, "opset_import", e))?);
         }
+        // The ONNX checker's rule; it also catches files cut short between opset entries.
+        for d in &scan.domains {
+            let imported = opsets
+                .iter()
+                .any(|o| o.domain == *d || (d.is_empty() && o.domain == "ai.onnx"));
+            if !imported {
+                return Err(ModelError::MissingOpset {
+                    path,
+                    domain: if d.is_empty() {
+                        "ai.onnx".into()
+                    } else {
+                        d.clone()
+                    },
+                });
+            }
+        }
         let init_names: HashSet<&str> = tensors
             .iter()
             .filter(|t| {
@@ -365,7 +389,7 @@ impl Model {
             tensor: t.name.clone(),
             what,
         };
-        if t.sparse {
+        if t.location == Location::SparseInitializer {
             return Err(err("cannot read values of a sparse tensor".into()));
         }
         let ext = t

@@ -61,6 +61,8 @@ pub(crate) struct Scan {
     pub opsets: Vec<(usize, usize)>,
     pub inputs: Vec<(usize, usize)>,
     pub outputs: Vec<(usize, usize)>,
+    /// Operator domains used by graph nodes (`""` for the default one), not function bodies.
+    pub domains: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Default)]
@@ -203,7 +205,7 @@ impl<'a> Scanner<'a> {
             });
         }
         for (t, g) in self.out.tensors.iter_mut().zip(&self.tensor_graph) {
-            t.graph = self.graph_names.get(*g).cloned().unwrap_or_default();
+            t.graph_name = self.graph_names.get(*g).cloned().unwrap_or_default();
         }
         self.out.graph_name = self.graph_names.first().cloned().unwrap_or_default();
         Ok(self.out)
@@ -461,7 +463,7 @@ impl<'a> Scanner<'a> {
         self.out.tensors.push(TensorInfo {
             name,
             scope: scope.to_string(),
-            graph: String::new(),
+            graph_name: String::new(),
             node,
             dtype: fin.dtype,
             dims: fin.dims,
@@ -473,7 +475,6 @@ impl<'a> Scanner<'a> {
             payload: fin.payload,
             ancestors,
             training,
-            sparse: location == Location::SparseInitializer,
         });
         self.tensor_graph.push(gid);
         if let Some(e) = fin.ext {
@@ -496,6 +497,7 @@ impl<'a> Scanner<'a> {
         let mut output: Option<String> = None;
         let mut name = String::new();
         let mut op = String::new();
+        let mut domain = String::new();
         let mut attrs: Vec<Field> = Vec::new();
         while let Some(g) = self.next(&mut r)? {
             match g.number {
@@ -506,16 +508,18 @@ impl<'a> Scanner<'a> {
                 }
                 3 => name = self.string(&g, "name")?,
                 4 => op = self.string(&g, "op_type")?,
+                7 => domain = self.string(&g, "domain")?,
                 5 => {
                     self.expect(&g, Wire::Len, "attribute")?;
                     attrs.push(g);
                 }
-                6..=10 => self.expect(&g, Wire::Len, "NodeProto field")?,
+                6 | 8..=10 => self.expect(&g, Wire::Len, "NodeProto field")?,
                 _ => {}
             }
         }
+        // Unnamed nodes are `node<i>` (index in their graph), as the fixtures' golden files say.
         let label = if name.is_empty() {
-            format!("{op}#{index}")
+            format!("node{index}")
         } else {
             name
         };
@@ -523,6 +527,10 @@ impl<'a> Scanner<'a> {
             *c = format!("node '{}'", label.escape_debug());
         }
         if listed {
+            let d = if domain == "ai.onnx" { "" } else { &domain };
+            if !self.out.domains.contains(d) {
+                self.out.domains.insert(d.to_string());
+            }
             for (i, input) in inputs.iter().enumerate() {
                 if !input.is_empty() && shape_like(&op, i) {
                     self.out.shape_uses.push(ShapeUse {
@@ -534,7 +542,7 @@ impl<'a> Scanner<'a> {
             }
         }
         let ctx = NodeCtx {
-            is_constant: op == "Constant",
+            is_constant: op == "Constant" && (domain.is_empty() || domain == "ai.onnx"),
             label,
             output,
             scope,
@@ -678,13 +686,10 @@ impl<'a> Scanner<'a> {
                     node.scope,
                     node.graph,
                     Some(node.label.clone()),
-                    Location::Constant,
+                    Location::SparseInitializer,
                     node.training,
                     fin,
                 );
-                if let Some(t) = self.out.tensors.last_mut() {
-                    t.sparse = true;
-                }
             }
             self.leave();
         }

@@ -25,9 +25,6 @@ pub(crate) fn judge(t: &TensorInfo, shape_use: Option<&str>, sel: &Selection) ->
     if t.location == Location::SparseInitializer {
         return no("sparse initializer");
     }
-    if t.sparse {
-        return no("sparse tensor");
-    }
     if !t.dtype.is_mutable_float() {
         return no(&t.dtype.name());
     }

@@ -316,17 +316,17 @@ fn nested_subgraphs_scopes_and_shape_uses() {
         [
             "If_0/then_branch/then_w",
             "If_0/then_branch/then_init",
-            "If_0/else_branch/Loop#0/body/deep_w",
+            "If_0/else_branch/node0/body/deep_w",
             "scales",
             "top"
         ]
     );
     let t = &m.tensors()[2];
-    assert_eq!(t.graph, "body");
-    assert_eq!(t.scope, "If_0/else_branch/Loop#0/body");
+    assert_eq!(t.graph_name, "body");
+    assert_eq!(t.scope, "If_0/else_branch/node0/body");
     assert_eq!(t.location, Location::Constant);
-    assert_eq!(m.tensors()[0].graph, "then_g");
-    assert_eq!(m.tensors()[4].graph, "main");
+    assert_eq!(m.tensors()[0].graph_name, "then_g");
+    assert_eq!(m.tensors()[4].graph_name, "main");
     // The main-graph `scales` feeds a Resize inside the then-branch.
     let all = Selection {
         all_float: true,

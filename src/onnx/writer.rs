@@ -55,7 +55,7 @@ fn validate<'m, 'd>(
         if !seen.insert(*i) {
             return Err(err("changed twice".into()));
         }
-        if t.location == Location::SparseInitializer || t.sparse {
+        if t.location == Location::SparseInitializer {
             return Err(err("sparse tensors cannot be changed".into()));
         }
         let dd = data_dtype(data);
