@@ -16,6 +16,26 @@ pub struct SelectionArgs {
     pub all_float: bool,
 }
 
+impl SelectionArgs {
+    /// The library's selection rule, with the regular expressions compiled.
+    pub fn to_selection(&self) -> anyhow::Result<smd_onnx::onnx::Selection> {
+        let compile = |flag: &str, re: &Option<String>| -> anyhow::Result<Option<regex::Regex>> {
+            re.as_deref()
+                .map(|r| {
+                    regex::Regex::new(r).map_err(|e| {
+                        anyhow::anyhow!("{flag} {r:?}: invalid regular expression: {e}")
+                    })
+                })
+                .transpose()
+        };
+        Ok(smd_onnx::onnx::Selection {
+            include: compile("--include", &self.include)?,
+            exclude: compile("--exclude", &self.exclude)?,
+            all_float: self.all_float,
+        })
+    }
+}
+
 /// Where ONNX Runtime runs.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RuntimeArgs {

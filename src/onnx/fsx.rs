@@ -1,0 +1,161 @@
+//! Atomic file writes: a temporary file in the destination's folder, fsync, rename. A failed
+//! or interrupted write leaves no partial file behind (the temporary file is removed).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use super::ModelError;
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> ModelError + '_ {
+    move |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn folder_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn temp_for(path: &Path) -> Result<tempfile::NamedTempFile, ModelError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(folder_of(path))
+        .map_err(io_err(path))
+}
+
+fn commit(tmp: tempfile::NamedTempFile, path: &Path) -> Result<(), ModelError> {
+    tmp.as_file().sync_all().map_err(io_err(path))?;
+    tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
+    // Make the rename itself durable; not every platform can sync a folder, so best effort.
+    if let Ok(d) = File::open(folder_of(path)) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Writes `path` atomically: `f` writes the contents to a buffered temporary file in the same
+/// folder, which is then synced and renamed over `path`. If `f` fails, nothing is written.
+pub fn write_atomic<T, E>(
+    path: &Path,
+    f: impl FnOnce(&mut dyn Write) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<ModelError>,
+{
+    let mut tmp = temp_for(path)?;
+    let value = {
+        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+        let value = f(&mut w)?;
+        w.flush().map_err(io_err(path))?;
+        value
+    };
+    commit(tmp, path)?;
+    Ok(value)
+}
+
+/// Like [`write_atomic`], but first refuses to write over any of `inputs` (e.g.
+/// [`crate::onnx::Model::input_paths`]).
+pub fn write_atomic_except<T, E>(
+    path: &Path,
+    inputs: &[&Path],
+    f: impl FnOnce(&mut dyn Write) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<ModelError>,
+{
+    ensure_not_input(path, inputs)?;
+    write_atomic(path, f)
+}
+
+/// Copies `src` to `dst` atomically, letting `patch` overwrite parts of the copy before it is
+/// committed. The copy is the kernel's (`copy_file_range`/reflink where available).
+pub(crate) fn copy_atomic(
+    src: &Path,
+    dst: &Path,
+    patch: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<(), ModelError> {
+    let mut tmp = temp_for(dst)?;
+    std::fs::copy(src, tmp.path()).map_err(io_err(src))?;
+    patch(tmp.as_file_mut()).map_err(io_err(dst))?;
+    commit(tmp, dst)
+}
+
+/// True when `a` and `b` are the same existing file (same device and inode on Unix).
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return x.dev() == y.dev() && x.ino() == y.ino();
+        }
+    }
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Refuses `out` when it is (or links to) one of `inputs`.
+pub fn ensure_not_input(out: &Path, inputs: &[&Path]) -> Result<(), ModelError> {
+    for input in inputs {
+        if same_file(out, input) {
+            return Err(ModelError::Overwrite {
+                out: out.to_path_buf(),
+                input: input.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_and_failure_leave_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("out.bin");
+        write_atomic::<_, ModelError>(&p, |w| {
+            w.write_all(b"hello").map_err(io_err(&p))?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"hello");
+        let r = write_atomic::<(), ModelError>(&p, |w| {
+            w.write_all(b"partial").map_err(io_err(&p))?;
+            Err(ModelError::Internal {
+                path: p.clone(),
+                what: "boom".into(),
+            })
+        });
+        assert!(r.is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), b"hello");
+        let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn refuses_inputs() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a");
+        std::fs::write(&a, b"x").unwrap();
+        let link = d.path().join("b");
+        std::fs::hard_link(&a, &link).unwrap();
+        assert!(ensure_not_input(&a, &[&a]).is_err());
+        assert!(ensure_not_input(&link, &[&a]).is_err());
+        assert!(ensure_not_input(&d.path().join("c"), &[&a]).is_ok());
+        let r = write_atomic_except::<(), ModelError>(&a, &[&a], |_| Ok(()));
+        assert!(matches!(r, Err(ModelError::Overwrite { .. })));
+    }
+}

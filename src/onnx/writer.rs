@@ -1,0 +1,445 @@
+//! The child writer: the parent's bytes with exactly the changed payloads replaced.
+//!
+//! Same-size payloads (raw_data, packed float_data/double_data, value_float(s), external data)
+//! are overwritten in place. Varint payloads (float16/bfloat16 bits in int32_data) and rewritten
+//! external `location` strings may change length: every enclosing length prefix is then fixed
+//! up, keeping its byte width when the new length still fits (protobuf accepts padded varints),
+//! so that as few bytes as possible change.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::index::{Location, Payload, TensorInfo};
+use super::values::{bits16, data_dtype, encode_le};
+use super::wire::{self, LenPrefix};
+use super::{Model, ModelError, fsx};
+use crate::tensor::TensorData;
+
+/// One replacement of `start..end` in the source by `bytes`.
+struct Repl<'d> {
+    start: u64,
+    end: u64,
+    bytes: Cow<'d, [u8]>,
+}
+
+/// A replacement whose size may differ, with the length prefixes enclosing it (outermost first).
+struct Edit<'d> {
+    repl: Repl<'d>,
+    chain: Vec<LenPrefix>,
+}
+
+/// Checks `changes` against the model: known tensor, not sparse, same dtype and element count,
+/// no tensor twice.
+fn validate<'m, 'd>(
+    model: &'m Model,
+    changes: &'d [(usize, TensorData)],
+) -> Result<Vec<(&'m TensorInfo, &'d TensorData)>, ModelError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(changes.len());
+    for (i, data) in changes {
+        let Some(t) = model.tensors().get(*i) else {
+            return Err(ModelError::Change {
+                path: model.path().to_path_buf(),
+                tensor: format!("#{i}"),
+                what: format!("no such tensor (the model has {})", model.tensors().len()),
+            });
+        };
+        let err = |what: String| ModelError::Change {
+            path: model.path().to_path_buf(),
+            tensor: t.name.clone(),
+            what,
+        };
+        if !seen.insert(*i) {
+            return Err(err("changed twice".into()));
+        }
+        if t.location == Location::SparseInitializer {
+            return Err(err("sparse tensors cannot be changed".into()));
+        }
+        let dd = data_dtype(data);
+        if dd != t.dtype {
+            return Err(err(format!(
+                "new values are {dd}, the tensor is {}",
+                t.dtype
+            )));
+        }
+        if data.len() as u64 != t.elements {
+            return Err(err(format!(
+                "{} new values for {} elements",
+                data.len(),
+                t.elements
+            )));
+        }
+        out.push((t, data));
+    }
+    Ok(out)
+}
+
+/// Patches for external files: file index → (offset, bytes).
+type ExtPatches<'d> = HashMap<usize, Vec<(u64, Cow<'d, [u8]>)>>;
+
+/// Turns validated changes into model-file edits and external-file patches.
+fn plan_changes<'d>(
+    model: &Model,
+    changes: &[(&TensorInfo, &'d TensorData)],
+    edits: &mut Vec<Edit<'d>>,
+    ext: &mut ExtPatches<'d>,
+) -> Result<(), ModelError> {
+    for (t, data) in changes {
+        let internal = |what: &str| ModelError::Internal {
+            path: model.path().to_path_buf(),
+            what: format!("tensor '{}': {what}", t.name),
+        };
+        let n = data.len();
+        match &t.payload {
+            Payload::None => {
+                if n != 0 {
+                    return Err(internal("no payload to change"));
+                }
+            }
+            Payload::Raw { start, len } => {
+                let bytes = encode_le(data, 0, n);
+                if bytes.len() as u64 != *len {
+                    return Err(internal("raw_data size changed"));
+                }
+                edits.push(Edit {
+                    repl: Repl {
+                        start: *start,
+                        end: start + len,
+                        bytes,
+                    },
+                    chain: Vec::new(),
+                });
+            }
+            Payload::External { file, offset, len } => {
+                let bytes = encode_le(data, 0, n);
+                if bytes.len() as u64 != *len {
+                    return Err(internal("external data size changed"));
+                }
+                ext.entry(*file).or_default().push((*offset, bytes));
+            }
+            Payload::Fixed { width, runs } => {
+                let w = usize::from(*width);
+                let mut at = 0usize;
+                for r in runs {
+                    let count = usize::try_from(r.count).map_err(|_| internal("run too long"))?;
+                    let to = at.checked_add(count).filter(|&e| e <= n);
+                    let Some(to) = to else {
+                        return Err(internal("more values stored than elements"));
+                    };
+                    let values = encode_le(data, at, to);
+                    let bytes = if r.prefix.is_some() {
+                        values
+                    } else {
+                        // Unpacked: keep each key, replace each value.
+                        let key = model
+                            .bytes()
+                            .get(r.start as usize..r.start as usize + usize::from(r.key_len))
+                            .ok_or_else(|| internal("key outside the file"))?;
+                        let mut b = Vec::with_capacity(count * (w + key.len()));
+                        for v in values.chunks(w) {
+                            b.extend_from_slice(key);
+                            b.extend_from_slice(v);
+                        }
+                        Cow::Owned(b)
+                    };
+                    if bytes.len() as u64 != r.end - r.start {
+                        return Err(internal("fixed-width run size changed"));
+                    }
+                    edits.push(Edit {
+                        repl: Repl {
+                            start: r.start,
+                            end: r.end,
+                            bytes,
+                        },
+                        chain: Vec::new(),
+                    });
+                    at = to;
+                }
+            }
+            Payload::Varint { runs } => {
+                let mut at = 0usize;
+                for r in runs {
+                    let count = usize::try_from(r.count).map_err(|_| internal("run too long"))?;
+                    let key = if r.prefix.is_none() {
+                        model
+                            .bytes()
+                            .get(r.start as usize..r.start as usize + usize::from(r.key_len))
+                            .ok_or_else(|| internal("key outside the file"))?
+                    } else {
+                        &[]
+                    };
+                    let mut b = Vec::with_capacity(count * (3 + key.len()));
+                    for i in at..at + count {
+                        let bits = bits16(data, i).ok_or_else(|| internal("not 16-bit values"))?;
+                        b.extend_from_slice(key);
+                        wire::put_varint(&mut b, u64::from(bits));
+                    }
+                    let mut chain = t.ancestors.clone();
+                    chain.extend(r.prefix);
+                    edits.push(Edit {
+                        repl: Repl {
+                            start: r.start,
+                            end: r.end,
+                            bytes: Cow::Owned(b),
+                        },
+                        chain,
+                    });
+                    at += count;
+                }
+                if at != n {
+                    return Err(internal("stored values differ from elements"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Resolves length-prefix fix-ups for size-changing edits and returns all replacements,
+/// sorted and checked not to overlap.
+fn finish_plan<'d>(model: &Model, edits: Vec<Edit<'d>>) -> Result<Vec<Repl<'d>>, ModelError> {
+    struct Node {
+        p: LenPrefix,
+        depth: usize,
+        parent: Option<u64>,
+        acc: i128,
+    }
+    let internal = |what: String| ModelError::Internal {
+        path: model.path().to_path_buf(),
+        what,
+    };
+    let mut nodes: HashMap<u64, Node> = HashMap::new();
+    let mut repls = Vec::with_capacity(edits.len());
+    for e in edits {
+        let delta =
+            e.repl.bytes.len() as i128 - (i128::from(e.repl.end) - i128::from(e.repl.start));
+        if delta != 0 {
+            if e.chain.is_empty() {
+                return Err(internal("a size-changing edit outside any message".into()));
+            }
+            let mut parent = None;
+            for (depth, p) in e.chain.iter().enumerate() {
+                nodes.entry(p.pos).or_insert(Node {
+                    p: *p,
+                    depth,
+                    parent,
+                    acc: 0,
+                });
+                parent = Some(p.pos);
+            }
+            if let Some(last) = e.chain.last().and_then(|p| nodes.get_mut(&p.pos)) {
+                last.acc += delta;
+            }
+        }
+        repls.push(e.repl);
+    }
+    // Deepest prefixes first, so each parent sees its children's changes (content and width).
+    let mut order: Vec<(usize, u64)> = nodes.values().map(|n| (n.depth, n.p.pos)).collect();
+    order.sort_unstable_by(|a, b| b.cmp(a));
+    for (_, pos) in order {
+        let Some(n) = nodes.get(&pos) else { continue };
+        if n.acc == 0 {
+            continue;
+        }
+        let new_len = i128::from(n.p.len) + n.acc;
+        let new_len = u64::try_from(new_len)
+            .ok()
+            .filter(|&l| l <= i32::MAX as u64)
+            .ok_or_else(|| {
+                internal(format!(
+                    "a message would be {new_len} bytes, beyond protobuf's 2 GiB limit"
+                ))
+            })?;
+        let width = usize::from(n.p.width);
+        let bytes = wire::varint_padded(new_len, width).unwrap_or_else(|| {
+            let mut b = Vec::new();
+            wire::put_varint(&mut b, new_len);
+            b
+        });
+        let wdelta = bytes.len() as i128 - width as i128;
+        let (acc, parent) = (n.acc, n.parent);
+        if let Some(pn) = parent.and_then(|pp| nodes.get_mut(&pp)) {
+            pn.acc += acc + wdelta;
+        }
+        repls.push(Repl {
+            start: pos,
+            end: pos + width as u64,
+            bytes: Cow::Owned(bytes),
+        });
+    }
+    repls.sort_by_key(|r| (r.start, r.end));
+    let mut prev_end = 0u64;
+    for r in &repls {
+        if r.start < prev_end || r.end < r.start || r.end > model.bytes().len() as u64 {
+            return Err(internal(format!(
+                "overlapping or out-of-range edit at byte {}",
+                r.start
+            )));
+        }
+        prev_end = r.end;
+    }
+    Ok(repls)
+}
+
+/// Writes `src` with `repls` applied.
+fn stream(src: &[u8], repls: &[Repl<'_>], w: &mut dyn Write) -> std::io::Result<()> {
+    let mut cur = 0usize;
+    for r in repls {
+        // Bounds were checked in finish_plan.
+        let (s, e) = (r.start as usize, r.end as usize);
+        w.write_all(&src[cur..s])?;
+        w.write_all(&r.bytes)?;
+        cur = e;
+    }
+    w.write_all(&src[cur..])
+}
+
+/// Writes the child of a model without external data to `w`: the parent's bytes with the
+/// changed payloads replaced. `changes` pairs tensor indices (into [`Model::tensors`]) with new
+/// values of the same dtype and element count. Models with external data need
+/// [`write_child`], which also writes the child's data file.
+pub fn write_child_to<W: Write>(
+    model: &Model,
+    changes: &[(usize, TensorData)],
+    w: &mut W,
+) -> Result<(), ModelError> {
+    if model.has_external_data() {
+        return Err(ModelError::NeedsFile {
+            path: model.path().to_path_buf(),
+        });
+    }
+    let valid = validate(model, changes)?;
+    let mut edits = Vec::new();
+    let mut ext = ExtPatches::new();
+    plan_changes(model, &valid, &mut edits, &mut ext)?;
+    let repls = finish_plan(model, edits)?;
+    stream(model.bytes(), &repls, w).map_err(|source| ModelError::Write { source })
+}
+
+/// The child of a model without external data, in memory (see [`write_child_to`]).
+pub fn child_bytes(model: &Model, changes: &[(usize, TensorData)]) -> Result<Vec<u8>, ModelError> {
+    let mut out = Vec::with_capacity(model.bytes().len());
+    write_child_to(model, changes, &mut out)?;
+    Ok(out)
+}
+
+/// Names of the child's external files, one per parent external file: `child.onnx.data` when
+/// the parent has one, else `<child-stem>.<location with separators as '_'>`.
+fn child_external_names(model: &Model, out: &Path) -> Vec<String> {
+    let files = model.external_files();
+    let out_name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "child.onnx".into());
+    if files.len() == 1 {
+        return vec![format!("{out_name}.data")];
+    }
+    let stem = out
+        .file_stem()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "child".into());
+    let mut used = std::collections::HashSet::new();
+    files
+        .iter()
+        .map(|f| {
+            let flat: String = f
+                .location
+                .trim_start_matches("./")
+                .chars()
+                .map(|c| if c == '/' || c == '\\' { '_' } else { c })
+                .collect();
+            let base = format!("{stem}.{flat}");
+            let mut name = base.clone();
+            let mut k = 2;
+            while !used.insert(name.clone()) {
+                name = format!("{base}.{k}");
+                k += 1;
+            }
+            name
+        })
+        .collect()
+}
+
+/// Writes the child model to `out` (atomically) and, for a model with external data, its own
+/// external file(s) beside it (see [`child_external_names`] rules: `out` + `.data` for one
+/// file), with every `location` entry rewritten to them. The parent's files are never
+/// written; nothing is left behind on error. Returns the paths written, the model first.
+pub fn write_child(
+    model: &Model,
+    changes: &[(usize, TensorData)],
+    out: &Path,
+) -> Result<Vec<PathBuf>, ModelError> {
+    let valid = validate(model, changes)?;
+    let inputs = model.input_paths();
+    let input_refs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    fsx::ensure_not_input(out, &input_refs)?;
+    let mut edits = Vec::new();
+    let mut ext = ExtPatches::new();
+    plan_changes(model, &valid, &mut edits, &mut ext)?;
+
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let names = child_external_names(model, out);
+    let ext_paths: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
+    for p in &ext_paths {
+        fsx::ensure_not_input(p, &input_refs)?;
+        if p == out {
+            return Err(ModelError::Overwrite {
+                out: p.clone(),
+                input: out.to_path_buf(),
+            });
+        }
+    }
+    for loc in model.locations() {
+        let name = names.get(loc.file).ok_or_else(|| ModelError::Internal {
+            path: model.path().to_path_buf(),
+            what: "external location without a file".into(),
+        })?;
+        edits.push(Edit {
+            repl: Repl {
+                start: loc.field.start,
+                end: loc.field.end,
+                bytes: Cow::Owned(name.clone().into_bytes()),
+            },
+            chain: loc.field.ancestors.clone(),
+        });
+    }
+    let repls = finish_plan(model, edits)?;
+
+    let mut written: Vec<PathBuf> = Vec::new();
+    let result = (|| {
+        for (i, f) in model.external_files().iter().enumerate() {
+            let dst = &ext_paths[i];
+            let patches = ext.remove(&i).unwrap_or_default();
+            fsx::copy_atomic(&f.path, dst, |file: &mut File| {
+                for (offset, bytes) in &patches {
+                    file.seek(SeekFrom::Start(*offset))?;
+                    file.write_all(bytes)?;
+                }
+                Ok(())
+            })?;
+            written.push(dst.clone());
+        }
+        fsx::write_atomic(out, |w| {
+            stream(model.bytes(), &repls, w).map_err(|source| ModelError::Io {
+                path: out.to_path_buf(),
+                source,
+            })
+        })?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        for p in &written {
+            let _ = std::fs::remove_file(p);
+        }
+        return Err(e);
+    }
+    let mut paths = vec![out.to_path_buf()];
+    paths.extend(written);
+    Ok(paths)
+}
