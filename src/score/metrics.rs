@@ -7,8 +7,8 @@
 //! - probabilities: the output is taken as is when every row is non-negative and sums to 1
 //!   within 1e-4; otherwise each row gets a softmax computed in f64 (max subtracted first);
 //! - accuracy: argmax (ties → lowest index) equals the label;
-//! - top-5 accuracy (C ≥ 5): fewer than 5 classes rank above the label, where class `c` ranks
-//!   above the label when `p[c] > p[label]`, or `p[c] == p[label]` and `c < label`;
+//! - top-5 accuracy (C ≥ 5): fewer than 5 classes have a strictly larger probability than the
+//!   label's;
 //! - NLL: mean of `-ln(max(p_label, 1e-15))` in f64;
 //! - MSE (float labels): mean of `(value - target)^2` in f64.
 
@@ -135,11 +135,7 @@ pub fn classification_metrics(probs: &[f32], classes: usize, labels: &[i64]) -> 
         if argmax(row) == l {
             correct += 1;
         }
-        let above = row
-            .iter()
-            .enumerate()
-            .filter(|&(c, &q)| q > p || (q == p && c < l))
-            .count();
+        let above = row.iter().enumerate().filter(|&(_, &q)| q > p).count();
         if above < 5 {
             top5 += 1;
         }

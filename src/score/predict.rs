@@ -87,10 +87,12 @@ impl Predictor {
                 }
                 o
             }
+            // The first float [N, C] output; for regression, else the first float [N].
             None => io
                 .outputs
                 .iter()
-                .find(|o| float_spec(o) && rank_ok(o))
+                .find(|o| float_spec(o) && o.rank().is_none_or(|r| r == 2))
+                .or_else(|| io.outputs.iter().find(|o| float_spec(o) && rank_ok(o)))
                 .ok_or_else(|| {
                     model_err(format!(
                         "no float output of shape [N, C] to score (outputs: {}); name one with --output",

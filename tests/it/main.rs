@@ -1,3 +1,5 @@
 //! Integration tests: they run the `smd-onnx` binary.
 
+mod runtime;
+mod score;
 mod util;
