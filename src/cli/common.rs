@@ -45,6 +45,22 @@ pub struct RuntimeArgs {
     /// The ONNX Runtime shared library to use (else ORT_DYLIB_PATH, else the cache, else fetched).
     #[arg(long, value_name = "PATH")]
     pub ort_lib: Option<PathBuf>,
+    /// Intra-op threads per ONNX Runtime session (default: every available core).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+impl RuntimeArgs {
+    /// The library's runtime configuration.
+    pub fn config(&self) -> anyhow::Result<smd_onnx::runtime::RuntimeConfig> {
+        let device: smd_onnx::runtime::Device = self.device.parse()?;
+        Ok(smd_onnx::runtime::RuntimeConfig {
+            device,
+            library: self.ort_lib.clone(),
+            intra_threads: self.threads,
+            ..Default::default()
+        })
+    }
 }
 
 /// The labelled data and how it is split and batched.

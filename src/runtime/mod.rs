@@ -1,4 +1,29 @@
-//! ONNX Runtime: find or fetch the library, the environment, execution providers.
+//! ONNX Runtime: find or fetch the library, the environment, execution providers, sessions.
+//!
+//! [`Runtime::new`] provisions the shared library (see [`provision`]), for a GPU device finds and
+//! preloads the CUDA libraries (see [`cuda`]), and initialises ort's environment once per process.
+//! Sessions are then built with the device's execution provider registered with
+//! `error_on_failure`: a GPU device never silently runs on the CPU.
+
+pub mod cuda;
+pub mod provision;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use ort::environment::Environment;
+use ort::ep::{self, ExecutionProviderDispatch};
+use ort::logging::LogLevel;
+use ort::session::Session;
+use ort::session::builder::{AutoDevicePolicy, SessionBuilder};
+use ort::value::{DynValue, Tensor};
+use serde::Serialize;
+
+pub use provision::{Flavor, LibrarySource, ORT_VERSION};
+
+use crate::tensor::TensorData;
 
 /// Errors from finding, fetching or using ONNX Runtime.
 #[derive(Debug, thiserror::Error)]
@@ -6,4 +31,772 @@ pub enum RuntimeError {
     /// ONNX Runtime reported an error.
     #[error("onnxruntime: {0}")]
     Ort(String),
+    /// A session could not be created from a model.
+    #[error("{path}: onnxruntime cannot load the model: {message}")]
+    Session {
+        /// The model file (or `<memory>`).
+        path: PathBuf,
+        /// ONNX Runtime's message.
+        message: String,
+    },
+    /// The library could not be loaded.
+    #[error("{path}: cannot load ONNX Runtime: {message}")]
+    Load {
+        /// The library.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// This process already loaded another ONNX Runtime library (ort loads one per process).
+    #[error(
+        "ONNX Runtime is already loaded from {loaded} in this process; cannot switch to {requested}"
+    )]
+    AlreadyLoaded {
+        /// The library in use.
+        loaded: PathBuf,
+        /// The library asked for.
+        requested: PathBuf,
+    },
+    /// The library is not cached and could not be fetched.
+    #[error("{message}; fix: {fix}")]
+    Fetch {
+        /// What failed.
+        message: String,
+        /// The one command that fixes it.
+        fix: String,
+    },
+    /// The cache folder is unusable.
+    #[error("{path}: {message}")]
+    Cache {
+        /// The folder or file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// `--device` is not `cpu`, `cuda[:N]` or `tensorrt[:N]`.
+    #[error("--device {0:?}: expected cpu, cuda[:N] or tensorrt[:N]")]
+    BadDevice(String),
+    /// No NVIDIA driver.
+    #[error(
+        "no NVIDIA driver: libcuda.so.1 cannot be loaded ({message}); a GPU device needs an NVIDIA GPU and its driver"
+    )]
+    NoDriver {
+        /// The loader's message.
+        message: String,
+    },
+    /// CUDA/cuDNN/TensorRT libraries are missing.
+    #[error(
+        "GPU libraries not found: {missing} (searched {searched} folders: CUDA_HOME, pip site-packages nvidia/*/lib, system); fix: {fix}"
+    )]
+    MissingGpuLibs {
+        /// Comma-separated sonames.
+        missing: String,
+        /// How many folders were searched.
+        searched: usize,
+        /// The command that installs them.
+        fix: String,
+    },
+    /// A CUDA/cuDNN/TensorRT library was found but does not load.
+    #[error("{path}: cannot load: {message}")]
+    GpuLibLoad {
+        /// The library.
+        path: PathBuf,
+        /// The loader's message.
+        message: String,
+    },
+    /// The ONNX Runtime library has no provider library for the device.
+    #[error(
+        "{library}: this ONNX Runtime has no {provider} ({file} is not beside it; a CPU-only build?); fix: unset ORT_DYLIB_PATH and omit --ort-lib to use the pinned onnxruntime-gpu {ORT_VERSION}, or point --ort-lib at an onnxruntime-gpu library"
+    )]
+    NoProvider {
+        /// The ONNX Runtime library.
+        library: PathBuf,
+        /// The execution provider.
+        provider: &'static str,
+        /// The provider library file expected beside it.
+        file: &'static str,
+    },
+    /// The execution provider could not be registered.
+    #[error("{provider} could not be registered on {device}: {message}")]
+    Provider {
+        /// The execution provider.
+        provider: &'static str,
+        /// The device.
+        device: Device,
+        /// ONNX Runtime's message (and its last logged error).
+        message: String,
+    },
+    /// A tensor value does not match its dims.
+    #[error("initializer `{name}`: {message}")]
+    Value {
+        /// The tensor.
+        name: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Where a session runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Device {
+    /// ONNX Runtime's CPU provider.
+    #[default]
+    Cpu,
+    /// The CUDA provider on this GPU index.
+    Cuda(u32),
+    /// The TensorRT provider (CUDA for what TensorRT cannot run) on this GPU index.
+    TensorRt(u32),
+}
+
+impl Device {
+    /// True for CUDA and TensorRT.
+    pub fn is_gpu(self) -> bool {
+        !matches!(self, Self::Cpu)
+    }
+
+    /// The build of ONNX Runtime this device needs.
+    pub fn flavor(self) -> Flavor {
+        if self.is_gpu() {
+            Flavor::Gpu
+        } else {
+            Flavor::Cpu
+        }
+    }
+
+    /// Execution providers in priority order (ONNX Runtime names).
+    pub fn providers(self) -> Vec<&'static str> {
+        match self {
+            Self::Cpu => vec!["CPUExecutionProvider"],
+            Self::Cuda(_) => vec!["CUDAExecutionProvider", "CPUExecutionProvider"],
+            Self::TensorRt(_) => vec![
+                "TensorrtExecutionProvider",
+                "CUDAExecutionProvider",
+                "CPUExecutionProvider",
+            ],
+        }
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(i) => write!(f, "cuda:{i}"),
+            Self::TensorRt(i) => write!(f, "tensorrt:{i}"),
+        }
+    }
+}
+
+impl Serialize for Device {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl FromStr for Device {
+    type Err = RuntimeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || RuntimeError::BadDevice(s.to_string());
+        let t = s.trim().to_ascii_lowercase();
+        let (kind, index) = match t.split_once(':') {
+            Some((k, i)) => {
+                if i.is_empty() || !i.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad());
+                }
+                (k, i.parse::<u32>().map_err(|_| bad())?)
+            }
+            None => (t.as_str(), 0),
+        };
+        match kind {
+            "cpu" if !t.contains(':') => Ok(Self::Cpu),
+            "cuda" | "gpu" => Ok(Self::Cuda(index)),
+            "tensorrt" | "trt" => Ok(Self::TensorRt(index)),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// How to set up ONNX Runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Execution device.
+    pub device: Device,
+    /// The library (`--ort-lib`); `None`: `ORT_DYLIB_PATH`, else the cache, else fetched.
+    pub library: Option<PathBuf>,
+    /// Cache root; `None`: `SMD_ONNX_CACHE`, `XDG_CACHE_HOME/smd-onnx` or `~/.cache/smd-onnx`.
+    pub cache_root: Option<PathBuf>,
+    /// Fetch the pinned wheel with pip when the cache lacks it.
+    pub allow_fetch: bool,
+    /// Intra-op threads per session; `None`: every available core.
+    pub intra_threads: Option<usize>,
+    /// TensorRT: keep built engines on disk, keyed by the caller's weights hash.
+    pub tensorrt_engine_cache: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            library: None,
+            cache_root: None,
+            allow_fetch: true,
+            intra_threads: None,
+            tensorrt_engine_cache: true,
+        }
+    }
+}
+
+/// What was loaded, for reports (`smd-onnx runtime`, `score --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RuntimeInfo {
+    /// The shared library.
+    pub library: PathBuf,
+    /// How it was found.
+    pub source: LibrarySource,
+    /// ONNX Runtime's version string.
+    pub version: String,
+    /// The device sessions run on.
+    pub device: Device,
+    /// Execution providers registered for each session, in priority order.
+    pub providers: Vec<&'static str>,
+    /// Providers this build of ONNX Runtime contains.
+    pub available_providers: Vec<String>,
+    /// The cache folder, when the library came from the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// GPU libraries found and preloaded (GPU devices only).
+    pub gpu_libraries: Option<cuda::GpuLibs>,
+    /// Intra-op threads per session.
+    pub intra_threads: usize,
+}
+
+/// The process-wide ort state: ort allows one library and one environment per process.
+struct Loaded {
+    env: Environment,
+    library: PathBuf,
+    version: String,
+}
+
+static LOADED: Mutex<Option<Arc<Loaded>>> = Mutex::new(None);
+
+/// Recent messages ONNX Runtime logged at warning level or above (bounded).
+static ORT_LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn ort_logger(level: LogLevel, _cat: &str, _id: &str, location: &str, message: &str) {
+    let line = format!("{message} ({location})").replace(['\n', '\r'], " ");
+    if std::env::var_os("ORT_LOG").is_some() {
+        eprintln!("onnxruntime [{level:?}]: {line}");
+    }
+    if level >= LogLevel::Warning
+        && let Ok(mut log) = ORT_LOG.lock()
+    {
+        if log.len() >= 32 {
+            log.remove(0);
+        }
+        log.push(line);
+    }
+}
+
+/// Drains ONNX Runtime's recent log messages (warnings and errors), oldest first.
+pub fn take_ort_log() -> Vec<String> {
+    ORT_LOG
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default()
+}
+
+fn ort_level_from_env() -> LogLevel {
+    match std::env::var("ORT_LOG").as_deref() {
+        Ok("verbose") => LogLevel::Verbose,
+        Ok("info") => LogLevel::Info,
+        Ok("error") => LogLevel::Error,
+        Ok("fatal") => LogLevel::Fatal,
+        _ => LogLevel::Warning,
+    }
+}
+
+/// An initialised ONNX Runtime for one device.
+#[derive(Clone)]
+pub struct Runtime {
+    loaded: Arc<Loaded>,
+    device: Device,
+    source: LibrarySource,
+    cache_dir: Option<PathBuf>,
+    cache_root: PathBuf,
+    gpu: Option<cuda::GpuLibs>,
+    intra_threads: usize,
+    tensorrt_engine_cache: bool,
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("library", &self.loaded.library)
+            .field("version", &self.loaded.version)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ort_msg<R>(e: ort::Error<R>) -> String {
+    e.message().replace(['\n', '\r'], " ")
+}
+
+impl Runtime {
+    /// Provisions the library, preloads GPU libraries for a GPU device, and initialises the
+    /// process's ort environment (once; a later call must name the same library).
+    pub fn new(config: &RuntimeConfig) -> Result<Self, RuntimeError> {
+        let device = config.device;
+        let cache_root = match &config.cache_root {
+            Some(r) => r.clone(),
+            None => provision::cache_root()?,
+        };
+        let explicit = config.library.clone().or_else(|| {
+            std::env::var_os("ORT_DYLIB_PATH")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
+        // With a library given, a missing provider is the clearer message; without one, the
+        // driver check comes first so that no machine without a GPU fetches the GPU build.
+        if let Some(lib) = &explicit
+            && device.is_gpu()
+        {
+            check_provider_files(lib, device)?;
+        }
+        let gpu = if device.is_gpu() {
+            let driver = cuda::load_driver()?;
+            let mut libs = cuda::preload(matches!(device, Device::TensorRt(_)))?;
+            libs.loaded.insert(0, driver);
+            Some(libs)
+        } else {
+            None
+        };
+        let prov = provision::provision(
+            config.library.as_deref(),
+            device.flavor(),
+            &cache_root,
+            config.allow_fetch,
+        )?;
+        if device.is_gpu() {
+            check_provider_files(&prov.library, device)?;
+        }
+        let loaded = load(&prov.library)?;
+        let intra_threads = config.intra_threads.filter(|&n| n > 0).unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        Ok(Self {
+            loaded,
+            device,
+            source: prov.source,
+            cache_dir: prov.cache_dir,
+            cache_root,
+            gpu,
+            intra_threads,
+            tensorrt_engine_cache: config.tensorrt_engine_cache,
+        })
+    }
+
+    /// The device sessions run on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// The ort environment.
+    pub fn environment(&self) -> &Environment {
+        &self.loaded.env
+    }
+
+    /// For reports: library, version, device, providers.
+    pub fn describe(&self) -> RuntimeInfo {
+        RuntimeInfo {
+            library: self.loaded.library.clone(),
+            source: self.source,
+            version: self.loaded.version.clone(),
+            device: self.device,
+            providers: self.device.providers(),
+            available_providers: available_providers(),
+            cache_dir: self.cache_dir.clone(),
+            gpu_libraries: self.gpu.clone(),
+            intra_threads: self.intra_threads,
+        }
+    }
+
+    /// A session builder configured for the device: threads, no spinning, memory pattern, the
+    /// execution provider with `error_on_failure`. `weights_key` (a content hash of the
+    /// weights) keys TensorRT's engine cache; without it the engine cache is off, because
+    /// TensorRT's own key ignores weight values.
+    pub fn builder(&self, weights_key: Option<&str>) -> Result<SessionBuilder, RuntimeError> {
+        let b = Session::builder(&self.loaded.env).map_err(|e| RuntimeError::Ort(ort_msg(e)))?;
+        let map = |e: ort::Error<SessionBuilder>| RuntimeError::Ort(ort_msg(e));
+        let b = b.with_intra_threads(self.intra_threads).map_err(map)?;
+        let b = b.with_inter_threads(1).map_err(map)?;
+        // Idle sessions' spinning pools slow the active one (DESIGN §5).
+        let b = b.with_intra_op_spinning(false).map_err(map)?;
+        let b = b.with_inter_op_spinning(false).map_err(map)?;
+        let b = b.with_memory_pattern(true).map_err(map)?;
+        let eps = self.execution_providers(weights_key)?;
+        if eps.is_empty() {
+            return b
+                .with_auto_device(AutoDevicePolicy::PreferCPU)
+                .map_err(|e| RuntimeError::Ort(ort_msg(e)));
+        }
+        take_ort_log();
+        b.with_execution_providers(eps).map_err(|e| {
+            let mut message = ort_msg(e);
+            if let Some(last) = take_ort_log().pop() {
+                message = format!("{message}; {last}");
+            }
+            RuntimeError::Provider {
+                provider: self.device.providers().first().copied().unwrap_or("?"),
+                device: self.device,
+                message,
+            }
+        })
+    }
+
+    fn execution_providers(
+        &self,
+        weights_key: Option<&str>,
+    ) -> Result<Vec<ExecutionProviderDispatch>, RuntimeError> {
+        let cuda = |id: u32| -> Result<ExecutionProviderDispatch, RuntimeError> {
+            let id = i32::try_from(id).map_err(|_| RuntimeError::BadDevice(id.to_string()))?;
+            Ok(ep::CUDA::default()
+                .with_device_id(id)
+                // Children are short-lived sessions: exhaustive search costs 0.3-1.3 s per shape.
+                .with_conv_algorithm_search(ep::cuda::ConvAlgorithmSearch::Heuristic)
+                .build()
+                .error_on_failure())
+        };
+        Ok(match self.device {
+            Device::Cpu => Vec::new(),
+            Device::Cuda(i) => vec![cuda(i)?],
+            Device::TensorRt(i) => {
+                let id = i32::try_from(i).map_err(|_| RuntimeError::BadDevice(i.to_string()))?;
+                let trt_dir = self.cache_root.join("tensorrt");
+                let timing = trt_dir.join("timing");
+                let _ = std::fs::create_dir_all(&timing);
+                let mut trt = ep::TensorRT::default()
+                    .with_device_id(id)
+                    .with_timing_cache(true)
+                    .with_timing_cache_path(timing.display());
+                let key = weights_key.map(sanitize_key).filter(|k| !k.is_empty());
+                trt = match key {
+                    Some(k) if self.tensorrt_engine_cache => {
+                        let engines = trt_dir.join("engines");
+                        let _ = std::fs::create_dir_all(&engines);
+                        trt.with_engine_cache(true)
+                            .with_engine_cache_path(engines.display())
+                            .with_engine_cache_prefix(format!("w{k}"))
+                    }
+                    _ => trt.with_engine_cache(false),
+                };
+                vec![trt.build().error_on_failure(), cuda(i)?]
+            }
+        })
+    }
+
+    /// A session for the model file, with `overrides` replacing initializer values (ONNX
+    /// Runtime's AddInitializer: the file is not rewritten).
+    pub fn session_from_file(
+        &self,
+        path: &Path,
+        overrides: Vec<(String, DynValue)>,
+    ) -> Result<Session, RuntimeError> {
+        self.session_from_file_keyed(path, overrides, None)
+    }
+
+    /// [`Self::session_from_file`] with a weights key for TensorRT's engine cache.
+    pub fn session_from_file_keyed(
+        &self,
+        path: &Path,
+        overrides: Vec<(String, DynValue)>,
+        weights_key: Option<&str>,
+    ) -> Result<Session, RuntimeError> {
+        let mut b = self.builder(weights_key)?;
+        for (name, value) in overrides {
+            b = b
+                .with_initializer(&name, value)
+                .map_err(|e| RuntimeError::Value {
+                    name: name.clone(),
+                    message: ort_msg(e),
+                })?;
+        }
+        take_ort_log();
+        b.commit_from_file(path)
+            .map_err(|e| self.session_error(path, e))
+    }
+
+    /// A session for a model held in memory.
+    pub fn session_from_memory(&self, bytes: &[u8]) -> Result<Session, RuntimeError> {
+        self.session_from_memory_keyed(bytes, None)
+    }
+
+    /// [`Self::session_from_memory`] with a weights key for TensorRT's engine cache.
+    pub fn session_from_memory_keyed(
+        &self,
+        bytes: &[u8],
+        weights_key: Option<&str>,
+    ) -> Result<Session, RuntimeError> {
+        let mut b = self.builder(weights_key)?;
+        take_ort_log();
+        b.commit_from_memory(bytes)
+            .map_err(|e| self.session_error(Path::new("<memory>"), e))
+    }
+
+    fn session_error(&self, path: &Path, e: ort::Error) -> RuntimeError {
+        let mut message = ort_msg(e);
+        if self.device.is_gpu()
+            && let Some(last) = take_ort_log().pop()
+            && !message.contains(&last)
+        {
+            message = format!("{message}; {last}");
+        }
+        RuntimeError::Session {
+            path: path.to_path_buf(),
+            message,
+        }
+    }
+}
+
+impl Runtime {
+    /// Runs a tiny model (MatMul + Add) on the device and checks its result: proves that the
+    /// library loads, the execution provider registers and a kernel runs.
+    pub fn self_check(&self) -> Result<(), RuntimeError> {
+        let m = crate::score::spec::linear_model(
+            &[1.0, 0.0, 0.0, 1.0],
+            &[0.5, -0.5],
+            2,
+            2,
+            false,
+            None,
+        );
+        let mut s = self.session_from_memory(&m)?;
+        let x = Tensor::from_array(([1usize, 2], vec![1.0f32, 2.0]))
+            .map_err(|e| RuntimeError::Ort(ort_msg(e)))?;
+        let out = s
+            .run(ort::inputs!["x" => x])
+            .map_err(|e| RuntimeError::Ort(ort_msg(e)))?;
+        let y = out
+            .get("y")
+            .ok_or_else(|| RuntimeError::Ort("self-check model produced no output".into()))?;
+        let (_, v) = y
+            .try_extract_tensor::<f32>()
+            .map_err(|e| RuntimeError::Ort(ort_msg(e)))?;
+        if v != [1.5f32, 1.5] {
+            return Err(RuntimeError::Ort(format!(
+                "self-check computed {v:?} instead of [1.5, 1.5] on {}",
+                self.device
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn sanitize_key(k: &str) -> String {
+    k.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(32)
+        .collect()
+}
+
+/// Providers compiled into the loaded ONNX Runtime.
+fn available_providers() -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, ok) in [
+        (
+            "TensorrtExecutionProvider",
+            <ep::TensorRT as ep::ExecutionProvider>::is_available(),
+        ),
+        (
+            "CUDAExecutionProvider",
+            <ep::CUDA as ep::ExecutionProvider>::is_available(),
+        ),
+        (
+            "CPUExecutionProvider",
+            <ep::CPU as ep::ExecutionProvider>::is_available(),
+        ),
+    ] {
+        if ok.unwrap_or(false) {
+            out.push(name.to_string());
+        }
+    }
+    out
+}
+
+fn check_provider_files(library: &Path, device: Device) -> Result<(), RuntimeError> {
+    let dir = library.parent().unwrap_or(Path::new("."));
+    let mut need: Vec<(&'static str, &'static str)> =
+        vec![("CUDAExecutionProvider", "libonnxruntime_providers_cuda.so")];
+    if matches!(device, Device::TensorRt(_)) {
+        need.insert(
+            0,
+            (
+                "TensorrtExecutionProvider",
+                "libonnxruntime_providers_tensorrt.so",
+            ),
+        );
+    }
+    for (provider, file) in need {
+        if !dir.join(file).is_file() {
+            return Err(RuntimeError::NoProvider {
+                library: library.to_path_buf(),
+                provider,
+                file,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Loads the library and builds the environment once per process.
+fn load(library: &Path) -> Result<Arc<Loaded>, RuntimeError> {
+    let mut slot = LOADED
+        .lock()
+        .map_err(|_| RuntimeError::Ort("runtime state poisoned".into()))?;
+    let canon = std::fs::canonicalize(library).unwrap_or_else(|_| library.to_path_buf());
+    if let Some(l) = slot.as_ref() {
+        if l.library == canon {
+            return Ok(l.clone());
+        }
+        return Err(RuntimeError::AlreadyLoaded {
+            loaded: l.library.clone(),
+            requested: canon,
+        });
+    }
+    let version = version_of(&canon)?;
+    let builder = ort::init_from(&canon).map_err(|e| RuntimeError::Load {
+        path: canon.clone(),
+        message: e.to_string().replace(['\n', '\r'], " "),
+    })?;
+    let env = builder
+        .with_name("smd-onnx")
+        .with_telemetry(false)
+        .with_logger(Arc::new(ort_logger))
+        .build()
+        .map_err(|e| RuntimeError::Load {
+            path: canon.clone(),
+            message: ort_msg(e),
+        })?;
+    env.set_log_level(ort_level_from_env());
+    let l = Arc::new(Loaded {
+        env,
+        library: canon,
+        version,
+    });
+    *slot = Some(l.clone());
+    Ok(l)
+}
+
+/// ONNX Runtime's own version string (`OrtGetApiBase()->GetVersionString()`).
+fn version_of(library: &Path) -> Result<String, RuntimeError> {
+    let err = |m: String| RuntimeError::Load {
+        path: library.to_path_buf(),
+        message: m,
+    };
+    // SAFETY: loading the library runs its initialisers, as ort's own loading does next; the
+    // symbol's signature is the C API's `const OrtApiBase* OrtGetApiBase(void)`.
+    unsafe {
+        let lib = libloading::Library::new(library)
+            .map_err(|e| err(e.to_string().replace(['\n', '\r'], " ")))?;
+        let get: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> = lib
+            .get(b"OrtGetApiBase")
+            .map_err(|_| err("not an ONNX Runtime library (no OrtGetApiBase)".into()))?;
+        let base = get();
+        if base.is_null() {
+            return Err(err("OrtGetApiBase returned null".into()));
+        }
+        let v = ((*base).GetVersionString)();
+        if v.is_null() {
+            return Err(err("no version string".into()));
+        }
+        let s = std::ffi::CStr::from_ptr(v).to_string_lossy().into_owned();
+        // Keep the library loaded: ort loads it again (same handle) and never unloads it.
+        std::mem::forget(lib);
+        Ok(s)
+    }
+}
+
+/// An ort tensor value holding `data` with shape `dims` (for session overrides). The values
+/// are moved, not copied.
+pub fn tensor_value(name: &str, data: TensorData, dims: &[i64]) -> Result<DynValue, RuntimeError> {
+    let bad = |m: String| RuntimeError::Value {
+        name: name.to_string(),
+        message: m,
+    };
+    let mut n: usize = 1;
+    for &d in dims {
+        let d = usize::try_from(d).map_err(|_| bad(format!("negative dimension in {dims:?}")))?;
+        n = n
+            .checked_mul(d)
+            .ok_or_else(|| bad(format!("dims {dims:?} overflow")))?;
+    }
+    if n != data.len() {
+        return Err(bad(format!(
+            "{} values do not fill dims {dims:?} ({n} elements)",
+            data.len()
+        )));
+    }
+    let shape = dims.to_vec();
+    let v = match data {
+        TensorData::F32(v) => Tensor::from_array((shape, v)).map(|t| t.into_dyn()),
+        TensorData::F64(v) => Tensor::from_array((shape, v)).map(|t| t.into_dyn()),
+        TensorData::F16(v) => Tensor::from_array((shape, v)).map(|t| t.into_dyn()),
+        TensorData::BF16(v) => Tensor::from_array((shape, v)).map(|t| t.into_dyn()),
+    };
+    v.map_err(|e| bad(ort_msg(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_parsing() {
+        assert_eq!("cpu".parse::<Device>().unwrap(), Device::Cpu);
+        assert_eq!("CUDA".parse::<Device>().unwrap(), Device::Cuda(0));
+        assert_eq!("cuda:1".parse::<Device>().unwrap(), Device::Cuda(1));
+        assert_eq!("tensorrt:0".parse::<Device>().unwrap(), Device::TensorRt(0));
+        assert_eq!("tensorrt".parse::<Device>().unwrap(), Device::TensorRt(0));
+        for bad in [
+            "",
+            "cpu:0",
+            "cuda:",
+            "cuda:-1",
+            "cuda:x",
+            "rocm",
+            "cuda:1:2",
+            "cuda:99999999999",
+        ] {
+            assert!(bad.parse::<Device>().is_err(), "{bad:?}");
+        }
+        for d in [Device::Cpu, Device::Cuda(3), Device::TensorRt(2)] {
+            assert_eq!(d.to_string().parse::<Device>().unwrap(), d);
+        }
+    }
+
+    #[test]
+    fn device_flavor_and_providers() {
+        assert_eq!(Device::Cpu.flavor(), Flavor::Cpu);
+        assert_eq!(Device::Cuda(0).flavor(), Flavor::Gpu);
+        assert_eq!(
+            Device::TensorRt(0).providers()[0],
+            "TensorrtExecutionProvider"
+        );
+    }
+
+    #[test]
+    fn engine_cache_keys_are_sanitised() {
+        assert_eq!(sanitize_key("ab/../cd"), "abcd");
+        assert_eq!(sanitize_key(&"f".repeat(64)).len(), 32);
+    }
 }

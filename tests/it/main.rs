@@ -2,4 +2,6 @@
 
 mod inspect;
 mod model_io;
+mod runtime;
+mod score;
 mod util;

@@ -1,0 +1,391 @@
+//! Predictions (what a model said about some rows) and metrics (how good that was).
+//!
+//! They are separate so that predictions of several models can be combined (ensembles) and
+//! scored on any subset of rows.
+//!
+//! Definitions (shared with the Python reference that made the fixtures' golden values):
+//! - probabilities: the output is taken as is when every row is non-negative and sums to 1
+//!   within 1e-4; otherwise each row gets a softmax computed in f64 (max subtracted first);
+//! - accuracy: argmax (ties → lowest index) equals the label;
+//! - top-5 accuracy (C ≥ 5): fewer than 5 classes have a strictly larger probability than the
+//!   label's;
+//! - NLL: mean of `-ln(max(p_label, 1e-15))` in f64;
+//! - MSE (float labels): mean of `(value - target)^2` in f64.
+
+use serde::Serialize;
+
+use super::DataError;
+use super::dataset::Labels;
+
+/// What the scored output held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputKind {
+    /// Rows already were probabilities.
+    Probabilities,
+    /// Rows were logits; a softmax was applied.
+    Logits,
+    /// Regression values.
+    Regression,
+}
+
+/// A model's predictions for `rows` (in that order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Predictions {
+    /// The data set rows predicted, in order.
+    pub rows: Vec<usize>,
+    /// Classes per row (0 for regression).
+    pub classes: usize,
+    /// `rows.len() × classes` probabilities (classification).
+    pub probs: Vec<f32>,
+    /// One value per row (regression).
+    pub values: Vec<f32>,
+    /// What the output held.
+    pub kind: OutputKind,
+    /// Rows whose outputs had NaN or ±Inf (their probabilities are unspecified).
+    pub non_finite_rows: usize,
+    /// The first such data set row.
+    pub first_non_finite: Option<usize>,
+    /// The scored output's name.
+    pub output: String,
+}
+
+/// Scores of predictions against labels.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Metrics {
+    /// Samples scored.
+    pub samples: usize,
+    /// Fraction of samples whose argmax equals the label (classification).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// Fraction of samples whose label is among the 5 most probable classes (C ≥ 5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top5_accuracy: Option<f64>,
+    /// Mean negative log-likelihood of the label (classification).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nll: Option<f64>,
+    /// Mean squared error (regression).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mse: Option<f64>,
+}
+
+impl Metrics {
+    /// The number to maximise when comparing models: accuracy, or −MSE for regression.
+    pub fn primary(&self) -> f64 {
+        match (self.accuracy, self.mse) {
+            (Some(a), _) => a,
+            (None, Some(m)) => -m,
+            _ => f64::NEG_INFINITY,
+        }
+    }
+}
+
+/// True when every row of `values` (`classes` wide) is non-negative and sums to 1 within 1e-4.
+pub fn are_probabilities(values: &[f32], classes: usize) -> bool {
+    if classes == 0 {
+        return false;
+    }
+    values.chunks_exact(classes).all(|row| {
+        let mut sum = 0.0f64;
+        let mut ok = true;
+        for &v in row {
+            ok &= v >= 0.0;
+            sum += f64::from(v);
+        }
+        ok && (sum - 1.0).abs() <= 1e-4
+    })
+}
+
+/// Softmax of one row in place, computed in f64 with the maximum subtracted.
+pub fn softmax_row(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = f64::from(max);
+    let mut sum = 0.0f64;
+    for v in row.iter() {
+        sum += (f64::from(*v) - max).exp();
+    }
+    let inv = 1.0 / sum;
+    for v in row.iter_mut() {
+        *v = ((f64::from(*v) - max).exp() * inv) as f32;
+    }
+}
+
+/// Index of the largest value (first one on ties; NaN never wins).
+pub fn argmax(row: &[f32]) -> usize {
+    let mut best: Option<(usize, f32)> = None;
+    for (i, &v) in row.iter().enumerate() {
+        match best {
+            _ if v.is_nan() => {}
+            Some((_, b)) if v <= b => {}
+            _ => best = Some((i, v)),
+        }
+    }
+    best.map_or(0, |b| b.0)
+}
+
+/// Classification metrics of `probs` (`labels.len() × classes`) against class ids.
+pub fn classification_metrics(probs: &[f32], classes: usize, labels: &[i64]) -> Metrics {
+    let n = labels.len();
+    let mut correct = 0usize;
+    let mut top5 = 0usize;
+    let mut nll = 0.0f64;
+    for (row, &label) in probs.chunks_exact(classes.max(1)).zip(labels) {
+        let l = usize::try_from(label).unwrap_or(usize::MAX);
+        let p = row.get(l).copied().unwrap_or(0.0);
+        if argmax(row) == l {
+            correct += 1;
+        }
+        let above = row.iter().enumerate().filter(|&(_, &q)| q > p).count();
+        if above < 5 {
+            top5 += 1;
+        }
+        nll -= f64::from(p).max(1e-15).ln();
+    }
+    let nf = n as f64;
+    Metrics {
+        samples: n,
+        accuracy: Some(correct as f64 / nf),
+        top5_accuracy: (classes >= 5).then(|| top5 as f64 / nf),
+        nll: Some(nll / nf),
+        mse: None,
+    }
+}
+
+/// Regression metrics of `values` against `targets`.
+pub fn regression_metrics(values: &[f32], targets: &[f64]) -> Metrics {
+    let n = targets.len();
+    let se: f64 = values
+        .iter()
+        .zip(targets)
+        .map(|(&v, &t)| {
+            let d = f64::from(v) - t;
+            d * d
+        })
+        .sum();
+    Metrics {
+        samples: n,
+        accuracy: None,
+        top5_accuracy: None,
+        nll: None,
+        mse: Some(se / n as f64),
+    }
+}
+
+impl Predictions {
+    /// True when some output was NaN or infinite: the model failed on this data.
+    pub fn failed(&self) -> bool {
+        self.non_finite_rows > 0
+    }
+
+    /// Probabilities of the `i`-th predicted row.
+    pub fn row(&self, i: usize) -> &[f32] {
+        let c = self.classes;
+        self.probs
+            .get(i.saturating_mul(c)..i.saturating_add(1).saturating_mul(c))
+            .unwrap_or_default()
+    }
+
+    /// Metrics against the data set's labels (looked up by row).
+    pub fn metrics(&self, labels: &Labels) -> Result<Metrics, DataError> {
+        if self.rows.is_empty() {
+            return Err(DataError::Argument {
+                arg: "rows",
+                message: "no rows to score".into(),
+            });
+        }
+        if self.failed() {
+            return Err(DataError::NonFinite {
+                output: self.output.clone(),
+                rows: self.non_finite_rows,
+                first: self.first_non_finite.unwrap_or(0),
+            });
+        }
+        let pick = |len: usize| -> Result<(), DataError> {
+            match self.rows.iter().find(|&&r| r >= len) {
+                Some(r) => Err(DataError::Argument {
+                    arg: "rows",
+                    message: format!("row {r} is out of range ({len} labels)"),
+                }),
+                None => Ok(()),
+            }
+        };
+        match (labels, self.kind) {
+            (Labels::Classes(ids), OutputKind::Probabilities | OutputKind::Logits) => {
+                pick(ids.len())?;
+                let l: Vec<i64> = self
+                    .rows
+                    .iter()
+                    .map(|&r| ids.get(r).copied().unwrap_or(-1))
+                    .collect();
+                Ok(classification_metrics(&self.probs, self.classes, &l))
+            }
+            (Labels::Targets(t), OutputKind::Regression) => {
+                pick(t.len())?;
+                let l: Vec<f64> = self
+                    .rows
+                    .iter()
+                    .map(|&r| t.get(r).copied().unwrap_or(f64::NAN))
+                    .collect();
+                Ok(regression_metrics(&self.values, &l))
+            }
+            _ => Err(DataError::Argument {
+                arg: "labels",
+                message: "labels and predictions disagree on classification vs regression".into(),
+            }),
+        }
+    }
+
+    /// The mean of several models' predictions for the same rows (an ensemble): probabilities
+    /// (or regression values) averaged element-wise.
+    pub fn mean(members: &[&Predictions]) -> Result<Predictions, DataError> {
+        let Some(first) = members.first() else {
+            return Err(DataError::Argument {
+                arg: "members",
+                message: "an ensemble needs at least one member".into(),
+            });
+        };
+        if members.iter().any(|m| {
+            m.rows != first.rows
+                || m.classes != first.classes
+                || (m.kind == OutputKind::Regression) != (first.kind == OutputKind::Regression)
+        }) {
+            return Err(DataError::Argument {
+                arg: "members",
+                message: "ensemble members predicted different rows or class counts".into(),
+            });
+        }
+        let k = members.len() as f64;
+        let avg = |get: &dyn Fn(&Predictions) -> &Vec<f32>| -> Vec<f32> {
+            let len = get(first).len();
+            let mut acc = vec![0.0f64; len];
+            for m in members {
+                for (a, &v) in acc.iter_mut().zip(get(m)) {
+                    *a += f64::from(v);
+                }
+            }
+            acc.into_iter().map(|a| (a / k) as f32).collect()
+        };
+        Ok(Predictions {
+            rows: first.rows.clone(),
+            classes: first.classes,
+            probs: avg(&|p| &p.probs),
+            values: avg(&|p| &p.values),
+            kind: if first.kind == OutputKind::Regression {
+                OutputKind::Regression
+            } else {
+                OutputKind::Probabilities
+            },
+            non_finite_rows: members.iter().map(|m| m.non_finite_rows).max().unwrap_or(0),
+            first_non_finite: members.iter().filter_map(|m| m.first_non_finite).min(),
+            output: first.output.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probability_detection() {
+        assert!(are_probabilities(&[0.2, 0.8, 1.0, 0.0], 2));
+        assert!(are_probabilities(&[0.20001, 0.8], 2));
+        assert!(!are_probabilities(&[0.3, 0.8], 2));
+        assert!(!are_probabilities(&[-0.1, 1.1], 2));
+        assert!(!are_probabilities(&[2.0, -1.0, 0.5, 0.5], 2));
+    }
+
+    #[test]
+    fn softmax_matches_definition() {
+        let mut r = [1.0f32, 2.0, 3.0];
+        softmax_row(&mut r);
+        let e: Vec<f64> = [1.0f64, 2.0, 3.0]
+            .iter()
+            .map(|x| (x - 3.0f64).exp())
+            .collect();
+        let s: f64 = e.iter().sum();
+        for (a, b) in r.iter().zip(&e) {
+            assert!((f64::from(*a) - b / s).abs() < 1e-7);
+        }
+        let mut big = [1000.0f32, 1000.0];
+        softmax_row(&mut big);
+        assert_eq!(big, [0.5, 0.5]);
+    }
+
+    #[test]
+    fn argmax_ties_go_low() {
+        assert_eq!(argmax(&[0.1, 0.5, 0.5]), 1);
+        assert_eq!(argmax(&[0.3, 0.3]), 0);
+        assert_eq!(argmax(&[-5.0, -1.0]), 1);
+        assert_eq!(argmax(&[f32::NAN, 1.0]), 1);
+    }
+
+    #[test]
+    fn metrics_on_hand_made_arrays() {
+        let probs = [
+            0.7, 0.2, 0.1, // label 0: correct
+            0.1, 0.3, 0.6, // label 1: wrong
+            0.5, 0.5, 0.0, // label 1: tie → index 0 → wrong
+            0.0, 0.0, 1.0, // label 2: correct
+        ];
+        let m = classification_metrics(&probs, 3, &[0, 1, 1, 2]);
+        assert_eq!(m.samples, 4);
+        assert_eq!(m.accuracy, Some(0.5));
+        assert_eq!(m.top5_accuracy, None);
+        let want =
+            -((0.7f32 as f64).ln() + (0.3f32 as f64).ln() + (0.5f32 as f64).ln() + 0.0) / 4.0;
+        assert!((m.nll.unwrap() - want).abs() < 1e-12);
+        let p0 = [0.0f32, 1.0];
+        let m = classification_metrics(&p0, 2, &[0]);
+        assert!((m.nll.unwrap() - (-(1e-15f64).ln())).abs() < 1e-9);
+    }
+
+    #[test]
+    fn top5() {
+        let row = [0.3, 0.2, 0.15, 0.1, 0.1, 0.05, 0.05, 0.05];
+        assert_eq!(
+            classification_metrics(&row, 8, &[4]).top5_accuracy,
+            Some(1.0)
+        );
+        // Class 5 ties with 6 and 7 at 0.05; five classes are above it.
+        assert_eq!(
+            classification_metrics(&row, 8, &[5]).top5_accuracy,
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn mse() {
+        let m = regression_metrics(&[1.0, 2.0], &[0.0, 4.0]);
+        assert_eq!(m.mse, Some(2.5));
+        assert_eq!(m.primary(), -2.5);
+    }
+
+    #[test]
+    fn ensembles_average() {
+        let a = Predictions {
+            rows: vec![0, 1],
+            classes: 2,
+            probs: vec![1.0, 0.0, 0.0, 1.0],
+            values: vec![],
+            kind: OutputKind::Probabilities,
+            non_finite_rows: 0,
+            first_non_finite: None,
+            output: "y".into(),
+        };
+        let mut b = a.clone();
+        b.probs = vec![0.0, 1.0, 0.5, 0.5];
+        let m = Predictions::mean(&[&a, &b]).unwrap();
+        assert_eq!(m.probs, vec![0.5, 0.5, 0.25, 0.75]);
+        let mm = m.metrics(&Labels::Classes(vec![0, 1])).unwrap();
+        assert_eq!(mm.accuracy, Some(1.0));
+        b.rows = vec![1, 0];
+        assert!(Predictions::mean(&[&a, &b]).is_err());
+        b.rows = vec![0, 1];
+        b.non_finite_rows = 1;
+        b.first_non_finite = Some(1);
+        let m = Predictions::mean(&[&a, &b]).unwrap();
+        assert!(m.failed());
+        assert!(m.metrics(&Labels::Classes(vec![0, 1])).is_err());
+    }
+}

@@ -1,0 +1,344 @@
+//! Running a session over rows of a data set, batch by batch, into [`Predictions`].
+
+use half::{bf16, f16};
+use ort::session::Session;
+use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions};
+use ort::value::{DynValue, TensorElementType, ValueType};
+
+use super::DataError;
+use super::dataset::{Batcher, Dataset};
+use super::metrics::{OutputKind, Predictions, are_probabilities, softmax_row};
+use super::spec::{ElemType, ModelIo, OutputSpec};
+
+/// Runs a model over rows of a data set. Reuses its batch buffers between calls.
+pub struct Predictor {
+    model: std::path::PathBuf,
+    output: String,
+    regression: bool,
+    static_classes: Option<usize>,
+    batch: usize,
+    pad_to: Option<usize>,
+    batcher: Batcher,
+    // Created on first use: every ort call needs the library loaded by `Runtime::new`.
+    run_options: Option<RunOptions<HasSelectedOutputs>>,
+}
+
+impl std::fmt::Debug for Predictor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Predictor")
+            .field("output", &self.output)
+            .field("batch", &self.batch)
+            .finish_non_exhaustive()
+    }
+}
+
+fn float_spec(o: &OutputSpec) -> bool {
+    o.elem.is_some_and(ElemType::is_float)
+}
+
+impl Predictor {
+    /// Chooses the scored output (`output`, else the first float output of shape [N, C]; for
+    /// regression labels [N] or [N, 1] also) and the batch size (`batch`, or the model's fixed
+    /// batch size). Checks that the labels fit the output's classes when they are declared.
+    pub fn new(
+        io: &ModelIo,
+        ds: &Dataset,
+        output: Option<&str>,
+        batch: usize,
+    ) -> Result<Self, DataError> {
+        let model_err = |m: String| DataError::Model {
+            path: io.path.clone(),
+            message: m,
+        };
+        let regression = !ds.labels().is_classification();
+        let rank_ok = |o: &OutputSpec| match o.rank() {
+            None => true,
+            Some(2) => true,
+            Some(1) => regression,
+            Some(_) => false,
+        };
+        let list = || {
+            io.outputs
+                .iter()
+                .map(|o| {
+                    let t = o.elem.map_or("non-tensor".to_string(), |e| e.to_string());
+                    format!("{} {t} {}", o.name, o.dims_text())
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let spec = match output {
+            Some(name) => {
+                let o = io
+                    .output(name)
+                    .ok_or_else(|| model_err(format!("no output `{name}` (outputs: {})", list())))?;
+                if !float_spec(o) {
+                    return Err(model_err(format!(
+                        "output `{name}` is {}, but the scored output must be a float tensor",
+                        o.elem.map_or("not a tensor".to_string(), |e| e.to_string())
+                    )));
+                }
+                if !rank_ok(o) {
+                    return Err(model_err(format!(
+                        "output `{name}` has shape {}; scoring needs [N, C]{}",
+                        o.dims_text(),
+                        if regression { " or [N]" } else { "" }
+                    )));
+                }
+                o
+            }
+            // The first float [N, C] output; for regression, else the first float [N].
+            None => io
+                .outputs
+                .iter()
+                .find(|o| float_spec(o) && o.rank().is_none_or(|r| r == 2))
+                .or_else(|| io.outputs.iter().find(|o| float_spec(o) && rank_ok(o)))
+                .ok_or_else(|| {
+                    model_err(format!(
+                        "no float output of shape [N, C] to score (outputs: {}); name one with --output",
+                        list()
+                    ))
+                })?,
+        };
+        let static_classes = if regression {
+            None
+        } else {
+            spec.fixed(1).and_then(|c| usize::try_from(c).ok())
+        };
+        if let Some(c) = static_classes {
+            check_class_count(io, &spec.name, c)?;
+            ds.check_classes(c, &spec.name)?;
+        }
+        let (batch, pad_to) = match ds.fixed_batch() {
+            Some(b) => (b, Some(b)),
+            None if batch == 0 => {
+                return Err(DataError::Argument {
+                    arg: "--batch",
+                    message: "0: must be at least 1".into(),
+                });
+            }
+            None => (batch, None),
+        };
+        Ok(Self {
+            model: io.path.clone(),
+            output: spec.name.clone(),
+            regression,
+            static_classes,
+            batch,
+            pad_to,
+            batcher: Batcher::default(),
+            run_options: None,
+        })
+    }
+
+    /// The scored output.
+    pub fn output(&self) -> &str {
+        &self.output
+    }
+
+    /// Samples per run.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Classes declared by the model's output, if fixed.
+    pub fn static_classes(&self) -> Option<usize> {
+        self.static_classes
+    }
+
+    /// Predictions for `rows` (in order), in batches of [`Self::batch`] formed from `rows` in
+    /// order: the same rows and batch size give bit-identical outputs.
+    pub fn predict(
+        &mut self,
+        session: &mut Session,
+        ds: &Dataset,
+        rows: &[usize],
+    ) -> Result<Predictions, DataError> {
+        self.predict_with_progress(session, ds, rows, &mut |_| {})
+    }
+
+    /// [`Self::predict`], calling `progress(rows_done)` after each batch.
+    pub fn predict_with_progress(
+        &mut self,
+        session: &mut Session,
+        ds: &Dataset,
+        rows: &[usize],
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Predictions, DataError> {
+        let model = self.model.clone();
+        let infer = |m: String| DataError::Inference {
+            path: model.clone(),
+            message: m.replace(['\n', '\r'], " "),
+        };
+        let out_name = self.output.clone();
+        if self.run_options.is_none() {
+            let ro = RunOptions::new()
+                .map_err(|e| infer(e.message().to_string()))?
+                .with_outputs(OutputSelector::no_default().with(out_name.clone()));
+            self.run_options = Some(ro);
+        }
+        let mut classes = if self.regression {
+            Some(0)
+        } else {
+            self.static_classes
+        };
+        let mut probs: Vec<f32> = Vec::new();
+        let mut values: Vec<f32> = Vec::new();
+        if let Some(c) = classes {
+            probs.reserve(rows.len().saturating_mul(c));
+        }
+        if self.regression {
+            values.reserve(rows.len());
+        }
+        let mut non_finite = 0usize;
+        let mut first_bad: Option<usize> = None;
+        let mut done = 0usize;
+        let Self {
+            batcher,
+            run_options: Some(run_options),
+            pad_to,
+            batch,
+            regression,
+            ..
+        } = self
+        else {
+            return Err(infer("no run options".into()));
+        };
+        for chunk in rows.chunks((*batch).max(1)) {
+            let (inputs, shape) = batcher.inputs(ds, chunk, *pad_to)?;
+            let outputs = session
+                .run_with_options(inputs, run_options)
+                .map_err(|e| infer(e.message().to_string()))?;
+            let value = outputs
+                .get(&out_name)
+                .ok_or_else(|| infer(format!("output `{out_name}` was not produced")))?;
+            with_f32(value, &out_name, &mut |dims: &[i64], data: &[f32]| {
+                let fed = i64::try_from(shape.fed).unwrap_or(-1);
+                let width = match (dims, *regression) {
+                    ([n], true) if *n == fed => 1,
+                    ([n, c], _) if *n == fed && *c >= 1 => usize::try_from(*c).unwrap_or(0),
+                    _ => {
+                        return Err(format!(
+                            "output `{out_name}` has shape {dims:?} for a batch of {}; expected [{}, C]",
+                            shape.fed, shape.fed
+                        ));
+                    }
+                };
+                if !*regression {
+                    match classes {
+                        None => {
+                            if width < 2 {
+                                return Err(format!(
+                                    "output `{out_name}` has {width} column; classification needs at least 2 classes (float labels score it as regression)"
+                                ));
+                            }
+                            classes = Some(width);
+                            probs.reserve(rows.len().saturating_mul(width));
+                        }
+                        Some(c) if c != width => {
+                            return Err(format!(
+                                "output `{out_name}` has {width} classes in one batch and {c} in another"
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+                for (k, row) in data.chunks_exact(width).take(shape.rows).enumerate() {
+                    if !row.iter().all(|v| v.is_finite()) {
+                        non_finite += 1;
+                        if first_bad.is_none() {
+                            first_bad = chunk.get(k).copied();
+                        }
+                    }
+                    if *regression {
+                        values.push(row.first().copied().unwrap_or(f32::NAN));
+                    } else {
+                        probs.extend_from_slice(row);
+                    }
+                }
+                Ok(())
+            })
+            .map_err(infer)?;
+            done += chunk.len();
+            progress(done);
+        }
+        let classes = classes.unwrap_or(0);
+        if !*regression {
+            ds.check_classes(classes, &out_name)?;
+        }
+        let kind = if *regression {
+            OutputKind::Regression
+        } else if probs
+            .chunks_exact(classes.max(1))
+            .filter(|r| r.iter().all(|v| v.is_finite()))
+            .all(|r| are_probabilities(r, classes))
+        {
+            OutputKind::Probabilities
+        } else {
+            for row in probs.chunks_exact_mut(classes.max(1)) {
+                if row.iter().all(|v| v.is_finite()) {
+                    softmax_row(row);
+                }
+            }
+            OutputKind::Logits
+        };
+        Ok(Predictions {
+            rows: rows.to_vec(),
+            classes,
+            probs,
+            values,
+            kind,
+            non_finite_rows: non_finite,
+            first_non_finite: first_bad,
+            output: out_name,
+        })
+    }
+}
+
+fn check_class_count(io: &ModelIo, name: &str, c: usize) -> Result<(), DataError> {
+    if c < 2 {
+        return Err(DataError::Model {
+            path: io.path.clone(),
+            message: format!(
+                "output `{name}` has {c} column; classification needs at least 2 classes (float labels score it as regression)"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Receives one batch's output: dims and values as f32.
+type RowSink<'f> = dyn FnMut(&[i64], &[f32]) -> Result<(), String> + 'f;
+
+/// Calls `f(dims, values)` with the tensor's values as f32 (converting float16/bfloat16/f64).
+fn with_f32(value: &DynValue, name: &str, f: &mut RowSink<'_>) -> Result<(), String> {
+    let ty = match value.dtype() {
+        ValueType::Tensor { ty, .. } => *ty,
+        other => return Err(format!("output `{name}` is {other:?}, not a tensor")),
+    };
+    let err = |e: ort::Error| e.message().to_string();
+    match ty {
+        TensorElementType::Float32 => {
+            let (s, d) = value.try_extract_tensor::<f32>().map_err(err)?;
+            f(s, d)
+        }
+        TensorElementType::Float16 => {
+            let (s, d) = value.try_extract_tensor::<f16>().map_err(err)?;
+            let v: Vec<f32> = d.iter().map(|x| x.to_f32()).collect();
+            f(s, &v)
+        }
+        TensorElementType::Bfloat16 => {
+            let (s, d) = value.try_extract_tensor::<bf16>().map_err(err)?;
+            let v: Vec<f32> = d.iter().map(|x| x.to_f32()).collect();
+            f(s, &v)
+        }
+        TensorElementType::Float64 => {
+            let (s, d) = value.try_extract_tensor::<f64>().map_err(err)?;
+            let v: Vec<f32> = d.iter().map(|&x| x as f32).collect();
+            f(s, &v)
+        }
+        t => Err(format!(
+            "output `{name}` has element type {t:?}; it must be float"
+        )),
+    }
+}
