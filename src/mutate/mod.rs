@@ -16,6 +16,7 @@ mod keys;
 mod perm;
 mod philox;
 mod plan;
+mod radix;
 mod recipe;
 
 pub use apply::{apply, apply_all, tensor_std};

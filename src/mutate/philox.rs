@@ -130,24 +130,48 @@ pub fn gauss_at(key: Key, j: u64) -> f32 {
     r * if j & 1 == 0 { c } else { s }
 }
 
-/// Lanes processed together in `fill_gauss` (structure of arrays, so the compiler vectorises).
+/// Lanes processed together (structure of arrays, so the compiler vectorises).
 const LANES: usize = 8;
+
+/// Philox4x32-10 of `LANES` blocks at once: `out[word][lane]`. Same arithmetic as
+/// [`philox4x32_10`], arranged so each round is a vector operation across lanes.
+#[inline(always)]
+fn philox_lanes(key: Key, blocks: &[u64; LANES]) -> [[u32; LANES]; 4] {
+    let mut c = [[0u32; LANES]; 4];
+    for l in 0..LANES {
+        c[0][l] = blocks[l] as u32;
+        c[1][l] = (blocks[l] >> 32) as u32;
+    }
+    let mut k = key;
+    for round in 0..10 {
+        if round > 0 {
+            k[0] = k[0].wrapping_add(W0);
+            k[1] = k[1].wrapping_add(W1);
+        }
+        let mut n = [[0u32; LANES]; 4];
+        for l in 0..LANES {
+            let (hi0, lo0) = mulhilo(M0, c[0][l]);
+            let (hi1, lo1) = mulhilo(M1, c[2][l]);
+            n[0][l] = hi1 ^ c[1][l] ^ k[0];
+            n[1][l] = lo1;
+            n[2][l] = hi0 ^ c[3][l] ^ k[1];
+            n[3][l] = lo0;
+        }
+        c = n;
+    }
+    c
+}
 
 /// Writes the standard normals of elements `first .. first + out.len()` into `out`, each
 /// multiplied by `scale`. `first` must be a multiple of 4.
-pub fn fill_gauss(key: Key, first: u64, scale: f32, out: &mut [f32]) {
+#[inline(always)]
+fn fill_gauss_body(key: Key, first: u64, scale: f32, out: &mut [f32]) {
     debug_assert_eq!(first % 4, 0);
     let mut block = first >> 2;
     let mut chunks = out.chunks_exact_mut(4 * LANES);
     for chunk in &mut chunks {
-        let mut w = [[0u32; LANES]; 4];
-        for l in 0..LANES {
-            let b = block + l as u64;
-            let ww = block_words(key, b);
-            for (wi, &x) in w.iter_mut().zip(ww.iter()) {
-                wi[l] = x;
-            }
-        }
+        let blocks: [u64; LANES] = std::array::from_fn(|l| block + l as u64);
+        let w = philox_lanes(key, &blocks);
         let mut z = [[0f32; LANES]; 4];
         for l in 0..LANES {
             let r0 = radius(w[0][l]);
@@ -174,6 +198,74 @@ pub fn fill_gauss(key: Key, first: u64, scale: f32, out: &mut [f32]) {
         }
         block += 1;
     }
+}
+
+/// Writes `scale · z_j` for each `j` in `indices` into `out` (same length): the values
+/// [`gauss_at`] gives, computed `LANES` at a time.
+#[inline(always)]
+fn gather_gauss_body(key: Key, indices: &[u32], scale: f32, out: &mut [f32]) {
+    let mut idx = indices.chunks_exact(LANES);
+    let mut outs = out.chunks_exact_mut(LANES);
+    for (ix, o) in (&mut idx).zip(&mut outs) {
+        let blocks: [u64; LANES] = std::array::from_fn(|l| u64::from(ix[l] >> 2));
+        let w = philox_lanes(key, &blocks);
+        for l in 0..LANES {
+            let j = ix[l];
+            let hi = j & 2 != 0;
+            let wa = if hi { w[2][l] } else { w[0][l] };
+            let wb = if hi { w[3][l] } else { w[1][l] };
+            let r = radius(wa);
+            let (c, s) = cos_sin(wb);
+            o[l] = r * if j & 1 == 0 { c } else { s } * scale;
+        }
+    }
+    for (&j, o) in idx.remainder().iter().zip(outs.into_remainder()) {
+        *o = gauss_at(key, u64::from(j)) * scale;
+    }
+}
+
+// The kernels are compiled twice: for the baseline target and, on x86-64, with AVX2 (twice
+// the vector width), chosen at run time. Both use only IEEE add/mul/div/sqrt (AVX2 does not
+// imply FMA, and Rust never contracts), so the results are bit-identical.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn fill_gauss_avx2(key: Key, first: u64, scale: f32, out: &mut [f32]) {
+    fill_gauss_body(key, first, scale, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn gather_gauss_avx2(key: Key, indices: &[u32], scale: f32, out: &mut [f32]) {
+    gather_gauss_body(key, indices, scale, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    std::is_x86_feature_detected!("avx2")
+}
+
+/// Writes `scale ·` the standard normals of elements `first .. first + out.len()` into
+/// `out`. `first` must be a multiple of 4.
+pub fn fill_gauss(key: Key, first: u64, scale: f32, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { fill_gauss_avx2(key, first, scale, out) };
+    }
+    fill_gauss_body(key, first, scale, out)
+}
+
+/// Writes `scale · z_j` for each `j` in `indices` into `out` (zipped; extra entries of the
+/// longer one are left alone).
+pub fn gather_gauss(key: Key, indices: &[u32], scale: f32, out: &mut [f32]) {
+    let len = indices.len().min(out.len());
+    let (indices, out) = (&indices[..len], &mut out[..len]);
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { gather_gauss_avx2(key, indices, scale, out) };
+    }
+    gather_gauss_body(key, indices, scale, out)
 }
 
 #[cfg(test)]
@@ -263,6 +355,28 @@ mod tests {
             .sum::<f64>()
             / (n / 2) as f64;
         assert!(corr.abs() < 0.01, "corr {corr}");
+    }
+
+    #[test]
+    fn gather_matches_pointwise_bitwise() {
+        let key = [3, 5];
+        let idx: Vec<u32> = (0..1000u32)
+            .map(|i| i * 7919 % 100_003)
+            .chain([u32::MAX, 0])
+            .collect();
+        let mut v = vec![0f32; idx.len()];
+        gather_gauss(key, &idx, -0.5, &mut v);
+        for (&j, &x) in idx.iter().zip(&v) {
+            assert_eq!(x.to_bits(), (gauss_at(key, u64::from(j)) * -0.5).to_bits());
+        }
+        // The portable kernels agree with the dispatched ones.
+        let mut p = vec![0f32; idx.len()];
+        gather_gauss_body(key, &idx, -0.5, &mut p);
+        assert_eq!(p, v);
+        let (mut a, mut b) = (vec![0f32; 999], vec![0f32; 999]);
+        fill_gauss(key, 400, 2.0, &mut a);
+        fill_gauss_body(key, 400, 2.0, &mut b);
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use super::config::{Config, Mode, ScaleRule, Subspaces};
 use super::keys::{KeyStream, Purpose};
 use super::perm::Perm;
 use super::recipe::Member;
-use super::{MutateError, invalid, philox};
+use super::{MutateError, invalid, philox, radix};
 use rayon::prelude::*;
 use std::collections::HashSet;
 
@@ -70,9 +70,20 @@ pub struct Plan {
     tensors: Vec<TensorPlan>,
 }
 
+/// Reference form of the block formula (tests check the fast one against it).
+#[cfg(test)]
 fn block_of(p: u64, n: u64, k: u64) -> u64 {
     // The b with b·n < (p+1)·k ≤ (b+1)·n; p < 2^32 and k < 2^16, so no overflow.
     ((p + 1) * k - 1) / n
+}
+
+/// The block of position `p`: the `b` with `b·n < (p+1)·k ≤ (b+1)·n`, computed through f64 (vectorisable, no integer division), exact: the numerator is
+/// below 2^48 (exact in f64) and the quotient below 2^16, so a non-integer quotient is at least
+/// 1/n ≥ 2^-32 below the next integer while the division's rounding error is at most
+/// 2^16 · 2^-53 = 2^-37: the floor never crosses an integer.
+#[inline(always)]
+fn block_of_f64(p: u32, n: f64, k: u64) -> u64 {
+    (((u64::from(p) + 1) * k - 1) as f64 / n) as u64
 }
 
 impl Plan {
@@ -188,7 +199,7 @@ impl Plan {
                     Mode::Partition => {
                         let mut ks =
                             KeyStream::new(config.seed, Purpose::Assign, assign_gen, &t.key);
-                        let perm = Perm::from_stream(n, &mut ks);
+                        let perm = Perm::from_stream(n as u32, &mut ks);
                         let offset = (ks.next_u64() % u64::from(subspaces)) as u32;
                         Assign::Partition { perm, offset }
                     }
@@ -315,25 +326,23 @@ impl Plan {
                 let b = (u64::from(s) + k - u64::from(*offset)) % k;
                 let lo = b * n / k;
                 let hi = (b + 1) * n / k;
-                // n ≤ u32::MAX, so block bounds fit u32 (an indexed rayon range).
-                let mut v: Vec<u32> = (lo as u32..hi as u32)
-                    .into_par_iter()
-                    .with_min_len(CHUNK)
-                    .map(|p| perm.inverse(u64::from(p)) as u32)
-                    .collect();
-                v.par_sort_unstable();
+                // n ≤ u32::MAX, so block bounds fit u32.
+                let mut v = vec![0u32; (hi - lo) as usize];
+                v.par_chunks_mut(CHUNK)
+                    .enumerate()
+                    .for_each(|(c, out)| perm.inverse_range((lo + (c * CHUNK) as u64) as u32, out));
+                radix::sort(&mut v, radix::bits_below(n));
                 return v;
             }
             Assign::Density { count } => {
                 let gen_ = self.assign_generation();
                 let mut ks = KeyStream::new(self.config.seed, Purpose::Density(s), gen_, &t.key);
-                let perm = Perm::from_stream(n, &mut ks);
-                let mut v: Vec<u32> = (0..*count as u32)
-                    .into_par_iter()
-                    .with_min_len(CHUNK)
-                    .map(|p| perm.forward(u64::from(p)) as u32)
-                    .collect();
-                v.par_sort_unstable();
+                let perm = Perm::from_stream(n as u32, &mut ks);
+                let mut v = vec![0u32; *count as usize];
+                v.par_chunks_mut(CHUNK)
+                    .enumerate()
+                    .for_each(|(c, out)| perm.forward_range((c * CHUNK) as u32, out));
+                radix::sort(&mut v, radix::bits_below(n));
                 return v;
             }
         };
@@ -358,14 +367,10 @@ impl Plan {
             return v;
         }
         let mut v = vec![0f32; indices.len()];
+        let scale = if sign < 0.0 { -t.scale } else { t.scale };
         v.par_chunks_mut(CHUNK)
             .zip(indices.par_chunks(CHUNK))
-            .for_each(|(out, idx)| {
-                for (o, &j) in out.iter_mut().zip(idx) {
-                    let e = philox::gauss_at(t.eps, u64::from(j)) * t.scale;
-                    *o = if sign < 0.0 { -e } else { e };
-                }
-            });
+            .for_each(|(out, idx)| philox::gather_gauss(t.eps, idx, scale, out));
         v
     }
 
@@ -438,7 +443,7 @@ impl Plan {
                             .map(|j| (u64::from(j) << 2) | f),
                     );
                 }
-                codes.par_sort_unstable();
+                radix::sort(&mut codes, radix::bits_below(t.n) + 2);
                 let mut indices = Vec::with_capacity(codes.len());
                 let mut signs = Vec::with_capacity(codes.len());
                 let mut it = codes.into_iter().peekable();
@@ -502,10 +507,13 @@ impl Plan {
             Assign::Partition { perm, offset } => {
                 let mut map = vec![0u16; n as usize];
                 map.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
-                    let first = (c * CHUNK) as u64;
-                    for (i, o) in out.iter_mut().enumerate() {
-                        let b = block_of(perm.forward(first + i as u64), n, k);
-                        *o = ((b + u64::from(*offset)) % k) as u16;
+                    let mut p = vec![0u32; out.len()];
+                    perm.forward_range((c * CHUNK) as u32, &mut p);
+                    let nf = n as f64;
+                    for (o, &p) in out.iter_mut().zip(p.iter()) {
+                        // b < k and offset < k: one conditional subtraction is `mod k`.
+                        let s = block_of_f64(p, nf, k) + u64::from(*offset);
+                        *o = (if s >= k { s - k } else { s }) as u16;
                     }
                 });
                 Some(map)
@@ -527,6 +535,18 @@ impl Plan {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn f64_block_is_exact(n in 1u64..=u64::from(u32::MAX), k in 1u64..=65_535, x: u64) {
+            // Hardest cases sit next to block boundaries: try both sides of one.
+            let b = x % k;
+            let edge = (b * n / k).min(n - 1);
+            for p in [edge.saturating_sub(1), edge, (edge + 1).min(n - 1), x % n] {
+                proptest::prop_assert_eq!(block_of_f64(p as u32, n as f64, k), block_of(p, n, k));
+            }
+        }
+    }
+
     #[test]
     fn block_formula_matches_boundaries() {
         for n in 1u64..60 {
@@ -535,6 +555,7 @@ mod tests {
                     let b = block_of(p, n, k);
                     assert!(b < k);
                     assert!(b * n / k <= p && p < (b + 1) * n / k, "n={n} k={k} p={p}");
+                    assert_eq!(block_of_f64(p as u32, n as f64, k), b);
                 }
             }
         }

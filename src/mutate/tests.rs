@@ -532,4 +532,46 @@ fn pinned_output() {
     assert_eq!(map, PINNED_MAP);
 }
 const PINNED_EPS: [u32; 4] = [0x3c8b_1a74, 0x3d95_6f07, 0xbd50_7e45, 0x3c02_fd2f];
-const PINNED_MAP: [u16; 10] = [3, 2, 0, 0, 3, 1, 2, 0, 2, 1];
+const PINNED_MAP: [u16; 10] = [0, 1, 0, 3, 2, 2, 1, 3, 3, 1];
+
+/// A digest of deltas, to pin whole outputs.
+fn digest(deltas: &[Delta]) -> String {
+    let mut h = blake3::Hasher::new();
+    for d in deltas {
+        h.update(&(d.tensor as u64).to_le_bytes());
+        for (&j, &v) in d.indices.iter().zip(&d.values) {
+            h.update(&j.to_le_bytes());
+            h.update(&v.to_bits().to_le_bytes());
+        }
+    }
+    h.finalize().to_hex()[..16].to_string()
+}
+
+#[test]
+fn pinned_children() {
+    // Whole children in every mode, over tensors large enough for the vector paths.
+    let specs = specs(&[100_003, 4096, 77]);
+    let got: Vec<String> = [
+        (Mode::Partition, false),
+        (Mode::Partition, true),
+        (Mode::Density(0.1), false),
+        (Mode::Layer, true),
+    ]
+    .iter()
+    .map(|&(mode, anti)| {
+        let plan = Plan::new(&config(mode, 6, anti, 7), &specs, 3).unwrap();
+        format!(
+            "{}/{}",
+            digest(&plan.child(5).unwrap()),
+            digest(&plan.merged(&[0, 1, 3]).unwrap())
+        )
+    })
+    .collect();
+    assert_eq!(got, PINNED_CHILDREN);
+}
+const PINNED_CHILDREN: [&str; 4] = [
+    "bf95942f33f4beb7/2a9797a10e7ae7b3",
+    "a0c1d4b8ea798abd/c4b8ff8b4d311560",
+    "0442af0f119b4bf5/efa8d1dc76fa3267",
+    "0043a25d082b8159/2e8ec847b310bae9",
+];
