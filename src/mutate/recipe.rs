@@ -1,0 +1,196 @@
+//! Recipes: everything needed to regenerate a child's changes exactly.
+
+use super::MutateError;
+use super::config::{Config, Mode, ScaleRule, Subspaces};
+use serde::{Deserialize, Serialize};
+
+/// The recipe format this build writes and reads.
+pub const RECIPE_FORMAT: u32 = 1;
+
+/// The decomposition mode's name in a recipe (the density fraction is a separate field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeName {
+    /// [`Mode::Partition`].
+    Partition,
+    /// [`Mode::Density`].
+    Density,
+    /// [`Mode::Layer`].
+    Layer,
+}
+
+/// Which candidate of a generation a recipe describes. JSON: `{"child": 3}` or
+/// `{"merged": [1, 4]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Member {
+    /// One child.
+    Child(u32),
+    /// The merged candidate of these children (see `Plan::merged`).
+    Merged(Vec<u32>),
+}
+
+/// A child's full description. With the parent's mutable tensor list (keys, sizes, stds, in
+/// the same order: the one `selection` produces on the model with hash `parent`),
+/// `Plan::new(&recipe.config()?, tensors, recipe.generation)?.deltas(&recipe.member)`
+/// regenerates its changes bit for bit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Recipe format version ([`RECIPE_FORMAT`]).
+    pub format: u32,
+    /// Content hash of the parent model.
+    pub parent: String,
+    /// The run's seed.
+    pub seed: u64,
+    /// Decomposition mode.
+    pub mode: ModeName,
+    /// Density fraction (density mode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub density: Option<f64>,
+    /// Number of children k.
+    pub children: u32,
+    /// σ.
+    pub sigma: f64,
+    /// What σ is relative to.
+    pub scale: ScaleRule,
+    /// Antithetic pairs.
+    pub antithetic: bool,
+    /// Static or dynamic subspaces.
+    pub subspaces: Subspaces,
+    /// How the mutable tensors were selected (e.g. the include/exclude patterns).
+    pub selection: String,
+    /// Generation number.
+    pub generation: u32,
+    /// The child, or the merged candidate.
+    pub member: Member,
+}
+
+impl Recipe {
+    /// The recipe of `member` of generation `generation` under `config`.
+    pub fn new(
+        config: &Config,
+        parent: impl Into<String>,
+        selection: impl Into<String>,
+        generation: u32,
+        member: Member,
+    ) -> Self {
+        let (mode, density) = match config.mode {
+            Mode::Partition => (ModeName::Partition, None),
+            Mode::Density(p) => (ModeName::Density, Some(p)),
+            Mode::Layer => (ModeName::Layer, None),
+        };
+        Self {
+            format: RECIPE_FORMAT,
+            parent: parent.into(),
+            seed: config.seed,
+            mode,
+            density,
+            children: config.children,
+            sigma: config.sigma,
+            scale: config.scale,
+            antithetic: config.antithetic,
+            subspaces: config.subspaces,
+            selection: selection.into(),
+            generation,
+            member,
+        }
+    }
+
+    /// The settings, validated, and the member checked against k.
+    pub fn config(&self) -> Result<Config, MutateError> {
+        let bad = |m: String| MutateError::Recipe(m);
+        if self.format != RECIPE_FORMAT {
+            return Err(bad(format!(
+                "format {} is not supported (this build reads format {RECIPE_FORMAT})",
+                self.format
+            )));
+        }
+        let mode = match (self.mode, self.density) {
+            (ModeName::Partition, None) => Mode::Partition,
+            (ModeName::Layer, None) => Mode::Layer,
+            (ModeName::Density, Some(p)) => Mode::Density(p),
+            (ModeName::Density, None) => return Err(bad("density mode without a density".into())),
+            (_, Some(_)) => return Err(bad("a density is only valid in density mode".into())),
+        };
+        let c = Config {
+            mode,
+            children: self.children,
+            sigma: self.sigma,
+            scale: self.scale,
+            antithetic: self.antithetic,
+            seed: self.seed,
+            subspaces: self.subspaces,
+        };
+        c.validate().map_err(|e| bad(e.to_string()))?;
+        let members: &[u32] = match &self.member {
+            Member::Child(i) => std::slice::from_ref(i),
+            Member::Merged(l) => l,
+        };
+        if let Some(i) = members.iter().find(|&&i| i >= self.children) {
+            return Err(bad(format!(
+                "child index {i} is out of range for {} children",
+                self.children
+            )));
+        }
+        Ok(c)
+    }
+
+    /// One-line JSON.
+    pub fn to_json(&self) -> Result<String, MutateError> {
+        serde_json::to_string(self).map_err(|e| MutateError::Recipe(e.to_string()))
+    }
+
+    /// Parses and checks a recipe (format, settings, member).
+    pub fn from_json(s: &str) -> Result<Recipe, MutateError> {
+        let r: Recipe = serde_json::from_str(s).map_err(|e| MutateError::Recipe(e.to_string()))?;
+        r.config()?;
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_and_checks() {
+        let c = Config {
+            mode: Mode::Density(0.3),
+            children: 8,
+            sigma: 0.1,
+            scale: ScaleRule::Absolute,
+            antithetic: true,
+            seed: u64::MAX,
+            subspaces: Subspaces::Static,
+        };
+        let r = Recipe::new(&c, "abc", "default", 4, Member::Merged(vec![1, 6]));
+        let j = r.to_json().unwrap();
+        assert!(!j.contains('\n'));
+        let back = Recipe::from_json(&j).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.config().unwrap(), c);
+        let p = Recipe::new(&Config::default(), "h", "s", 0, Member::Child(3));
+        let pj = p.to_json().unwrap();
+        assert!(pj.contains(r#""member":{"child":3}"#), "{pj}");
+        assert!(!pj.contains("density"), "{pj}");
+
+        for (from, to) in [
+            (r#""format":1"#, r#""format":2"#),
+            (r#""children":16"#, r#""children":0"#),
+            (r#""child":3"#, r#""child":16"#),
+            (r#""mode":"partition""#, r#""mode":"density""#),
+            (r#""sigma":0.1"#, r#""sigma":-1"#),
+            (r#""seed":0"#, r#""seed":0,"extra":1"#),
+        ] {
+            let e = Recipe::from_json(&pj.replace(from, to))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("recipe: ") && !e.contains('\n'),
+                "{from}: {e}"
+            );
+        }
+        assert!(Recipe::from_json("{").is_err());
+    }
+}
