@@ -41,4 +41,17 @@ impl TensorData {
             Self::BF16(v) => v.get(i).map(|x| x.to_f64()),
         }
     }
+
+    /// The values at `indices` (which must be in range).
+    pub fn gather(&self, indices: &[u32]) -> TensorData {
+        fn pick<T: Copy>(v: &[T], idx: &[u32]) -> Vec<T> {
+            idx.iter().filter_map(|&j| v.get(j as usize).copied()).collect()
+        }
+        match self {
+            Self::F32(v) => Self::F32(pick(v, indices)),
+            Self::F64(v) => Self::F64(pick(v, indices)),
+            Self::F16(v) => Self::F16(pick(v, indices)),
+            Self::BF16(v) => Self::BF16(pick(v, indices)),
+        }
+    }
 }

@@ -82,3 +82,75 @@ pub struct DataArgs {
     #[arg(long, default_value_t = 0, value_name = "S")]
     pub split_seed: u64,
 }
+
+/// How children are made.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MutationArgs {
+    /// Children per generation (k): the number of sparse sub-mutations.
+    #[arg(long, short = 'k', default_value_t = 16, value_name = "K")]
+    pub children: u32,
+    /// How the mutation is decomposed: partition (disjoint subspaces that sum to one dense
+    /// mutation), density (each child mutates its own random fraction), layer (whole tensors).
+    #[arg(long, value_enum, default_value = "partition")]
+    pub mode: ModeArg,
+    /// Fraction of each tensor a child mutates in density mode.
+    #[arg(long, default_value_t = 0.1, value_name = "P")]
+    pub density: f64,
+    /// Noise scale σ, relative to each tensor's standard deviation (see --absolute-sigma).
+    #[arg(long, default_value_t = 0.1, value_name = "SIGMA")]
+    pub sigma: f64,
+    /// σ is an absolute standard deviation, not relative to each tensor's.
+    #[arg(long)]
+    pub absolute_sigma: bool,
+    /// Children come in pairs on the same subspace with +ε and −ε.
+    #[arg(long)]
+    pub antithetic: bool,
+    /// Random seed: the same seed gives the same children, on any machine.
+    #[arg(long, default_value_t = 0, value_name = "SEED")]
+    pub seed: u64,
+}
+
+/// Decomposition modes on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    /// Disjoint subspaces: the children's mutations sum to one dense mutation.
+    Partition,
+    /// Each child mutates its own random fraction (--density) of each tensor.
+    Density,
+    /// Whole tensors are assigned to children.
+    Layer,
+}
+
+impl MutationArgs {
+    /// The library's mutation settings (validated later, with the model at hand).
+    pub fn config(&self, subspaces: smd_onnx::mutate::Subspaces) -> smd_onnx::mutate::Config {
+        use smd_onnx::mutate::{Config, Mode, ScaleRule};
+        Config {
+            mode: match self.mode {
+                ModeArg::Partition => Mode::Partition,
+                ModeArg::Density => Mode::Density(self.density),
+                ModeArg::Layer => Mode::Layer,
+            },
+            children: self.children,
+            sigma: self.sigma,
+            scale: if self.absolute_sigma { ScaleRule::Absolute } else { ScaleRule::Relative },
+            antithetic: self.antithetic,
+            seed: self.seed,
+            subspaces,
+        }
+    }
+}
+
+impl SelectionArgs {
+    /// A description of the selection for recipes.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![if self.all_float { "all-float".to_string() } else { "default".to_string() }];
+        if let Some(i) = &self.include {
+            parts.push(format!("include={i}"));
+        }
+        if let Some(e) = &self.exclude {
+            parts.push(format!("exclude={e}"));
+        }
+        parts.join(" ")
+    }
+}

@@ -1,12 +1,186 @@
-//! `smd-onnx evolve`.
+//! `smd-onnx evolve`: children, selection, ensembles, export, report.
 
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use smd_onnx::ensemble::Combine;
+use smd_onnx::evolve::{EnsembleChoice, EvolveConfig, Progress, evolve};
+use smd_onnx::mutate::Subspaces;
+
+use super::common::{DataArgs, MutationArgs, RuntimeArgs, SelectionArgs};
+
+/// What `evolve` writes besides the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportArg {
+    /// `best.onnx` when a candidate beats the parent.
+    Best,
+    /// `ensemble.onnx`.
+    Ensemble,
+    /// Both.
+    Both,
+    /// Neither (the report only).
+    None,
+}
+
+/// Ensembles on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EnsembleArg {
+    /// The ensemble with the best selection score.
+    Auto,
+    /// Mean of the children.
+    Mean,
+    /// Mean of the children and the parent.
+    #[value(name = "mean+parent")]
+    MeanParent,
+    /// Greedy selection among the children.
+    Greedy,
+    /// Greedy selection among the children and the parent.
+    #[value(name = "greedy+parent")]
+    GreedyParent,
+}
+
+/// How the exported ensemble combines float outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CombineArg {
+    /// Probabilities are averaged; logits become the log of the mean softmax.
+    Probs,
+    /// Logits are averaged as they are.
+    Logits,
+    /// Every float output is averaged as it is.
+    Mean,
+}
+
+impl From<CombineArg> for Combine {
+    fn from(c: CombineArg) -> Self {
+        match c {
+            CombineArg::Probs => Combine::Probs,
+            CombineArg::Logits => Combine::Logits,
+            CombineArg::Mean => Combine::Mean,
+        }
+    }
+}
 
 /// Arguments of `smd-onnx evolve`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The parent ONNX model.
+    model: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    mutation: MutationArgs,
+    #[command(flatten)]
+    selection: SelectionArgs,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+    /// Output folder (default: `<model name>.smd` in the current folder).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Generations: each starts from the previous one's winner.
+    #[arg(long, default_value_t = 1, value_name = "G")]
+    generations: u32,
+    /// Resample the subspaces every generation (the default).
+    #[arg(long, conflicts_with = "static_subspaces")]
+    dynamic: bool,
+    /// Keep the same subspaces in every generation.
+    #[arg(long = "static", id = "static_subspaces")]
+    static_subspaces: bool,
+    /// What to write besides report.json.
+    #[arg(long, value_enum, default_value = "both")]
+    export: ExportArg,
+    /// Which ensemble to export.
+    #[arg(long, value_enum, default_value = "auto")]
+    ensemble: EnsembleArg,
+    /// How the exported ensemble combines float outputs.
+    #[arg(long, value_enum, default_value = "probs")]
+    combine: CombineArg,
+    /// Reuse a non-empty output folder (its outputs are replaced).
+    #[arg(long)]
+    force: bool,
+    /// Continue an interrupted run from the journal in the output folder.
+    #[arg(long)]
+    resume: bool,
+    /// Print the report (JSON) instead of the summary.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Progress bars on stderr, one per phase, when stderr is a terminal.
+struct Bars {
+    bar: Option<ProgressBar>,
+    tty: bool,
+}
+
+impl Progress for Bars {
+    fn phase(&mut self, name: &str, total: u64) {
+        if !self.tty {
+            return;
+        }
+        let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(4));
+        if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({elapsed}, eta {eta})") {
+            b.set_style(style.progress_chars("=> "));
+        }
+        b.set_message(name.to_string());
+        self.bar = Some(b);
+    }
+
+    fn tick(&mut self) {
+        if let Some(b) = &self.bar {
+            b.inc(1);
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
 
 /// Runs `smd-onnx evolve`.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`evolve` is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let out = match args.out {
+        Some(o) => o,
+        None => {
+            let stem = args.model.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
+            PathBuf::from(format!("{stem}.smd"))
+        }
+    };
+    let subspaces = if args.static_subspaces { Subspaces::Static } else { Subspaces::Dynamic };
+    let cfg = EvolveConfig {
+        model: args.model.clone(),
+        data: args.data.data.clone(),
+        out,
+        mutation: args.mutation.config(subspaces),
+        generations: args.generations,
+        selection: args.selection.to_selection()?,
+        selection_text: args.selection.describe(),
+        holdout: args.data.holdout,
+        split_seed: args.data.split_seed,
+        batch: args.data.batch,
+        output: args.data.output.clone(),
+        export_best: matches!(args.export, ExportArg::Best | ExportArg::Both),
+        export_ensemble: matches!(args.export, ExportArg::Ensemble | ExportArg::Both),
+        ensemble: match args.ensemble {
+            EnsembleArg::Auto => EnsembleChoice::Auto,
+            EnsembleArg::Mean => EnsembleChoice::Mean,
+            EnsembleArg::MeanParent => EnsembleChoice::MeanWithParent,
+            EnsembleArg::Greedy => EnsembleChoice::Greedy,
+            EnsembleArg::GreedyParent => EnsembleChoice::GreedyWithParent,
+        },
+        combine: args.combine.into(),
+        force: args.force,
+        resume: args.resume,
+        runtime: args.runtime.config()?,
+    };
+    let mut bars = Bars { bar: None, tty: std::io::stderr().is_terminal() };
+    let report = evolve(&cfg, &mut bars)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.summary());
+    }
+    Ok(ExitCode::SUCCESS)
 }

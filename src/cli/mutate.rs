@@ -1,12 +1,76 @@
-//! `smd-onnx mutate`.
+//! `smd-onnx mutate`: write sparse-mutation children of a model.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use anyhow::Context;
+use smd_onnx::mutate::{Member, Plan, Recipe, Subspaces, TensorSpec, tensor_std};
+use smd_onnx::onnx::{Model, write_child_with_metadata};
+
+use super::common::{MutationArgs, SelectionArgs};
 
 /// Arguments of `smd-onnx mutate`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The parent ONNX model.
+    model: PathBuf,
+    #[command(flatten)]
+    mutation: MutationArgs,
+    #[command(flatten)]
+    selection: SelectionArgs,
+    /// Output folder for `child_<i>.onnx` files.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Write only child I (any child can be regenerated alone from its recipe).
+    #[arg(long, value_name = "I")]
+    only: Option<u32>,
+    /// Write into a non-empty folder (replacing its children).
+    #[arg(long)]
+    force: bool,
+}
 
 /// Runs `smd-onnx mutate`.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`mutate` is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let cfg = args.mutation.config(Subspaces::Dynamic);
+    cfg.validate()?;
+    if let Some(i) = args.only {
+        if i >= cfg.children {
+            anyhow::bail!("--only: child {i} does not exist (children are 0..{})", cfg.children);
+        }
+    }
+    let model = Model::open(&args.model)?;
+    let selection = args.selection.to_selection()?;
+    let selected = model.select(&selection);
+    if selected.is_empty() {
+        anyhow::bail!("{}: no mutable tensors (see `smd-onnx inspect`; --all-float or --include widen the selection)", args.model.display());
+    }
+    smd_onnx::onnx::fsx::prepare_out_dir(&args.out, args.force)?;
+    let values = selected.iter().map(|&t| model.read_values(&model.tensors()[t])).collect::<Result<Vec<_>, _>>()?;
+    let specs: Vec<TensorSpec> = selected
+        .iter()
+        .zip(&values)
+        .map(|(&t, v)| TensorSpec { key: model.tensors()[t].key().to_string(), elements: v.len(), std: tensor_std(v) })
+        .collect();
+    let plan = Plan::new(&cfg, &specs, 0)?;
+    let hash = model.content_hash()?;
+    let width = (cfg.children.max(1) - 1).to_string().len().max(3);
+    let children: Vec<u32> = match args.only {
+        Some(i) => vec![i],
+        None => (0..cfg.children).collect(),
+    };
+    for i in children {
+        let deltas = plan.child(i)?;
+        let mut changes = Vec::new();
+        for d in &deltas {
+            let mut v = values[d.tensor].clone();
+            smd_onnx::mutate::apply(&mut v, d)?;
+            changes.push((selected[d.tensor], v));
+        }
+        let recipe = Recipe::new(&cfg, hash.clone(), args.selection.describe(), 0, Member::Child(i));
+        let meta = smd_onnx::evolve::recipe_meta(&[recipe], &hash)?;
+        let path = args.out.join(format!("child_{i:0width$}.onnx"));
+        write_child_with_metadata(&model, &changes, &meta, &path).with_context(|| format!("writing child {i}"))?;
+        println!("{}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -59,6 +59,11 @@ pub fn dtype_code(d: &TensorData) -> i32 {
     }
 }
 
+/// True for the ONNX codes of float32, float64, float16 and bfloat16.
+pub fn is_float_code(code: i32) -> bool {
+    [DataType::Float, DataType::Double, DataType::Float16, DataType::Bfloat16].iter().any(|d| *d as i32 == code)
+}
+
 /// Bytes per element of a float tensor.
 pub fn elem_size(d: &TensorData) -> usize {
     match d {
@@ -105,7 +110,7 @@ pub fn attr_i(name: &str, i: i64) -> AttributeProto {
 }
 
 /// Element `j` of `d` as raw bits (for exact comparisons).
-fn bits(d: &TensorData, j: usize) -> u64 {
+pub fn bits(d: &TensorData, j: usize) -> u64 {
     match d {
         TensorData::F32(v) => u64::from(v[j].to_bits()),
         TensorData::F64(v) => v[j].to_bits(),
@@ -115,7 +120,7 @@ fn bits(d: &TensorData, j: usize) -> u64 {
 }
 
 /// Copies element `from_j` of `from` into element `j` of `to` (same dtype).
-fn set_from(to: &mut TensorData, j: usize, from: &TensorData, from_j: usize) {
+pub fn set_from(to: &mut TensorData, j: usize, from: &TensorData, from_j: usize) {
     match (to, from) {
         (TensorData::F32(t), TensorData::F32(f)) => t[j] = f[from_j],
         (TensorData::F64(t), TensorData::F64(f)) => t[j] = f[from_j],

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::proto::{AttributeProto, GraphProto, NodeProto, ValueInfoProto};
+use super::proto::{AttributeProto, GraphProto, NodeProto, TensorProto, ValueInfoProto};
 
 /// Where a tensor lives: the scope path of its graph ("" for the main graph, else e.g.
 /// `If_0/then_branch`, nested with `/`) and its name.
@@ -20,7 +20,7 @@ pub struct TensorAddr {
 pub fn subgraph_scope(parent: &str, node: &NodeProto, index: usize, attr: &AttributeProto, j: Option<usize>) -> String {
     let node_id = match node.name.as_deref() {
         Some(n) if !n.is_empty() => n.to_string(),
-        _ => format!("{}#{index}", node.op_type.as_deref().unwrap_or("")),
+        _ => format!("node{index}"),
     };
     let attr_name = attr.name.as_deref().unwrap_or("");
     let leaf = match j {
@@ -100,6 +100,101 @@ pub fn graph_tensor_addrs(scope: &str, g: &GraphProto, out: &mut Vec<TensorAddr>
         }
         nested_tensor_addrs(scope, n, j, out);
     }
+}
+
+/// Calls `f` with every tensor a graph defines, subgraphs included: initializers, and the
+/// `value` tensor of Constant nodes (addressed by the node's output name). Tensors held in
+/// other attributes (e.g. `ConstantOfShape`'s value) are visited with `f`'s address `None`.
+pub fn for_each_tensor_mut(g: &mut GraphProto, scope: &str, f: &mut dyn FnMut(Option<&TensorAddr>, &mut TensorProto)) {
+    for t in &mut g.initializer {
+        let addr = TensorAddr { scope: scope.to_string(), name: t.name.clone().unwrap_or_default() };
+        f(Some(&addr), t);
+    }
+    for s in &mut g.sparse_initializer {
+        for t in s.values.iter_mut().chain(s.indices.iter_mut()) {
+            f(None, t);
+        }
+    }
+    for j in 0..g.node.len() {
+        let n = &g.node[j];
+        let constant = is_constant(n).then(|| n.output.first().cloned()).flatten();
+        let subs: Vec<(usize, Option<usize>, String)> = n
+            .attribute
+            .iter()
+            .enumerate()
+            .flat_map(|(ai, a)| {
+                let one = a.g.as_ref().map(|_| (ai, None, subgraph_scope(scope, n, j, a, None)));
+                let many = (0..a.graphs.len()).map(move |gj| (ai, Some(gj), subgraph_scope(scope, n, j, a, Some(gj))));
+                one.into_iter().chain(many)
+            })
+            .collect();
+        let n = &mut g.node[j];
+        for a in &mut n.attribute {
+            let is_value = a.name.as_deref() == Some("value");
+            if let Some(t) = a.t.as_mut() {
+                match (&constant, is_value) {
+                    (Some(o), true) => f(Some(&TensorAddr { scope: scope.to_string(), name: o.clone() }), t),
+                    _ => f(None, t),
+                }
+            }
+            for t in &mut a.tensors {
+                f(None, t);
+            }
+        }
+        for (ai, gj, sub_scope) in subs {
+            let a = &mut n.attribute[ai];
+            match gj {
+                None => {
+                    if let Some(sg) = a.g.as_mut() {
+                        for_each_tensor_mut(sg, &sub_scope, f);
+                    }
+                }
+                Some(gj) => for_each_tensor_mut(&mut a.graphs[gj], &sub_scope, f),
+            }
+        }
+    }
+}
+
+/// Gives the Constant node at `addr` (any scope) the tensor `value`, replacing whatever
+/// attribute held its value (`value`, `value_float`, `value_floats`...). Returns false when
+/// there is no such Constant node.
+pub fn set_constant_value(g: &mut GraphProto, scope: &str, addr: &TensorAddr, value: TensorProto) -> bool {
+    for j in 0..g.node.len() {
+        let n = &g.node[j];
+        if scope == addr.scope && is_constant(n) && n.output.first() == Some(&addr.name) {
+            g.node[j].attribute = vec![AttributeProto {
+                name: Some("value".into()),
+                r#type: Some(super::proto::attribute_proto::AttributeType::Tensor as i32),
+                t: Some(value),
+                ..Default::default()
+            }];
+            return true;
+        }
+        let subs: Vec<(usize, Option<usize>, String)> = n
+            .attribute
+            .iter()
+            .enumerate()
+            .flat_map(|(ai, a)| {
+                let one = a.g.as_ref().map(|_| (ai, None, subgraph_scope(scope, n, j, a, None)));
+                let many = (0..a.graphs.len()).map(move |gj| (ai, Some(gj), subgraph_scope(scope, n, j, a, Some(gj))));
+                one.into_iter().chain(many)
+            })
+            .filter(|(_, _, s)| addr.scope == *s || addr.scope.starts_with(&format!("{s}/")))
+            .collect();
+        for (ai, gj, sub_scope) in subs {
+            let a = &mut g.node[j].attribute[ai];
+            let sg = match gj {
+                None => a.g.as_mut(),
+                Some(gj) => a.graphs.get_mut(gj),
+            };
+            if let Some(sg) = sg {
+                if set_constant_value(sg, &sub_scope, addr, value.clone()) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
 }
 
 /// True for an ONNX `Constant` node (default domain).
@@ -365,7 +460,7 @@ mod tests {
         let mut g = GraphProto {
             node: vec![n("Relu", &["a"], &["b"]), n("Relu", &["w"], &["dead"])],
             output: vec![ValueInfoProto { name: Some("b".into()), ..Default::default() }],
-            initializer: vec![super::super::proto::TensorProto { name: Some("w".into()), ..Default::default() }],
+            initializer: vec![TensorProto { name: Some("w".into()), ..Default::default() }],
             ..Default::default()
         };
         remove_dead(&mut g);

@@ -12,12 +12,16 @@ mod graph;
 mod heads;
 
 use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+
+use prost::Message;
 
 pub use encode::{Change, Encoding, Varying, member_values};
 pub use graph::TensorAddr;
 pub use heads::{Combine, OutputKind};
 
-use crate::onnx::proto;
+use crate::onnx::{Model, ModelError, fsx, proto};
 use graph::{copy_graph, copy_node, rename_all, topo_order};
 use proto::{GraphProto, ModelProto, StringStringEntryProto, ValueInfoProto};
 
@@ -403,4 +407,229 @@ pub fn merge(models: &[ModelProto], weights: &[f64], heads: &Heads, meta: &[(Str
     model.graph = Some(out);
     add_meta(&mut model, meta);
     Ok(Built { model, notices, encodings: Vec::new() })
+}
+
+/// Decodes a model for graph surgery, with every external tensor's payload read into the
+/// message (the ensemble is written elsewhere, so references to the parent's files cannot stay).
+pub fn decode_model(model: &Model) -> Result<ModelProto, crate::Error> {
+    let mut proto = ModelProto::decode(model.bytes()).map_err(|e| ModelError::Decode {
+        path: model.path().to_path_buf(),
+        message: e.to_string(),
+    })?;
+    if !model.has_external_data() {
+        return Ok(proto);
+    }
+    let by_addr: HashMap<(&str, &str), &crate::onnx::TensorInfo> =
+        model.tensors().iter().map(|t| ((t.scope.as_str(), t.name.as_str()), t)).collect();
+    let mut missing = None;
+    if let Some(g) = proto.graph.as_mut() {
+        graph::for_each_tensor_mut(g, "", &mut |addr, t| {
+            if t.data_location != Some(proto::tensor_proto::DataLocation::External as i32) {
+                return;
+            }
+            let payload = addr
+                .and_then(|a| by_addr.get(&(a.scope.as_str(), a.name.as_str())))
+                .and_then(|info| model.raw_payload(info));
+            match payload {
+                Some(p) => {
+                    t.raw_data = Some(bytes::Bytes::copy_from_slice(p));
+                    t.external_data.clear();
+                    t.data_location = None;
+                }
+                None => missing = Some(t.name.clone().unwrap_or_default()),
+            }
+        });
+    }
+    match missing {
+        Some(name) => Err(ModelError::Decode {
+            path: model.path().to_path_buf(),
+            message: format!("cannot read the external data of tensor `{name}`"),
+        }
+        .into()),
+        None => Ok(proto),
+    }
+}
+
+/// Sets the values of the tensor at `addr` (an initializer or a Constant node, any scope).
+fn set_tensor(proto: &mut ModelProto, addr: &TensorAddr, dims: &[i64], values: &crate::TensorData) -> bool {
+    let mut found = false;
+    if let Some(g) = proto.graph.as_mut() {
+        graph::for_each_tensor_mut(g, "", &mut |a, t| {
+            if a == Some(addr) {
+                let name = t.name.take();
+                let doc = t.doc_string.take();
+                *t = proto::TensorProto { name, doc_string: doc, ..encode::float_tensor("", dims, values) };
+                found = true;
+            }
+        });
+        // Constants given as `value_float(s)` become a `value` tensor.
+        if !found {
+            found = graph::set_constant_value(g, "", addr, encode::float_tensor("", dims, values));
+        }
+    }
+    found
+}
+
+/// Builds the ensemble of `model` and members that differ from it in `varying` tensors:
+/// compact when the model allows it, else (old opsets, tensors the compact encoding cannot
+/// address) by merging full copies of the members.
+pub fn build_from_model(model: &Model, varying: &[Varying], weights: &[f64], heads: &Heads, meta: &[(String, String)]) -> Result<Built, crate::Error> {
+    let proto = decode_model(model)?;
+    match compact(&proto, varying, weights, heads, meta) {
+        Ok(b) => Ok(b),
+        Err(EnsembleError::OpsetTooOld(_) | EnsembleError::Invalid(_)) => {
+            let mut members = Vec::with_capacity(weights.len());
+            for i in 0..weights.len() {
+                let mut m = proto.clone();
+                for v in varying {
+                    if !set_tensor(&mut m, &v.addr, &v.dims, &member_values(v, i)) {
+                        return Err(EnsembleError::Invalid(format!("tensor `{}` not found in {}", v.addr.name, model.path().display())).into());
+                    }
+                }
+                members.push(m);
+            }
+            let mut built = merge(&members, weights, heads, meta)?;
+            built.notices.push("the members are stored as full copies (the compact encoding does not apply to this model)".into());
+            Ok(built)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Largest model written without external data (protobuf's limit is 2 GiB).
+const INLINE_LIMIT: usize = (1 << 31) - (64 << 20);
+
+/// Writes `model` to `path` atomically, never over one of `inputs`. Above the protobuf size
+/// limit, tensors of 1 KiB or more go to `<file name>.data` beside it (external data).
+pub fn save(model: &ModelProto, path: &Path, inputs: &[&Path]) -> Result<(), crate::Error> {
+    let io = |e: std::io::Error| ModelError::Io { path: path.to_path_buf(), source: e };
+    if model.encoded_len() < INLINE_LIMIT {
+        let bytes = model.encode_to_vec();
+        return fsx::write_atomic_except(path, inputs, |w| w.write_all(&bytes).map_err(io));
+    }
+    let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "ensemble.onnx".into());
+    let data_name = format!("{file_name}.data");
+    let data_path = path.with_file_name(&data_name);
+    let mut m = model.clone();
+    let mut chunks: Vec<bytes::Bytes> = Vec::new();
+    let mut offset = 0u64;
+    if let Some(g) = m.graph.as_mut() {
+        graph::for_each_tensor_mut(g, "", &mut |_, t| {
+            let Some(raw) = t.raw_data.take_if(|r| r.len() >= 1024) else { return };
+            // Keep offsets aligned for memory mapping.
+            let pad = (4096 - offset % 4096) % 4096;
+            if pad > 0 {
+                chunks.push(bytes::Bytes::from(vec![0u8; pad as usize]));
+                offset += pad;
+            }
+            let entry = |k: &str, v: String| StringStringEntryProto { key: Some(k.into()), value: Some(v) };
+            t.external_data = vec![entry("location", data_name.clone()), entry("offset", offset.to_string()), entry("length", raw.len().to_string())];
+            t.data_location = Some(proto::tensor_proto::DataLocation::External as i32);
+            offset += raw.len() as u64;
+            chunks.push(raw);
+        });
+    }
+    // The data first, so a model file never names data that is not there.
+    let data_io = |e: std::io::Error| ModelError::Io { path: data_path.clone(), source: e };
+    fsx::write_atomic_except(&data_path, inputs, |w| {
+        for c in &chunks {
+            w.write_all(c).map_err(data_io)?;
+        }
+        Ok::<(), ModelError>(())
+    })?;
+    let bytes = m.encode_to_vec();
+    fsx::write_atomic_except(path, inputs, |w| w.write_all(&bytes).map_err(io))?;
+    Ok(())
+}
+
+/// The graph with float tensor payloads removed, for telling whether models differ only in
+/// their weights.
+fn skeleton(m: &ModelProto) -> Vec<u8> {
+    let mut g = m.graph.clone().unwrap_or_default();
+    graph::for_each_tensor_mut(&mut g, "", &mut |_, t| {
+        let code = t.data_type.unwrap_or(0);
+        if encode::is_float_code(code) {
+            t.raw_data = None;
+            t.float_data.clear();
+            t.double_data.clear();
+            t.int32_data.clear();
+        }
+    });
+    let mut out = g.encode_to_vec();
+    for o in &m.opset_import {
+        out.extend(o.encode_to_vec());
+    }
+    for f in &m.functions {
+        out.extend(f.encode_to_vec());
+    }
+    out
+}
+
+/// Per element, the value most members hold (the lowest member's among equals), and each
+/// member's differences from it.
+fn consensus(values: &[crate::TensorData]) -> (crate::TensorData, Vec<Option<Change>>) {
+    let mut base = values[0].clone();
+    let n = base.len();
+    let bits = encode::bits;
+    if values.len() > 2 {
+        // (bits, first member holding them, count)
+        let mut counts: Vec<(u64, usize, usize)> = Vec::with_capacity(values.len());
+        for j in 0..n {
+            let b0 = bits(&values[0], j);
+            if values.iter().all(|v| bits(v, j) == b0) {
+                continue;
+            }
+            counts.clear();
+            for (m, v) in values.iter().enumerate() {
+                let b = bits(v, j);
+                match counts.iter_mut().find(|c| c.0 == b) {
+                    Some(c) => c.2 += 1,
+                    None => counts.push((b, m, 1)),
+                }
+            }
+            // `max_by_key` keeps the last maximum: reverse so the lowest member wins ties.
+            if let Some(&(_, m, _)) = counts.iter().rev().max_by_key(|c| c.2) {
+                encode::set_from(&mut base, j, &values[m], j);
+            }
+        }
+    }
+    let changes = values
+        .iter()
+        .map(|v| {
+            let idx: Vec<u32> = (0..n).filter(|&j| bits(v, j) != bits(&base, j)).map(|j| j as u32).collect();
+            (!idx.is_empty()).then(|| Change { values: v.gather(&idx), indices: idx })
+        })
+        .collect();
+    (base, changes)
+}
+
+/// Builds the ensemble of model files: compact when they differ only in float weights (e.g.
+/// children of one parent: the consensus of the members is stored once, plus each member's
+/// differences), else by merging full copies.
+pub fn from_models(models: &[Model], weights: &[f64], heads: &Heads, meta: &[(String, String)]) -> Result<Built, crate::Error> {
+    let first = models.first().ok_or_else(|| EnsembleError::Invalid("an ensemble needs at least one member".into()))?;
+    let protos = models.iter().map(decode_model).collect::<Result<Vec<_>, _>>()?;
+    let skel = skeleton(&protos[0]);
+    let same_shape = protos.iter().skip(1).all(|p| skeleton(p) == skel)
+        && models.iter().all(|m| m.tensors().len() == first.tensors().len());
+    if same_shape && models.len() > 1 {
+        let mut varying = Vec::new();
+        for (i, info) in first.tensors().iter().enumerate() {
+            if !info.dtype.is_float_candidate() {
+                continue;
+            }
+            let values = models.iter().map(|m| m.read_values(&m.tensors()[i])).collect::<Result<Vec<_>, _>>()?;
+            if values.iter().all(|v| *v == values[0]) {
+                continue;
+            }
+            let (base, changes) = consensus(&values);
+            varying.push(Varying { addr: TensorAddr { scope: info.scope.clone(), name: info.name.clone() }, dims: info.dims.clone(), base, changes });
+        }
+        match compact(&protos[0], &varying, weights, heads, meta) {
+            Ok(b) => return Ok(b),
+            Err(EnsembleError::OpsetTooOld(_) | EnsembleError::Invalid(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(merge(&protos, weights, heads, meta)?)
 }

@@ -238,13 +238,20 @@ impl Predictions {
     /// The mean of several models' predictions for the same rows (an ensemble): probabilities
     /// (or regression values) averaged element-wise.
     pub fn mean(members: &[&Predictions]) -> Result<Predictions, DataError> {
-        let Some(first) = members.first() else {
+        let weighted: Vec<(&Predictions, f64)> = members.iter().map(|&m| (m, 1.0)).collect();
+        Self::weighted_mean(&weighted)
+    }
+
+    /// The weighted mean of several models' predictions for the same rows (an ensemble whose
+    /// members have multiplicities): Σ wᵢ·pᵢ / Σ wᵢ, accumulated in f64 in member order.
+    pub fn weighted_mean(members: &[(&Predictions, f64)]) -> Result<Predictions, DataError> {
+        let Some(&(first, _)) = members.first() else {
             return Err(DataError::Argument {
                 arg: "members",
                 message: "an ensemble needs at least one member".into(),
             });
         };
-        if members.iter().any(|m| {
+        if members.iter().any(|(m, _)| {
             m.rows != first.rows
                 || m.classes != first.classes
                 || (m.kind == OutputKind::Regression) != (first.kind == OutputKind::Regression)
@@ -254,16 +261,21 @@ impl Predictions {
                 message: "ensemble members predicted different rows or class counts".into(),
             });
         }
-        let k = members.len() as f64;
+        let total: f64 = members.iter().map(|(_, w)| w).sum();
+        if !(total.is_finite() && total > 0.0) {
+            return Err(DataError::Argument {
+                arg: "members",
+                message: "ensemble weights must sum to a positive number".into(),
+            });
+        }
         let avg = |get: &dyn Fn(&Predictions) -> &Vec<f32>| -> Vec<f32> {
-            let len = get(first).len();
-            let mut acc = vec![0.0f64; len];
-            for m in members {
+            let mut acc = vec![0.0f64; get(first).len()];
+            for (m, w) in members {
                 for (a, &v) in acc.iter_mut().zip(get(m)) {
-                    *a += f64::from(v);
+                    *a += w * f64::from(v);
                 }
             }
-            acc.into_iter().map(|a| (a / k) as f32).collect()
+            acc.into_iter().map(|a| (a / total) as f32).collect()
         };
         Ok(Predictions {
             rows: first.rows.clone(),
@@ -275,8 +287,8 @@ impl Predictions {
             } else {
                 OutputKind::Probabilities
             },
-            non_finite_rows: members.iter().map(|m| m.non_finite_rows).max().unwrap_or(0),
-            first_non_finite: members.iter().filter_map(|m| m.first_non_finite).min(),
+            non_finite_rows: members.iter().map(|(m, _)| m.non_finite_rows).max().unwrap_or(0),
+            first_non_finite: members.iter().filter_map(|(m, _)| m.first_non_finite).min(),
             output: first.output.clone(),
         })
     }

@@ -1,0 +1,219 @@
+//! The run journal: every scored candidate's predictions, saved atomically as it finishes, so
+//! `evolve --resume` continues an interrupted run without scoring anything twice.
+//!
+//! Layout: `DIR/.smd-journal/run.json` (the run's key: a hash of the model, the data and every
+//! setting that changes results) and one `<id>.bin` per candidate: a magic string, the
+//! predictions of the selection and holdout rows, the scoring time, and a blake3 checksum.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::EvolveError;
+use crate::onnx::fsx;
+use crate::score::{OutputKind, Predictions};
+
+const MAGIC: &[u8; 8] = b"SMDJRN01";
+
+/// A scored candidate: its predictions on both parts of the split.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Predictions for the selection rows.
+    pub selection: Predictions,
+    /// Predictions for the holdout rows.
+    pub holdout: Predictions,
+    /// Seconds spent building and scoring it.
+    pub seconds: f64,
+}
+
+/// The journal folder of one run.
+#[derive(Debug)]
+pub struct Journal {
+    dir: PathBuf,
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> EvolveError {
+    EvolveError::Io { path: path.to_path_buf(), source: e }
+}
+
+impl Journal {
+    /// Opens the journal in `out`. With `resume`, an existing journal must have been written
+    /// for the same `run_key`; without it, any old journal is cleared.
+    pub fn open(out: &Path, run_key: &str, resume: bool) -> Result<Journal, EvolveError> {
+        let dir = out.join(".smd-journal");
+        let key_file = dir.join("run.json");
+        if resume {
+            if let Ok(text) = std::fs::read_to_string(&key_file) {
+                let found: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                if found.get("run_key").and_then(|v| v.as_str()) != Some(run_key) {
+                    return Err(EvolveError::Resume {
+                        path: key_file,
+                        message: "the journal belongs to a different run (model, data or settings differ)".into(),
+                    });
+                }
+                return Ok(Journal { dir });
+            }
+        } else if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        let text = serde_json::json!({ "run_key": run_key }).to_string();
+        fsx::write_atomic(&key_file, |w| w.write_all(text.as_bytes()).map_err(|e| io_err(&key_file, e)))?;
+        Ok(Journal { dir })
+    }
+
+    /// The journal folder (scratch files go there too).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.bin"))
+    }
+
+    /// The record of candidate `id`, when a complete one exists. `selection`/`holdout` are
+    /// the rows it was scored on, `output` the scored output's name.
+    pub fn load(&self, id: &str, selection: &[usize], holdout: &[usize], output: &str) -> Option<Record> {
+        let bytes = std::fs::read(self.path(id)).ok()?;
+        decode(&bytes, selection, holdout, output)
+    }
+
+    /// Saves candidate `id` atomically.
+    pub fn save(&self, id: &str, rec: &Record) -> Result<(), EvolveError> {
+        let path = self.path(id);
+        let bytes = encode(rec);
+        fsx::write_atomic(&path, |w| w.write_all(&bytes).map_err(|e| io_err(&path, e)))
+    }
+}
+
+fn kind_code(k: OutputKind) -> u8 {
+    match k {
+        OutputKind::Probabilities => 0,
+        OutputKind::Logits => 1,
+        OutputKind::Regression => 2,
+    }
+}
+
+fn encode(rec: &Record) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(MAGIC);
+    b.push(kind_code(rec.selection.kind));
+    b.push(kind_code(rec.holdout.kind));
+    for v in [
+        rec.selection.classes,
+        rec.selection.probs.len(),
+        rec.selection.values.len(),
+        rec.holdout.probs.len(),
+        rec.holdout.values.len(),
+        rec.selection.non_finite_rows,
+        rec.selection.first_non_finite.map_or(u64::MAX as usize, |r| r),
+        rec.holdout.non_finite_rows,
+        rec.holdout.first_non_finite.map_or(u64::MAX as usize, |r| r),
+    ] {
+        b.extend_from_slice(&(v as u64).to_le_bytes());
+    }
+    b.extend_from_slice(&rec.seconds.to_le_bytes());
+    for part in [&rec.selection.probs, &rec.selection.values, &rec.holdout.probs, &rec.holdout.values] {
+        for x in part {
+            b.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    let sum = blake3::hash(&b);
+    b.extend_from_slice(sum.as_bytes());
+    b
+}
+
+fn decode(bytes: &[u8], selection: &[usize], holdout: &[usize], output: &str) -> Option<Record> {
+    let body_len = bytes.len().checked_sub(32)?;
+    let (body, sum) = bytes.split_at(body_len);
+    if blake3::hash(body).as_bytes() != sum || !body.starts_with(MAGIC) {
+        return None;
+    }
+    let mut at = MAGIC.len();
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let s = body.get(at..at.checked_add(n)?)?;
+        at += n;
+        Some(s)
+    };
+    let kind = |c: u8| match c {
+        0 => Some(OutputKind::Probabilities),
+        1 => Some(OutputKind::Logits),
+        2 => Some(OutputKind::Regression),
+        _ => None,
+    };
+    let sel_kind = kind(*take(1)?.first()?)?;
+    let hold_kind = kind(*take(1)?.first()?)?;
+    let mut words = [0usize; 9];
+    for w in &mut words {
+        *w = usize::try_from(u64::from_le_bytes(take(8)?.try_into().ok()?)).unwrap_or(usize::MAX);
+    }
+    let seconds = f64::from_le_bytes(take(8)?.try_into().ok()?);
+    let [classes, sp, sv, hp, hv, snf, sfirst, hnf, hfirst] = words;
+    let mut floats = |n: usize| -> Option<Vec<f32>> {
+        let raw = take(n.checked_mul(4)?)?;
+        Some(raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    };
+    let (sel_probs, sel_values, hold_probs, hold_values) = (floats(sp)?, floats(sv)?, floats(hp)?, floats(hv)?);
+    let first = |r: usize| (r != u64::MAX as usize).then_some(r);
+    let part = |rows: &[usize], kind, probs, values, nf, fst| Predictions {
+        rows: rows.to_vec(),
+        classes,
+        probs,
+        values,
+        kind,
+        non_finite_rows: nf,
+        first_non_finite: first(fst),
+        output: output.to_string(),
+    };
+    let rec = Record {
+        selection: part(selection, sel_kind, sel_probs, sel_values, snf, sfirst),
+        holdout: part(holdout, hold_kind, hold_probs, hold_values, hnf, hfirst),
+        seconds,
+    };
+    // A record for other rows (a changed split) is not this run's.
+    let fits = |p: &Predictions| {
+        let per_row = if p.kind == OutputKind::Regression { p.values.len() } else { p.probs.len() / classes.max(1) };
+        per_row == p.rows.len()
+    };
+    (fits(&rec.selection) && fits(&rec.holdout)).then_some(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn preds(rows: &[usize], probs: Vec<f32>) -> Predictions {
+        Predictions {
+            rows: rows.to_vec(),
+            classes: 2,
+            probs,
+            values: Vec::new(),
+            kind: OutputKind::Logits,
+            non_finite_rows: 0,
+            first_non_finite: None,
+            output: "y".into(),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_corruption_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), "k1", false).unwrap();
+        let rec = Record { selection: preds(&[0, 2], vec![0.1, 0.9, 0.5, 0.5]), holdout: preds(&[1], vec![1.0, 0.0]), seconds: 1.5 };
+        j.save("g0-c1", &rec).unwrap();
+        let back = j.load("g0-c1", &[0, 2], &[1], "y").unwrap();
+        assert_eq!(back.selection, rec.selection);
+        assert_eq!(back.holdout, rec.holdout);
+        assert_eq!(back.seconds, 1.5);
+        assert!(j.load("g0-c1", &[0, 1, 2], &[1], "y").is_none(), "other rows");
+        let p = dir.path().join(".smd-journal/g0-c1.bin");
+        let mut b = std::fs::read(&p).unwrap();
+        b[20] ^= 1;
+        std::fs::write(&p, b).unwrap();
+        assert!(j.load("g0-c1", &[0, 2], &[1], "y").is_none(), "corrupt");
+        // Resuming needs the same run key; a fresh open clears the journal.
+        assert!(Journal::open(dir.path(), "other", true).is_err());
+        assert!(Journal::open(dir.path(), "k1", true).is_ok());
+        Journal::open(dir.path(), "k2", false).unwrap();
+        assert!(!p.exists());
+    }
+}

@@ -1,0 +1,765 @@
+//! Generations, selection, ensembles of predictions, the report.
+//!
+//! One generation: plan k sparse children of the parent ([`crate::mutate`]), build and score
+//! each on the selection and holdout rows (streamed: one child's model exists at a time),
+//! pick the best on the selection split (the parent stays unless beaten), try the merged
+//! candidate, and build ensembles of the children's predictions. The next generation starts
+//! from the winner. Every scored candidate goes to the journal first, so `--resume` continues
+//! an interrupted run.
+
+mod journal;
+mod report;
+mod select;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub use report::{
+    BestReport, ChildReport, EnsembleReport, GenerationReport, MemberRef, MergedReport, Mutable, Outputs, Report, Scores,
+    Settings, SplitSizes, Timings,
+};
+pub use select::{Greedy, best, better, greedy, greedy_steps};
+
+use crate::ensemble::{self, Combine};
+use crate::mutate::{self, Delta, Member, Plan, Recipe, TensorSpec};
+use crate::onnx::{Model, Selection};
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::score::{Dataset, Metrics, ModelIo, Predictions, Predictor, Split};
+use crate::{Error, TensorData};
+use journal::{Journal, Record};
+
+/// Errors from an evolution run.
+#[derive(Debug, thiserror::Error)]
+pub enum EvolveError {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The output folder cannot be used.
+    #[error("{path}: {message}")]
+    Output {
+        /// The folder or file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// `--resume` cannot continue.
+    #[error("{path}: {message}")]
+    Resume {
+        /// The journal file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// An argument is out of range.
+    #[error("{arg}: {message}")]
+    Invalid {
+        /// The argument.
+        arg: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Which ensemble `evolve` exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EnsembleChoice {
+    /// The ensemble with the best selection score.
+    #[default]
+    Auto,
+    /// The mean of the children.
+    Mean,
+    /// The mean of the children and the parent.
+    MeanWithParent,
+    /// Greedy selection among the children.
+    Greedy,
+    /// Greedy selection among the children and the parent.
+    GreedyWithParent,
+}
+
+impl EnsembleChoice {
+    /// The report's name of the ensemble, `None` for `Auto`.
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            Self::Auto => None,
+            Self::Mean => Some("mean"),
+            Self::MeanWithParent => Some("mean+parent"),
+            Self::Greedy => Some("greedy"),
+            Self::GreedyWithParent => Some("greedy+parent"),
+        }
+    }
+}
+
+/// Everything `evolve` needs.
+#[derive(Debug, Clone)]
+pub struct EvolveConfig {
+    /// The parent model.
+    pub model: PathBuf,
+    /// The labelled data.
+    pub data: PathBuf,
+    /// The output folder.
+    pub out: PathBuf,
+    /// Mutation settings (k, mode, σ, seed...).
+    pub mutation: mutate::Config,
+    /// Generations (≥ 1).
+    pub generations: u32,
+    /// Which tensors are mutable.
+    pub selection: Selection,
+    /// A description of `selection` for recipes.
+    pub selection_text: String,
+    /// Holdout fraction.
+    pub holdout: f64,
+    /// Split seed.
+    pub split_seed: u64,
+    /// Samples per run.
+    pub batch: usize,
+    /// The scored output (default: the first float output of shape [N, C]).
+    pub output: Option<String>,
+    /// Write `best.onnx` when a candidate beats the parent.
+    pub export_best: bool,
+    /// Write `ensemble.onnx`.
+    pub export_ensemble: bool,
+    /// Which ensemble to export.
+    pub ensemble: EnsembleChoice,
+    /// How the exported ensemble combines outputs.
+    pub combine: Combine,
+    /// Reuse a non-empty output folder.
+    pub force: bool,
+    /// Continue from the journal in the output folder.
+    pub resume: bool,
+    /// ONNX Runtime settings.
+    pub runtime: RuntimeConfig,
+}
+
+/// Progress of a run, for progress bars.
+pub trait Progress {
+    /// A phase with `total` steps starts.
+    fn phase(&mut self, name: &str, total: u64);
+    /// One step of the current phase is done.
+    fn tick(&mut self);
+    /// The current phase is over.
+    fn finish(&mut self);
+}
+
+/// Progress that goes nowhere.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn phase(&mut self, _: &str, _: u64) {}
+    fn tick(&mut self) {}
+    fn finish(&mut self) {}
+}
+
+/// Output file names inside the output folder.
+pub const BEST_FILE: &str = "best.onnx";
+/// See [`BEST_FILE`].
+pub const ENSEMBLE_FILE: &str = "ensemble.onnx";
+/// See [`BEST_FILE`].
+pub const REPORT_FILE: &str = "report.json";
+
+fn invalid(arg: &'static str, message: impl Into<String>) -> Error {
+    EvolveError::Invalid { arg, message: message.into() }.into()
+}
+
+fn check_config(cfg: &EvolveConfig) -> Result<(), Error> {
+    cfg.mutation.validate()?;
+    if !(cfg.mutation.sigma.is_finite() && cfg.mutation.sigma > 0.0) {
+        return Err(invalid("--sigma", format!("must be a finite number > 0, got {}", cfg.mutation.sigma)));
+    }
+    if cfg.generations == 0 {
+        return Err(invalid("--generations", "must be at least 1"));
+    }
+    if !(cfg.holdout > 0.0 && cfg.holdout < 1.0) {
+        return Err(invalid("--holdout", format!("must be in (0, 1), got {}", cfg.holdout)));
+    }
+    if cfg.batch == 0 {
+        return Err(invalid("--batch", "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// Checks and creates the output folder: it must be a folder, empty unless `--force` or
+/// `--resume`, and none of its outputs may be an input.
+fn prepare_out(cfg: &EvolveConfig, inputs: &[PathBuf]) -> Result<(), Error> {
+    let out = &cfg.out;
+    let output_err = |m: &str| -> Error { EvolveError::Output { path: out.clone(), message: m.into() }.into() };
+    match std::fs::metadata(out) {
+        Ok(m) if !m.is_dir() => return Err(output_err("exists and is not a folder")),
+        Ok(_) => {
+            let mut entries = std::fs::read_dir(out).map_err(|e| EvolveError::Io { path: out.clone(), source: e })?;
+            if entries.next().is_some() && !cfg.force && !cfg.resume {
+                return Err(output_err("is not empty (use --force to overwrite its outputs, or --resume to continue a run)"));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(out).map_err(|e| EvolveError::Io { path: out.clone(), source: e })?;
+        }
+        Err(e) => return Err(EvolveError::Io { path: out.clone(), source: e }.into()),
+    }
+    for name in [BEST_FILE, ENSEMBLE_FILE, REPORT_FILE] {
+        let p = out.join(name);
+        for input in inputs {
+            if crate::onnx::fsx::same_file(&p, input) {
+                return Err(EvolveError::Output { path: p, message: format!("is an input of this run ({})", input.display()) }.into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The mutable tensors of the current parent, as the planner and the writers see them.
+struct Lineage {
+    /// Model tensor index of each mutable tensor.
+    tensors: Vec<usize>,
+    /// The parent's values.
+    values: Vec<TensorData>,
+    /// Which tensors differ from the model file.
+    changed: Vec<bool>,
+    /// Content hash identifying the parent.
+    hash: String,
+    /// Recipes from the original parent to this one.
+    recipes: Vec<Recipe>,
+}
+
+impl Lineage {
+    fn specs(&self, model: &Model) -> Vec<TensorSpec> {
+        self.tensors
+            .iter()
+            .zip(&self.values)
+            .map(|(&t, v)| TensorSpec {
+                key: model.tensors()[t].key().to_string(),
+                elements: v.len(),
+                std: mutate::tensor_std(v),
+            })
+            .collect()
+    }
+
+    /// Values of the tensors a candidate with `deltas` has that differ from the model file.
+    fn changes(&self, deltas: &[Delta]) -> Result<Vec<(usize, TensorData)>, Error> {
+        let mut touched = self.changed.clone();
+        for d in deltas {
+            if let Some(t) = touched.get_mut(d.tensor) {
+                *t = true;
+            }
+        }
+        let mut out = Vec::new();
+        for (i, &t) in touched.iter().enumerate() {
+            if !t {
+                continue;
+            }
+            let mut v = self.values[i].clone();
+            for d in deltas.iter().filter(|d| d.tensor == i) {
+                mutate::apply(&mut v, d)?;
+            }
+            out.push((self.tensors[i], v));
+        }
+        Ok(out)
+    }
+
+    /// The lineage of a candidate made from this one with `deltas` and `recipe`.
+    fn descend(&self, deltas: &[Delta], recipe: Recipe) -> Result<Lineage, Error> {
+        let mut next = Lineage {
+            tensors: self.tensors.clone(),
+            values: self.values.clone(),
+            changed: self.changed.clone(),
+            hash: String::new(),
+            recipes: self.recipes.clone(),
+        };
+        for d in deltas {
+            mutate::apply(&mut next.values[d.tensor], d)?;
+            next.changed[d.tensor] = true;
+        }
+        // A descendant is identified by its parent's hash and the recipe that made it: cheap,
+        // and as unique as the content (regeneration is exact).
+        let json = recipe.to_json()?;
+        next.hash = blake3::hash(format!("{}\n{json}", self.hash).as_bytes()).to_hex().to_string();
+        next.recipes.push(recipe);
+        Ok(next)
+    }
+}
+
+/// A scored candidate.
+struct Scored {
+    record: Record,
+    scores: Option<Scores>,
+    failure: Option<String>,
+}
+
+/// Shared state of a run.
+struct Run<'a> {
+    cfg: &'a EvolveConfig,
+    model: Model,
+    runtime: Runtime,
+    data: Dataset,
+    predictor: Predictor,
+    split: Split,
+    journal: Journal,
+    timings: Timings,
+}
+
+impl Run<'_> {
+    /// Builds and scores a candidate (the parent when `changes` is empty), or takes it from
+    /// the journal.
+    fn score(&mut self, id: &str, changes: &[(usize, TensorData)], weights_key: &str) -> Result<Scored, Error> {
+        let output = self.predictor.output().to_string();
+        let record = match self.journal.load(id, &self.split.selection, &self.split.holdout, &output) {
+            Some(r) => {
+                self.timings.per_candidate.push(0.0);
+                r
+            }
+            None => {
+                let t = Instant::now();
+                let mut session = self.session(changes, weights_key)?;
+                let selection = self.predictor.predict(&mut session, &self.data, &self.split.selection)?;
+                let holdout = self.predictor.predict(&mut session, &self.data, &self.split.holdout)?;
+                drop(session);
+                let record = Record { selection, holdout, seconds: t.elapsed().as_secs_f64() };
+                self.journal.save(id, &record)?;
+                self.timings.per_candidate.push(record.seconds);
+                record
+            }
+        };
+        let labels = self.data.labels();
+        let (scores, failure) = match (record.selection.metrics(labels), record.holdout.metrics(labels)) {
+            (Ok(selection), Ok(holdout)) => (Some(Scores { selection, holdout }), None),
+            (Err(e), _) | (_, Err(e)) => (None, Some(e.to_string())),
+        };
+        Ok(Scored { record, scores, failure })
+    }
+
+    /// An ONNX Runtime session for the model with `changes` applied.
+    fn session(&self, changes: &[(usize, TensorData)], weights_key: &str) -> Result<ort::session::Session, Error> {
+        if changes.is_empty() {
+            return Ok(self.runtime.session_from_file_keyed(self.model.path(), Vec::new(), Some(weights_key))?);
+        }
+        if self.model.has_external_data() {
+            // External data is resolved next to the model file: write the candidate to the
+            // journal's scratch file (atomically replaced for each candidate).
+            let path = self.journal.dir().join("candidate.onnx");
+            crate::onnx::write_child(&self.model, changes, &path)?;
+            return Ok(self.runtime.session_from_file_keyed(&path, Vec::new(), Some(weights_key))?);
+        }
+        let bytes = crate::onnx::child_bytes(&self.model, changes)?;
+        Ok(self.runtime.session_from_memory_keyed(&bytes, Some(weights_key))?)
+    }
+}
+
+/// One generation's outcome.
+struct Generation {
+    plan: Plan,
+    lineage: Lineage,
+    parent: Scored,
+    children: Vec<Scored>,
+}
+
+/// Runs an evolution and writes its outputs; returns the report (also in `report.json`).
+pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report, Error> {
+    let start = Instant::now();
+    check_config(cfg)?;
+    let model = Model::open(&cfg.model)?;
+    let mut inputs = model.input_paths();
+    inputs.push(cfg.data.clone());
+    prepare_out(cfg, &inputs)?;
+    let selected = model.select(&cfg.selection);
+    if selected.is_empty() {
+        return Err(EvolveError::Invalid {
+            arg: "model",
+            message: format!("{}: no mutable tensors (see `smd-onnx inspect`; --all-float or --include widen the selection)", cfg.model.display()),
+        }
+        .into());
+    }
+    let io = ModelIo::from_file(&cfg.model)?;
+    let runtime = Runtime::new(&cfg.runtime)?;
+    let data = Dataset::open(&cfg.data, &io)?;
+    let predictor = Predictor::new(&io, &data, cfg.output.as_deref(), cfg.batch)?;
+    let split = Split::new(data.labels(), cfg.holdout, cfg.split_seed)?;
+    let parent_hash = model.content_hash()?;
+    let values = selected.iter().map(|&t| model.read_values(&model.tensors()[t])).collect::<Result<Vec<_>, _>>()?;
+    let mutable = Mutable { tensors: selected.len(), elements: values.iter().map(|v| v.len() as u64).sum() };
+    let run_key = run_key(cfg, &parent_hash, predictor.output())?;
+    let journal = Journal::open(&cfg.out, &run_key, cfg.resume)?;
+    let mut run = Run { cfg, model, runtime, data, predictor, split, journal, timings: Timings::default() };
+    run.timings.load = start.elapsed().as_secs_f64();
+
+    let mut lineage = Lineage {
+        changed: vec![false; selected.len()],
+        tensors: selected,
+        values,
+        hash: parent_hash.clone(),
+        recipes: Vec::new(),
+    };
+    let t = Instant::now();
+    let mut parent = run.score("parent", &[], &parent_hash)?;
+    run.timings.parent = t.elapsed().as_secs_f64();
+    let original = parent.scores.ok_or_else(|| {
+        Error::from(EvolveError::Invalid {
+            arg: "model",
+            message: format!("{}: the parent model fails on this data: {}", cfg.model.display(), parent.failure.clone().unwrap_or_default()),
+        })
+    })?;
+
+    let mut generations = Vec::new();
+    let mut children_reports = Vec::new();
+    let mut best: Option<BestReport> = None;
+    let mut last: Option<Generation> = None;
+    let t_children = Instant::now();
+    for g in 0..cfg.generations {
+        let gen_parent_scores = parent.scores.unwrap_or(original);
+        let plan = Plan::new(&cfg.mutation, &lineage.specs(&run.model), g)?;
+        let recipe = |member: Member| Recipe::new(&cfg.mutation, lineage.hash.clone(), cfg.selection_text.clone(), g, member);
+        progress.phase(&format!("generation {}/{}: children", g + 1, cfg.generations), u64::from(cfg.mutation.children));
+        let mut children = Vec::new();
+        for i in 0..cfg.mutation.children {
+            let r = recipe(Member::Child(i));
+            let deltas = plan.child(i)?;
+            let changes = lineage.changes(&deltas)?;
+            let key = blake3::hash(r.to_json()?.as_bytes()).to_hex().to_string();
+            let scored = run.score(&format!("g{g}-c{i}"), &changes, &key)?;
+            children_reports.push(ChildReport {
+                generation: g,
+                index: i,
+                recipe: r,
+                selection: scored.scores.map(|s| s.selection),
+                holdout: scored.scores.map(|s| s.holdout),
+                failed: scored.failure.clone(),
+            });
+            children.push(scored);
+            progress.tick();
+        }
+        progress.finish();
+        let child_sel: Vec<Option<Metrics>> = children.iter().map(|c| c.scores.map(|s| s.selection)).collect();
+        let best_child = select::best(&child_sel);
+        let winners: Vec<u32> = (0..cfg.mutation.children)
+            .filter(|&i| child_sel[i as usize].is_some_and(|m| select::better(&m, &gen_parent_scores.selection)))
+            .collect();
+        // The merged candidate: every child that beat the parent, applied together.
+        let mut merged_report = None;
+        let mut merged: Option<(Scored, Vec<Delta>, Recipe)> = None;
+        if winners.len() >= 2 {
+            let r = recipe(Member::Merged(winners.clone()));
+            let deltas = plan.merged(&winners)?;
+            let changes = lineage.changes(&deltas)?;
+            let key = blake3::hash(r.to_json()?.as_bytes()).to_hex().to_string();
+            let scored = run.score(&format!("g{g}-merged"), &changes, &key)?;
+            merged_report = Some(MergedReport { children: winners.clone(), recipe: r.clone(), scores: scored.scores });
+            merged = Some((scored, deltas, r));
+        }
+        // The next parent: the best of the best child and the merged candidate, if it beats
+        // the parent on the selection split (elitism).
+        let mut kept = "parent".to_string();
+        let mut next: Option<(Scored, Vec<Delta>, Recipe, Option<u32>)> = None;
+        if let Some(b) = best_child.filter(|&b| winners.contains(&(b as u32))) {
+            let b = b as u32;
+            let r = recipe(Member::Child(b));
+            next = Some((clone_scored(&children[b as usize]), plan.child(b)?, r, Some(b)));
+            kept = format!("child {b}");
+        }
+        if let Some((m, deltas, r)) = merged {
+            let beats = |s: &Scored, o: &Scored| match (s.scores, o.scores) {
+                (Some(a), Some(b)) => select::better(&a.selection, &b.selection),
+                (Some(_), None) => true,
+                _ => false,
+            };
+            if next.as_ref().is_none_or(|(n, ..)| beats(&m, n)) && m.scores.is_some_and(|s| select::better(&s.selection, &gen_parent_scores.selection)) {
+                next = Some((m, deltas, r, None));
+                kept = "merged".into();
+            }
+        }
+        generations.push(GenerationReport {
+            generation: g,
+            parent_hash: lineage.hash.clone(),
+            parent: gen_parent_scores,
+            best_child: best_child.map(|b| b as u32),
+            merged: merged_report,
+            kept: kept.clone(),
+        });
+        let this_lineage = Lineage {
+            tensors: lineage.tensors.clone(),
+            values: lineage.values.clone(),
+            changed: lineage.changed.clone(),
+            hash: lineage.hash.clone(),
+            recipes: lineage.recipes.clone(),
+        };
+        let gen_parent = parent;
+        if let Some((scored, deltas, r, index)) = next {
+            let lineage_next = lineage.descend(&deltas, r)?;
+            if let Some(s) = scored.scores {
+                best = Some(BestReport {
+                    generation: g,
+                    index,
+                    kind: if index.is_some() { "child".into() } else { "merged".into() },
+                    lineage: lineage_next.recipes.clone(),
+                    scores: s,
+                    holdout_gain: s.holdout.primary() - original.holdout.primary(),
+                });
+            }
+            lineage = lineage_next;
+            parent = scored;
+        } else {
+            parent = clone_scored(&gen_parent);
+        }
+        last = Some(Generation { plan, lineage: this_lineage, parent: gen_parent, children });
+    }
+    run.timings.children = t_children.elapsed().as_secs_f64();
+
+    let Some(last) = last else {
+        return Err(invalid("--generations", "must be at least 1"));
+    };
+    let t = Instant::now();
+    let (ensembles, choices) = ensembles_of(&last, run.data.labels(), cfg.mutation.children)?;
+    run.timings.ensembles = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let mut outputs = Outputs { report: cfg.out.join(REPORT_FILE).display().to_string(), ..Default::default() };
+    let mut notices = Vec::new();
+    let best_path = cfg.out.join(BEST_FILE);
+    if cfg.export_best && best.is_some() {
+        let changes = lineage.changes(&[])?;
+        let meta = recipe_meta(&lineage.recipes, &parent_hash)?;
+        crate::onnx::write_child_with_metadata(&run.model, &changes, &meta, &best_path)?;
+        outputs.best = Some(best_path.display().to_string());
+    } else if cfg.force {
+        // A best model from an earlier run in this folder would now be misleading.
+        remove_stale(&best_path)?;
+    }
+    let ens_path = cfg.out.join(ENSEMBLE_FILE);
+    if cfg.export_ensemble {
+        let pick = match cfg.ensemble.name() {
+            Some(name) => ensembles.iter().position(|e| e.name == name),
+            None => {
+                let sel: Vec<Option<Metrics>> = ensembles.iter().map(|e| Some(e.scores.selection)).collect();
+                select::best(&sel)
+            }
+        };
+        if let Some(p) = pick {
+            let built = export_ensemble(&run, &last, &choices[p], cfg, &ens_path)?;
+            notices.extend(built);
+            outputs.ensemble = Some(ens_path.display().to_string());
+            outputs.ensemble_kind = Some(ensembles[p].name.clone());
+        }
+    } else if cfg.force {
+        remove_stale(&ens_path)?;
+    }
+    run.timings.export = t.elapsed().as_secs_f64();
+    run.timings.total = start.elapsed().as_secs_f64();
+
+    let report = Report {
+        smd_onnx: env!("CARGO_PKG_VERSION").to_string(),
+        runtime: run.runtime.describe(),
+        model: cfg.model.display().to_string(),
+        parent_hash,
+        data: cfg.data.display().to_string(),
+        output: run.predictor.output().to_string(),
+        samples: SplitSizes { selection: run.split.selection.len(), holdout: run.split.holdout.len() },
+        settings: settings(cfg),
+        mutable,
+        parent: original,
+        generations,
+        children: children_reports,
+        best,
+        ensembles,
+        outputs,
+        notices,
+        timings: run.timings.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&report).map_err(|e| EvolveError::Output { path: cfg.out.join(REPORT_FILE), message: e.to_string() })?;
+    let report_path = cfg.out.join(REPORT_FILE);
+    crate::onnx::fsx::write_atomic(&report_path, |w| {
+        w.write_all(&json).map_err(|e| Error::from(EvolveError::Io { path: report_path.clone(), source: e }))
+    })?;
+    Ok(report)
+}
+
+use std::io::Write as _;
+
+fn remove_stale(p: &Path) -> Result<(), Error> {
+    match std::fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(EvolveError::Io { path: p.to_path_buf(), source: e }.into()),
+    }
+}
+
+fn clone_scored(s: &Scored) -> Scored {
+    Scored { record: s.record.clone(), scores: s.scores, failure: s.failure.clone() }
+}
+
+/// The run's identity for the journal: model, data, and every setting that changes results.
+fn run_key(cfg: &EvolveConfig, parent_hash: &str, output: &str) -> Result<String, Error> {
+    let data_hash = hash_path(&cfg.data)?;
+    let m = &cfg.mutation;
+    let text = format!(
+        "{parent_hash}\n{data_hash}\n{output}\n{:?}\n{}\n{}\n{:?}\n{}\n{}\n{:?}\n{}\n{}\n{}\n{}\n{}\n{:?}",
+        m.mode, m.children, m.sigma, m.scale, m.antithetic, m.seed, m.subspaces, cfg.generations, cfg.selection_text, cfg.holdout, cfg.split_seed, cfg.batch,
+        cfg.runtime.device
+    );
+    Ok(blake3::hash(text.as_bytes()).to_hex().to_string())
+}
+
+/// blake3 of a file, or of every file of a folder (sorted by name).
+fn hash_path(p: &Path) -> Result<String, Error> {
+    let io = |e| Error::from(EvolveError::Io { path: p.to_path_buf(), source: e });
+    let mut h = blake3::Hasher::new();
+    let mut files = Vec::new();
+    if p.is_dir() {
+        for e in std::fs::read_dir(p).map_err(io)? {
+            files.push(e.map_err(io)?.path());
+        }
+        files.sort();
+    } else {
+        files.push(p.to_path_buf());
+    }
+    for f in files {
+        h.update(f.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+        h.update_mmap_rayon(&f).map_err(|e| Error::from(EvolveError::Io { path: f.clone(), source: e }))?;
+    }
+    Ok(h.finalize().to_hex().to_string())
+}
+
+fn settings(cfg: &EvolveConfig) -> Settings {
+    let m = &cfg.mutation;
+    let (mode, density) = match m.mode {
+        mutate::Mode::Partition => ("partition", None),
+        mutate::Mode::Density(p) => ("density", Some(p)),
+        mutate::Mode::Layer => ("layer", None),
+    };
+    Settings {
+        children: m.children,
+        generations: cfg.generations,
+        mode: mode.into(),
+        density,
+        sigma: m.sigma,
+        scale: format!("{:?}", m.scale).to_lowercase(),
+        antithetic: m.antithetic,
+        subspaces: format!("{:?}", m.subspaces).to_lowercase(),
+        seed: m.seed,
+        selection: cfg.selection_text.clone(),
+        holdout: cfg.holdout,
+        split_seed: cfg.split_seed,
+        batch: cfg.batch,
+    }
+}
+
+/// Metadata entries that record how a model was made.
+pub fn recipe_meta(recipes: &[Recipe], parent_hash: &str) -> Result<Vec<(String, String)>, Error> {
+    let list: Vec<serde_json::Value> = recipes.iter().map(|r| serde_json::to_value(r).unwrap_or_default()).collect();
+    Ok(vec![
+        ("smd_onnx.parent_hash".to_string(), parent_hash.to_string()),
+        ("smd_onnx.recipe".to_string(), serde_json::to_string(&list).map_err(|e| invalid("recipe", e.to_string()))?),
+    ])
+}
+
+/// A member of an ensemble choice: the generation's parent (`None`) or child `i`.
+type Choice = Vec<(Option<u32>, f64)>;
+
+/// The four ensembles of the last generation's predictions: mean and greedy, without and with
+/// the parent; with their members (for export).
+fn ensembles_of(g: &Generation, labels: &crate::score::Labels, k: u32) -> Result<(Vec<EnsembleReport>, Vec<Choice>), Error> {
+    let ok: Vec<u32> = (0..k).filter(|&i| g.children[i as usize].scores.is_some()).collect();
+    let mut reports = Vec::new();
+    let mut choices = Vec::new();
+    let Some(parent_scores) = g.parent.scores else { return Ok((reports, choices)) };
+    if ok.is_empty() {
+        return Ok((reports, choices));
+    }
+    let preds = |who: Option<u32>| -> &Record {
+        match who {
+            None => &g.parent.record,
+            Some(i) => &g.children[i as usize].record,
+        }
+    };
+    let mut add = |name: &str, members: Choice| -> Result<(), Error> {
+        let part = |f: &dyn Fn(&Record) -> &Predictions| -> Result<Metrics, Error> {
+            let w: Vec<(&Predictions, f64)> = members.iter().map(|&(who, w)| (f(preds(who)), w)).collect();
+            Ok(Predictions::weighted_mean(&w)?.metrics(labels)?)
+        };
+        let scores = Scores { selection: part(&|r| &r.selection)?, holdout: part(&|r| &r.holdout)? };
+        reports.push(EnsembleReport {
+            name: name.into(),
+            members: members
+                .iter()
+                .map(|&(who, weight)| MemberRef { kind: if who.is_some() { "child".into() } else { "parent".into() }, index: who, weight })
+                .collect(),
+            scores,
+            holdout_gain: scores.holdout.primary() - parent_scores.holdout.primary(),
+        });
+        choices.push(members);
+        Ok(())
+    };
+    let children: Choice = ok.iter().map(|&i| (Some(i), 1.0)).collect();
+    add("mean", children.clone())?;
+    let mut with_parent = children;
+    with_parent.insert(0, (None, 1.0));
+    add("mean+parent", with_parent)?;
+    for (name, pool) in [("greedy", ok.iter().map(|&i| Some(i)).collect::<Vec<_>>()), ("greedy+parent", std::iter::once(None).chain(ok.iter().map(|&i| Some(i))).collect())] {
+        let cands: Vec<&Predictions> = pool.iter().map(|&w| &preds(w).selection).collect();
+        let gr = select::greedy(&cands, labels, select::greedy_steps(cands.len()))?;
+        let members: Choice = pool.iter().zip(&gr.counts).filter(|(_, n)| **n > 0).map(|(&w, &n)| (w, f64::from(n))).collect();
+        add(name, members)?;
+    }
+    Ok((reports, choices))
+}
+
+/// Writes the drop-in ensemble of `members` (of generation `g`) to `path`; returns notices.
+fn export_ensemble(run: &Run<'_>, g: &Generation, members: &Choice, cfg: &EvolveConfig, path: &Path) -> Result<Vec<String>, Error> {
+    let model = &run.model;
+    let weights: Vec<f64> = members.iter().map(|m| m.1).collect();
+    let member_deltas: Vec<Vec<Delta>> = members
+        .iter()
+        .map(|&(who, _)| match who {
+            Some(i) => g.plan.child(i).map_err(Error::from),
+            None => Ok(Vec::new()),
+        })
+        .collect::<Result<_, _>>()?;
+    let mut varying = Vec::new();
+    for (t, &mt) in g.lineage.tensors.iter().enumerate() {
+        let touched = member_deltas.iter().any(|ds| ds.iter().any(|d| d.tensor == t));
+        if !touched && !g.lineage.changed[t] {
+            continue;
+        }
+        let info = &model.tensors()[mt];
+        let base = g.lineage.values[t].clone();
+        let mut changes = Vec::with_capacity(members.len());
+        for ds in &member_deltas {
+            changes.push(match ds.iter().find(|d| d.tensor == t) {
+                Some(d) => Some(sparse_change(&base, d)?),
+                None => None,
+            });
+        }
+        varying.push(ensemble::Varying {
+            addr: ensemble::TensorAddr { scope: info.scope.clone(), name: info.name.clone() },
+            dims: info.dims.clone(),
+            base,
+            changes,
+        });
+    }
+    let recipes: Vec<serde_json::Value> = members
+        .iter()
+        .map(|&(who, w)| {
+            let member = match who {
+                Some(i) => serde_json::to_value(Recipe::new(&cfg.mutation, g.lineage.hash.clone(), cfg.selection_text.clone(), g.plan.generation(), Member::Child(i)))
+                    .unwrap_or_default(),
+                None => serde_json::json!({ "parent": g.lineage.hash }),
+            };
+            serde_json::json!({ "weight": w, "member": member })
+        })
+        .collect();
+    let mut meta = recipe_meta(&g.lineage.recipes, &model.content_hash()?)?;
+    meta.push(("smd_onnx.ensemble".into(), serde_json::Value::Array(recipes).to_string()));
+    let heads = ensemble::Heads::Combined { combine: cfg.combine, probabilities: None };
+    let built = ensemble::build_from_model(model, &varying, &weights, &heads, &meta)?;
+    ensemble::save(&built.model, path, model)?;
+    Ok(built.notices)
+}
+
+/// A member's change to one tensor: the indices of `d` and the member's values there.
+fn sparse_change(base: &TensorData, d: &Delta) -> Result<ensemble::Change, Error> {
+    let mut vals = base.gather(&d.indices);
+    let local = Delta { tensor: d.tensor, indices: (0..d.indices.len() as u32).collect(), values: d.values.clone() };
+    mutate::apply(&mut vals, &local)?;
+    Ok(ensemble::Change { indices: d.indices.clone(), values: vals })
+}

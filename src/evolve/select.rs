@@ -1,0 +1,142 @@
+//! Choosing on the selection split: the best candidate and greedy ensemble selection.
+
+use crate::score::dataset::Labels;
+use crate::score::{DataError, Metrics, Predictions};
+
+/// True when `a` beats `b` on the selection split: higher accuracy (lower MSE for regression),
+/// then, on a tie, lower negative log-likelihood.
+pub fn better(a: &Metrics, b: &Metrics) -> bool {
+    let (pa, pb) = (a.primary(), b.primary());
+    if pa != pb {
+        return pa > pb;
+    }
+    matches!((a.nll, b.nll), (Some(x), Some(y)) if x < y)
+}
+
+/// Index of the best candidate (`None` = failed), the lowest index among equals.
+pub fn best(candidates: &[Option<Metrics>]) -> Option<usize> {
+    let mut out: Option<(usize, &Metrics)> = None;
+    for (i, m) in candidates.iter().enumerate() {
+        if let Some(m) = m {
+            if out.is_none_or(|(_, b)| better(m, b)) {
+                out = Some((i, m));
+            }
+        }
+    }
+    out.map(|(i, _)| i)
+}
+
+/// An ensemble chosen by greedy forward selection with replacement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Greedy {
+    /// How many times each candidate was picked (its weight in the ensemble).
+    pub counts: Vec<u32>,
+    /// The ensemble's metrics on the selection split.
+    pub selection: Metrics,
+}
+
+/// Greedy forward selection with replacement (Caruana et al., 2004): start empty, repeatedly
+/// add the candidate that makes the running ensemble best on the selection split, for
+/// `steps` steps, and return the best ensemble seen (the earliest among equals).
+/// `candidates` hold selection-split predictions for the same rows.
+pub fn greedy(candidates: &[&Predictions], labels: &Labels, steps: usize) -> Result<Greedy, DataError> {
+    let Some(first) = candidates.first() else {
+        return Err(DataError::Argument { arg: "members", message: "greedy selection needs at least one candidate".into() });
+    };
+    let regression = first.kind == crate::score::OutputKind::Regression;
+    let values = |p: &Predictions| -> usize { if regression { p.values.len() } else { p.probs.len() } };
+    let len = values(first);
+    let mut sum = vec![0.0f64; len];
+    let mut counts = vec![0u32; candidates.len()];
+    let mut best: Option<Greedy> = None;
+    let mut trial = (*first).clone();
+    for step in 1..=steps.max(1) {
+        let mut pick: Option<(usize, Metrics)> = None;
+        for (c, p) in candidates.iter().enumerate() {
+            if values(p) != len || p.rows != first.rows {
+                return Err(DataError::Argument { arg: "members", message: "greedy candidates predicted different rows".into() });
+            }
+            let src = if regression { &p.values } else { &p.probs };
+            let dst = if regression { &mut trial.values } else { &mut trial.probs };
+            for ((d, s), &v) in dst.iter_mut().zip(&sum).zip(src) {
+                *d = ((s + f64::from(v)) / step as f64) as f32;
+            }
+            trial.kind = p.kind;
+            let m = trial.metrics(labels)?;
+            if pick.as_ref().is_none_or(|(_, b)| better(&m, b)) {
+                pick = Some((c, m));
+            }
+        }
+        let Some((c, m)) = pick else { break };
+        counts[c] += 1;
+        let src = if regression { &candidates[c].values } else { &candidates[c].probs };
+        for (s, &v) in sum.iter_mut().zip(src) {
+            *s += f64::from(v);
+        }
+        if best.as_ref().is_none_or(|b| better(&m, &b.selection)) {
+            best = Some(Greedy { counts: counts.clone(), selection: m });
+        }
+    }
+    best.ok_or_else(|| DataError::Argument { arg: "members", message: "greedy selection found no ensemble".into() })
+}
+
+/// Number of greedy steps for `candidates` candidates: twice the library, within [10, 200].
+pub fn greedy_steps(candidates: usize) -> usize {
+    (2 * candidates).clamp(10, 200)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::score::OutputKind;
+
+    fn preds(probs: &[f32]) -> Predictions {
+        Predictions {
+            rows: (0..probs.len() / 2).collect(),
+            classes: 2,
+            probs: probs.to_vec(),
+            values: Vec::new(),
+            kind: OutputKind::Probabilities,
+            non_finite_rows: 0,
+            first_non_finite: None,
+            output: "p".into(),
+        }
+    }
+
+    fn m(acc: f64, nll: f64) -> Metrics {
+        Metrics { samples: 1, accuracy: Some(acc), top5_accuracy: None, nll: Some(nll), mse: None }
+    }
+
+    #[test]
+    fn better_prefers_accuracy_then_nll() {
+        assert!(better(&m(0.9, 1.0), &m(0.8, 0.1)));
+        assert!(better(&m(0.9, 0.5), &m(0.9, 0.6)));
+        assert!(!better(&m(0.9, 0.6), &m(0.9, 0.6)));
+        let mse = |v| Metrics { samples: 1, accuracy: None, top5_accuracy: None, nll: None, mse: Some(v) };
+        assert!(better(&mse(0.1), &mse(0.2)));
+    }
+
+    #[test]
+    fn best_skips_failures_and_takes_the_first_of_equals() {
+        assert_eq!(best(&[None, Some(m(0.5, 1.0)), Some(m(0.7, 1.0)), Some(m(0.7, 1.0))]), Some(2));
+        assert_eq!(best(&[None, None]), None);
+    }
+
+    #[test]
+    fn greedy_finds_the_complementary_pair() {
+        // Labels 0, 1, 0. Candidate a is right on rows 0-1, b on rows 1-2 with more confidence
+        // where a is wrong; c is always wrong.
+        let labels = Labels::Classes(vec![0, 1, 0]);
+        let a = preds(&[0.9, 0.1, 0.4, 0.6, 0.45, 0.55]);
+        let b = preds(&[0.45, 0.55, 0.4, 0.6, 0.9, 0.1]);
+        let c = preds(&[0.1, 0.9, 0.9, 0.1, 0.1, 0.9]);
+        let g = greedy(&[&a, &b, &c], &labels, 10).unwrap();
+        assert_eq!(g.selection.accuracy, Some(1.0));
+        assert_eq!(g.counts[2], 0);
+        assert!(g.counts[0] >= 1 && g.counts[1] >= 1);
+        // The reported metrics are the weighted mean's.
+        let w: Vec<(&Predictions, f64)> = [&a, &b, &c].into_iter().zip(&g.counts).map(|(p, &n)| (p, f64::from(n))).collect();
+        let mean = Predictions::weighted_mean(&w).unwrap();
+        assert_eq!(mean.metrics(&labels).unwrap().accuracy, Some(1.0));
+    }
+}
