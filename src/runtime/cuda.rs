@@ -243,7 +243,7 @@ pub fn preload(tensorrt: bool) -> Result<GpuLibs, RuntimeError> {
             Some(p) => {
                 // NVRTC loads its builtins library (versioned name) by soname at run time.
                 if name.starts_with("libnvrtc.")
-                    && let Some(b) = p.parent().and_then(|d| builtins(d))
+                    && let Some(b) = p.parent().and_then(builtins)
                 {
                     plan.push(("libnvrtc-builtins", Some(b), false));
                 }
