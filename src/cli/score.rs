@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use smd_onnx::runtime::Runtime;
@@ -49,9 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let rt = Runtime::new(&config)?;
     let t1 = Instant::now();
-    let mut session = rt
-        .session_from_file(&args.model, Vec::new())
-        .with_context(|| format!("creating a session on {}", rt.device()))?;
+    let mut session = rt.session_from_file(&args.model, Vec::new())?;
     let t_session = t1.elapsed();
 
     let t2 = Instant::now();

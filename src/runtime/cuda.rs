@@ -179,6 +179,22 @@ fn site_packages() -> Vec<PathBuf> {
     out
 }
 
+/// `libnvrtc-builtins.so.<version>` in `dir`, if there is one.
+fn builtins(dir: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libnvrtc-builtins.so"))
+        })
+        .collect();
+    found.sort();
+    found.pop()
+}
+
 fn find(name: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
     dirs.iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
@@ -224,7 +240,15 @@ pub fn preload(tensorrt: bool) -> Result<GpuLibs, RuntimeError> {
     }
     for name in optional {
         match find(name, &dirs) {
-            Some(p) => plan.push((name, Some(p), false)),
+            Some(p) => {
+                // NVRTC loads its builtins library (versioned name) by soname at run time.
+                if name.starts_with("libnvrtc.")
+                    && let Some(b) = p.parent().and_then(builtins)
+                {
+                    plan.push(("libnvrtc-builtins", Some(b), false));
+                }
+                plan.push((name, Some(p), false));
+            }
             None => libs.missing_optional.push(name.to_string()),
         }
     }
@@ -290,4 +314,45 @@ fn chain(e: &libloading::Error) -> String {
         src = c.source();
     }
     one_line(&s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_first_folder_holding_a_library() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        std::fs::write(b.path().join("libcudart.so.13"), b"x").unwrap();
+        std::fs::write(a.path().join("libcudart.so.13"), b"x").unwrap();
+        std::fs::write(b.path().join("libnvrtc-builtins.so.13.0"), b"x").unwrap();
+        let dirs = vec![a.path().to_path_buf(), b.path().to_path_buf()];
+        assert_eq!(
+            find("libcudart.so.13", &dirs),
+            Some(a.path().join("libcudart.so.13"))
+        );
+        assert_eq!(find("libcublas.so.13", &dirs), None);
+        assert_eq!(
+            builtins(b.path()),
+            Some(b.path().join("libnvrtc-builtins.so.13.0"))
+        );
+        assert_eq!(builtins(a.path()), None);
+    }
+
+    #[test]
+    fn missing_libraries_are_named_with_the_fix() {
+        // On a machine without CUDA 13 libraries this names them; with them, they load.
+        match preload(false) {
+            Ok(libs) => assert!(libs.loaded.iter().any(|l| l.name == "libcudart.so.13")),
+            Err(RuntimeError::MissingGpuLibs { missing, fix, .. }) => {
+                assert!(missing.contains(".so."), "{missing}");
+                assert!(fix.starts_with("python3 -m pip install"), "{fix}");
+            }
+            Err(e) => {
+                let m = e.to_string();
+                assert!(m.contains("cannot load"), "{m}");
+            }
+        }
+    }
 }

@@ -225,20 +225,35 @@ pub fn parse_npz(bytes: &Bytes) -> Result<Vec<RawArray>, String> {
                 let mut f = zip
                     .by_index(i)
                     .map_err(|e| format!("array `{name}`: {e}"))?;
-                // The declared size is untrusted: reserve at most 64 MiB up front.
-                let cap = usize::try_from(size).unwrap_or(usize::MAX).min(64 << 20);
-                let mut buf = Vec::with_capacity(cap);
-                f.read_to_end(&mut buf).map_err(|e| {
-                    format!("array `{name}`: corrupt compressed member {member}: {e}")
-                })?;
-                if u64::try_from(buf.len()).ok() != Some(size) {
+                // Sizes in the zip directory are untrusted: the compressed bytes must lie in
+                // the file, and deflate cannot expand them more than ~1032:1.
+                let in_file = f.compressed_size().min(bytes.len() as u64);
+                let limit = in_file.saturating_mul(1032).saturating_add(1024);
+                if size > limit {
                     return Err(format!(
-                        "array `{name}`: decompressed {} bytes, the zip directory says {size}",
-                        buf.len()
+                        "array `{name}`: member {member} claims {size} bytes from {} compressed",
+                        f.compressed_size()
                     ));
                 }
-                // Re-home into an aligned buffer so typed views need no further copy.
-                parse_npy(&name, aligned_copy(&buf))?
+                let len = usize::try_from(size)
+                    .map_err(|_| format!("array `{name}`: member too large"))?;
+                // Decompressed straight into an aligned buffer: typed views need no further copy.
+                let mut words = vec![0u64; len.div_ceil(8)];
+                let dst = bytemuck_bytes_mut(&mut words)
+                    .get_mut(..len)
+                    .ok_or_else(|| format!("array `{name}`: size overflows"))?;
+                let corrupt = |e: std::io::Error| {
+                    format!("array `{name}`: corrupt compressed member {member}: {e}")
+                };
+                f.read_exact(dst).map_err(corrupt)?;
+                // Reading to the end also makes the zip reader check the CRC.
+                let mut extra = [0u8; 1];
+                if f.read(&mut extra).map_err(corrupt)? != 0 {
+                    return Err(format!(
+                        "array `{name}`: member {member} holds more than the {size} bytes its directory entry says"
+                    ));
+                }
+                parse_npy(&name, Bytes::from_owner(Aligned { words, len }))?
             }
         };
         out.push(arr);
@@ -348,5 +363,32 @@ mod tests {
     fn npy_alone_is_explained() {
         let b = Bytes::from(npy::write_npy(DType::U8, &[1], &[1]));
         assert!(parse_npz(&b).unwrap_err().contains("single .npy"));
+    }
+    fn unhex(parts: &[&str]) -> Vec<u8> {
+        let h: String = parts.concat();
+        (0..h.len() / 2)
+            .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Fuzz finding (npz target): a deflated member whose zip directory claims a 4 GiB size and
+    /// compressed size made the reader allocate 4 GiB before reading a byte.
+    #[test]
+    fn fuzz_regression_huge_declared_member_size() {
+        let b = unhex(&[
+            "504b03042d000000080000002100ec80fb76ffffffffffffffff05001400782e6e707901001000a0",
+            "0000000000000068000000000000009bec17ea1b10c9c850c650ad9e925a9c5ca46ea5a06e9366a2",
+            "aea3a09e965f54529498179f5f94920a12774bcc294e058a17672416a402f91a263a0a469a3a0ab5",
+            "0a6403aecc0f1bec268606d9f3e8afb4bb7d76d9fef4a3e9f6a6dd4fec8e9472eed73822620f0050",
+            "4b03042d00000008000000210087dea66cffffffffffffffff0a0014006c6162656c732e6e707901",
+            "001000a0000000000000004c000000000000009bec17ea1b10c9c850c650ad9e925a9c5ca4925a5f",
+            "8a9369a1aea5a06e9366a2aea3a09e965f54529498774bcc294e058a17672416a402f91a263a9a3a",
+            "0ab50a14002e06286082d28c687c00504b01022d032d000000080000002100ec80fb7668000000a0",
+            "000000050000000000000000000000800100000000782e6e7079504b01022d032d00000008000000",
+            "210087dea66cbcfffdff5fffffff0a000000000000000000000080019f0000006c6162656c732e6e",
+            "7079504b050600000000020002006b000000270100000000",
+        ]);
+        let e = parse_npz(&Bytes::from(b)).unwrap_err();
+        assert!(e.contains("claims"), "rejected before allocating: {e}");
     }
 }

@@ -193,3 +193,84 @@ fn gpu_devices_never_fall_back_to_cpu() {
         );
     }
 }
+
+#[test]
+fn sessions_take_initializer_overrides_and_predict_any_rows() {
+    use smd_onnx::TensorData;
+    use smd_onnx::runtime::{Runtime, RuntimeConfig, tensor_value};
+    use smd_onnx::score::arrays::RawArray;
+    use smd_onnx::score::spec::linear_model;
+    use smd_onnx::score::{DType, Dataset, ModelIo, Predictor};
+
+    let rt = Runtime::new(&RuntimeConfig::default()).expect("runtime");
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("m.onnx");
+    let m = linear_model(
+        &[1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+        &[0.0; 3],
+        2,
+        3,
+        false,
+        None,
+    );
+    std::fs::write(&path, &m).unwrap();
+
+    // Override W so that y = [0, 0, x0 + x1].
+    let w = tensor_value(
+        "W",
+        TensorData::F32(vec![0.0, 0.0, 1.0, 0.0, 0.0, 1.0]),
+        &[2, 3],
+    )
+    .unwrap();
+    let mut s = rt.session_from_file(&path, vec![("W".into(), w)]).unwrap();
+    let x = ort::value::Tensor::from_array(([1usize, 2], vec![1.0f32, 2.0])).unwrap();
+    let out = s.run(ort::inputs!["x" => x]).unwrap();
+    let (_, y) = out["y"].try_extract_tensor::<f32>().unwrap();
+    assert_eq!(y, [0.0, 0.0, 3.0]);
+    drop(out);
+    // A value that does not fill its dims is refused before ONNX Runtime sees it.
+    assert!(tensor_value("W", TensorData::F32(vec![0.0; 5]), &[2, 3]).is_err());
+    // The file itself is untouched.
+    assert_eq!(std::fs::read(&path).unwrap(), m);
+
+    // Predictions over any rows: a gathered (non-contiguous) batch equals the contiguous one.
+    let io = ModelIo::from_file(&path).unwrap();
+    let n = 10usize;
+    let xs: Vec<u8> = (0..n * 2)
+        .flat_map(|i| (i as f32 * 0.1).to_le_bytes())
+        .collect();
+    let ls: Vec<u8> = (0..n)
+        .flat_map(|i| ((i % 3) as i64).to_le_bytes())
+        .collect();
+    let arrays = vec![
+        RawArray {
+            name: "x".into(),
+            dtype: DType::F32,
+            shape: vec![n, 2],
+            data: smd_onnx::score::arrays::aligned_copy(&xs),
+        },
+        RawArray {
+            name: "labels".into(),
+            dtype: DType::I64,
+            shape: vec![n],
+            data: smd_onnx::score::arrays::aligned_copy(&ls),
+        },
+    ];
+    let ds = Dataset::from_arrays(std::path::Path::new("mem.npz"), arrays, &io).unwrap();
+    let mut s = rt.session_from_memory(&m).unwrap();
+    let mut p = Predictor::new(&io, &ds, None, 4).unwrap();
+    let all: Vec<usize> = (0..n).collect();
+    let a = p.predict(&mut s, &ds, &all).unwrap();
+    let odd = [9usize, 1, 3, 7];
+    let b = p.predict(&mut s, &ds, &odd).unwrap();
+    assert_eq!(b.rows, odd);
+    for (k, &r) in odd.iter().enumerate() {
+        for (u, v) in b.row(k).iter().zip(a.row(r)) {
+            assert!((u - v).abs() < 1e-6);
+        }
+    }
+    // Same rows, same batch: bit-identical.
+    assert_eq!(p.predict(&mut s, &ds, &odd).unwrap(), b);
+    let metrics = a.metrics(ds.labels()).unwrap();
+    assert_eq!(metrics.samples, n);
+}
