@@ -18,6 +18,7 @@ mod philox;
 mod plan;
 mod radix;
 mod recipe;
+mod simd;
 
 pub use apply::{apply, apply_all, tensor_std};
 pub use config::{Config, MAX_CHILDREN, Mode, ScaleRule, Subspaces};

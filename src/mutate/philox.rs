@@ -11,6 +11,8 @@
 //! `+ - * / sqrt` (Rust never fuses them into FMA), so the noise is bit-identical on every
 //! platform: the platform's `ln`/`sin`/`cos` (libm) differ between systems, ours do not.
 
+use super::simd::multiversion;
+
 const M0: u32 = 0xD251_1F53;
 const M1: u32 = 0xCD9E_8D57;
 const W0: u32 = 0x9E37_79B9;
@@ -170,7 +172,11 @@ fn fill_gauss_body(key: Key, first: u64, scale: f32, out: &mut [f32]) {
     let mut block = first >> 2;
     let mut chunks = out.chunks_exact_mut(4 * LANES);
     for chunk in &mut chunks {
-        let blocks: [u64; LANES] = std::array::from_fn(|l| block + l as u64);
+        // Plain loops here: `array::from_fn` may be outlined, losing the AVX2 build.
+        let mut blocks = [0u64; LANES];
+        for (l, b) in blocks.iter_mut().enumerate() {
+            *b = block + l as u64;
+        }
         let w = philox_lanes(key, &blocks);
         let mut z = [[0f32; LANES]; 4];
         for l in 0..LANES {
@@ -207,7 +213,10 @@ fn gather_gauss_body(key: Key, indices: &[u32], scale: f32, out: &mut [f32]) {
     let mut idx = indices.chunks_exact(LANES);
     let mut outs = out.chunks_exact_mut(LANES);
     for (ix, o) in (&mut idx).zip(&mut outs) {
-        let blocks: [u64; LANES] = std::array::from_fn(|l| u64::from(ix[l] >> 2));
+        let mut blocks = [0u64; LANES];
+        for (b, &j) in blocks.iter_mut().zip(ix) {
+            *b = u64::from(j >> 2);
+        }
         let w = philox_lanes(key, &blocks);
         for l in 0..LANES {
             let j = ix[l];
@@ -224,35 +233,22 @@ fn gather_gauss_body(key: Key, indices: &[u32], scale: f32, out: &mut [f32]) {
     }
 }
 
-// The kernels are compiled twice: for the baseline target and, on x86-64, with AVX2 (twice
-// the vector width), chosen at run time. Both use only IEEE add/mul/div/sqrt (AVX2 does not
-// imply FMA, and Rust never contracts), so the results are bit-identical.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn fill_gauss_avx2(key: Key, first: u64, scale: f32, out: &mut [f32]) {
-    fill_gauss_body(key, first, scale, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn gather_gauss_avx2(key: Key, indices: &[u32], scale: f32, out: &mut [f32]) {
-    gather_gauss_body(key, indices, scale, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-fn has_avx2() -> bool {
-    std::is_x86_feature_detected!("avx2")
-}
-
 /// Writes `scale ·` the standard normals of elements `first .. first + out.len()` into
 /// `out`. `first` must be a multiple of 4.
 pub fn fill_gauss(key: Key, first: u64, scale: f32, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { fill_gauss_avx2(key, first, scale, out) };
+    fill_gauss_mv(key, first, scale, out)
+}
+
+multiversion! {
+    fn fill_gauss_mv(key: Key, first: u64, scale: f32, out: &mut [f32]) {
+        fill_gauss_body(key, first, scale, out)
     }
-    fill_gauss_body(key, first, scale, out)
+}
+
+multiversion! {
+    fn gather_gauss_mv(key: Key, indices: &[u32], scale: f32, out: &mut [f32]) {
+        gather_gauss_body(key, indices, scale, out)
+    }
 }
 
 /// Writes `scale · z_j` for each `j` in `indices` into `out` (zipped; extra entries of the
@@ -260,12 +256,7 @@ pub fn fill_gauss(key: Key, first: u64, scale: f32, out: &mut [f32]) {
 pub fn gather_gauss(key: Key, indices: &[u32], scale: f32, out: &mut [f32]) {
     let len = indices.len().min(out.len());
     let (indices, out) = (&indices[..len], &mut out[..len]);
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { gather_gauss_avx2(key, indices, scale, out) };
-    }
-    gather_gauss_body(key, indices, scale, out)
+    gather_gauss_mv(key, indices, scale, out)
 }
 
 #[cfg(test)]

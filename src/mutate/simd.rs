@@ -1,0 +1,33 @@
+//! Kernels compiled twice: for the baseline target and, on x86-64, for AVX2 (chosen at run
+//! time).
+//!
+//! The kernels use only IEEE add/mul/div/sqrt and integer ops; AVX2 does not imply FMA and
+//! Rust never contracts, so both builds give bit-identical results: only the vector width
+//! differs.
+
+/// Defines a function whose body runs compiled for AVX2 where the CPU supports it. The body
+/// is duplicated into an inner `#[target_feature]` function (a closure passed to one would not
+/// reliably inherit the feature).
+macro_rules! multiversion {
+    (
+        $(#[$m:meta])*
+        $vis:vis fn $name:ident $(<const $c:ident: $ct:ty>)? ($($a:ident: $t:ty),* $(,)?)
+        $body:block
+    ) => {
+        $(#[$m])*
+        $vis fn $name $(<const $c: $ct>)? ($($a: $t),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                fn avx2 $(<const $c: $ct>)? ($($a: $t),*) $body
+                if std::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2 (checked just above).
+                    return unsafe { avx2 $(::<$c>)? ($($a),*) };
+                }
+            }
+            $body
+        }
+    };
+}
+
+pub(crate) use multiversion;
