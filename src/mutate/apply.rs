@@ -97,6 +97,39 @@ pub fn apply_all(values: &mut [TensorData], deltas: &[Delta]) -> Result<(), Muta
         .try_for_each(|(v, ds)| ds.into_iter().try_for_each(|d| apply(v, d)))
 }
 
+/// The changed tensors of a child: for each delta'd tensor (once, in the order of first
+/// appearance), `(delta.tensor, parent values + its deltas)`. Only changed tensors are copied;
+/// `parent` is indexed like the plan's tensor list and is not modified.
+pub fn child_tensors(
+    parent: &[TensorData],
+    deltas: &[Delta],
+) -> Result<Vec<(usize, TensorData)>, MutateError> {
+    let mut order: Vec<usize> = Vec::new();
+    for d in deltas {
+        let v = parent.get(d.tensor).ok_or_else(|| MutateError::Delta {
+            tensor: d.tensor,
+            msg: format!("no such tensor among {} value arrays", parent.len()),
+        })?;
+        check(v.len(), d)?;
+        if !order.contains(&d.tensor) {
+            order.push(d.tensor);
+        }
+    }
+    order
+        .into_par_iter()
+        .map(|t| {
+            let mut v = parent.get(t).cloned().ok_or_else(|| MutateError::Delta {
+                tensor: t,
+                msg: "no such tensor".into(),
+            })?;
+            for d in deltas.iter().filter(|d| d.tensor == t) {
+                apply(&mut v, d)?;
+            }
+            Ok((t, v))
+        })
+        .collect()
+}
+
 fn std_of<T: Sync>(v: &[T], f: impl Fn(&T) -> f64 + Sync) -> f64 {
     let finite = |x: &T| {
         let y = f(x);
@@ -214,7 +247,16 @@ mod tests {
             indices: vec![],
             values: vec![],
         };
-        assert!(apply_all(&mut all, &[wrong_tensor]).is_err());
+        assert!(apply_all(&mut all, std::slice::from_ref(&wrong_tensor)).is_err());
+        assert!(child_tensors(&all, &[wrong_tensor]).is_err());
+        let ok = Delta {
+            tensor: 0,
+            indices: vec![1],
+            values: vec![0.5],
+        };
+        let changed = child_tensors(&all, &[ok]).unwrap();
+        assert_eq!(changed, vec![(0, TensorData::F32(vec![1.0, 2.5]))]);
+        assert_eq!(all[0], TensorData::F32(vec![1.0, 2.0]));
     }
 
     #[test]

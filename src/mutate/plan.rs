@@ -25,6 +25,17 @@ pub struct TensorSpec {
     pub std: f64,
 }
 
+impl TensorSpec {
+    /// The spec of a tensor with these parent values (std from [`super::tensor_std`]).
+    pub fn from_values(key: impl Into<String>, values: &crate::TensorData) -> Self {
+        Self {
+            key: key.into(),
+            elements: values.len(),
+            std: super::tensor_std(values),
+        }
+    }
+}
+
 /// The change a child (or merged candidate) makes to one tensor.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delta {
@@ -69,6 +80,22 @@ pub struct Plan {
     generation: u32,
     subspaces: u32,
     tensors: Vec<TensorPlan>,
+    digest: String,
+}
+
+/// A short digest (32 hex digits, BLAKE3) of a tensor list: keys, element counts and stds, in
+/// order. A recipe stores it so that regenerating a child from a different tensor list (other
+/// selection, other parent values) is an error rather than a silently different child.
+pub fn tensor_list_digest(tensors: &[TensorSpec]) -> String {
+    let mut h = blake3::Hasher::new_derive_key("smd-onnx 2026 mutable tensor list v1");
+    h.update(&(tensors.len() as u64).to_le_bytes());
+    for t in tensors {
+        h.update(&(t.key.len() as u64).to_le_bytes());
+        h.update(t.key.as_bytes());
+        h.update(&(t.elements as u64).to_le_bytes());
+        h.update(&t.std.to_bits().to_le_bytes());
+    }
+    h.finalize().to_hex()[..32].to_string()
 }
 
 /// Reference form of the block formula (tests check the fast one against it).
@@ -239,7 +266,13 @@ impl Plan {
             generation,
             subspaces,
             tensors: planned,
+            digest: tensor_list_digest(tensors),
         })
+    }
+
+    /// Digest of the tensor list this plan was made from (see [`tensor_list_digest`]).
+    pub fn tensor_digest(&self) -> &str {
+        &self.digest
     }
 
     /// The settings this plan was made with.

@@ -207,10 +207,9 @@ proptest! {
         let child = child % k;
         let plan = Plan::new(&cfg, &specs, generation).unwrap();
         for member in [Member::Child(child), Member::Merged(vec![child, 0])] {
-            let r = Recipe::new(&cfg, "hash", "default", generation, member.clone());
+            let r = Recipe::new(&plan, "hash", "default", member.clone());
             let back = Recipe::from_json(&r.to_json().unwrap()).unwrap();
-            let again = Plan::new(&back.config().unwrap(), &specs, back.generation).unwrap();
-            prop_assert_eq!(plan.deltas(&member).unwrap(), again.deltas(&back.member).unwrap());
+            prop_assert_eq!(plan.deltas(&member).unwrap(), back.deltas(&specs).unwrap());
         }
     }
 }
