@@ -215,7 +215,7 @@ impl Perm {
 }
 
 multiversion! {
-    fn range_mv<const INVERSE: bool>(perm: &Perm, first: u32, out: &mut [u32]) {
+    fn range_mv / range_portable<const INVERSE: bool>(perm: &Perm, first: u32, out: &mut [u32]) {
         perm.range_body::<INVERSE>(first, out)
     }
 }
@@ -243,6 +243,20 @@ mod tests {
                 prop_assert_eq!(fwd[x as usize], y);
                 prop_assert_eq!(inv[y as usize], x);
             }
+        }
+    }
+
+    #[test]
+    fn portable_kernel_matches_dispatched() {
+        for n in [1u32, 2, 5, 1000, 300_000, 262_144] {
+            let p = Perm::new(n, [11, 22, 33, 44]);
+            let (mut a, mut b) = (vec![0u32; n as usize], vec![0u32; n as usize]);
+            p.inverse_range(0, &mut a);
+            range_portable::<true>(&p, 0, &mut b);
+            assert_eq!(a, b);
+            p.forward_range(0, &mut a);
+            range_portable::<false>(&p, 0, &mut b);
+            assert_eq!(a, b);
         }
     }
 

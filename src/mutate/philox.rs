@@ -241,13 +241,13 @@ pub fn fill_gauss(key: Key, first: u64, scale: f32, out: &mut [f32]) {
 }
 
 multiversion! {
-    fn fill_gauss_mv(key: Key, first: u64, scale: f32, out: &mut [f32]) {
+    fn fill_gauss_mv / fill_gauss_portable(key: Key, first: u64, scale: f32, out: &mut [f32]) {
         fill_gauss_body(key, first, scale, out)
     }
 }
 
 multiversion! {
-    fn gather_gauss_mv(key: Key, indices: &[u32], scale: f32, out: &mut [f32]) {
+    fn gather_gauss_mv / gather_gauss_portable(key: Key, indices: &[u32], scale: f32, out: &mut [f32]) {
         gather_gauss_body(key, indices, scale, out)
     }
 }
@@ -361,14 +361,14 @@ mod tests {
         for (&j, &x) in idx.iter().zip(&v) {
             assert_eq!(x.to_bits(), (gauss_at(key, u64::from(j)) * -0.5).to_bits());
         }
-        // The portable kernels agree with the dispatched ones.
+        // The portable kernels agree with the dispatched (AVX2 here) ones, bit for bit.
         let mut p = vec![0f32; idx.len()];
-        gather_gauss_body(key, &idx, -0.5, &mut p);
-        assert_eq!(p, v);
-        let (mut a, mut b) = (vec![0f32; 999], vec![0f32; 999]);
+        gather_gauss_portable(key, &idx, -0.5, &mut p);
+        assert!(p.iter().zip(&v).all(|(a, b)| a.to_bits() == b.to_bits()));
+        let (mut a, mut b) = (vec![0f32; 9999], vec![0f32; 9999]);
         fill_gauss(key, 400, 2.0, &mut a);
-        fill_gauss_body(key, 400, 2.0, &mut b);
-        assert_eq!(a, b);
+        fill_gauss_portable(key, 400, 2.0, &mut b);
+        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
     }
 
     #[test]

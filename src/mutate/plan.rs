@@ -117,7 +117,7 @@ fn block_of_f64(p: u32, n: f64, k: f64) -> u32 {
 
 multiversion! {
     /// `out[i]` = the subspace of element `first + i` of a partitioned tensor.
-    fn map_chunk(perm: &Perm, first: u32, n: u64, k: u32, offset: u32, out: &mut [u16]) {
+    fn map_chunk / map_chunk_portable(perm: &Perm, first: u32, n: u64, k: u32, offset: u32, out: &mut [u16]) {
         let mut p = vec![0u32; out.len()];
         perm.forward_range_inline(first, &mut p);
         let (nf, kf) = (n as f64, f64::from(k));
@@ -614,6 +614,16 @@ mod tests {
                 proptest::prop_assert_eq!(u64::from(block_of_f64(p as u32, n as f64, k as f64)), block_of(p, n, k));
             }
         }
+    }
+
+    #[test]
+    fn portable_map_matches_dispatched() {
+        let perm = Perm::new(100_000, [5, 6, 7, 8]);
+        let (mut a, mut b) = (vec![0u16; 100_000], vec![0u16; 100_000]);
+        map_chunk(&perm, 0, 100_000, 7, 3, &mut a);
+        map_chunk_portable(&perm, 0, 100_000, 7, 3, &mut b);
+        assert_eq!(a, b);
+        assert!(a.iter().all(|&s| s < 7));
     }
 
     #[test]

@@ -5,17 +5,18 @@
 //! Rust never contracts, so both builds give bit-identical results: only the vector width
 //! differs.
 
-/// Defines a function whose body runs compiled for AVX2 where the CPU supports it. The body
-/// is duplicated into an inner `#[target_feature]` function (a closure passed to one would not
-/// reliably inherit the feature).
+/// Defines `$name`, whose body runs compiled for AVX2 where the CPU supports it, and
+/// `$portable`, the same body for the baseline target (what `$name` runs elsewhere; tests
+/// compare the two). The body is duplicated into an inner `#[target_feature]` function: a
+/// closure passed to one would not reliably inherit the feature.
 macro_rules! multiversion {
     (
         $(#[$m:meta])*
-        $vis:vis fn $name:ident $(<const $c:ident: $ct:ty>)? ($($a:ident: $t:ty),* $(,)?)
+        fn $name:ident / $portable:ident $(<const $c:ident: $ct:ty>)? ($($a:ident: $t:ty),* $(,)?)
         $body:block
     ) => {
         $(#[$m])*
-        $vis fn $name $(<const $c: $ct>)? ($($a: $t),*) {
+        fn $name $(<const $c: $ct>)? ($($a: $t),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2")]
@@ -25,8 +26,11 @@ macro_rules! multiversion {
                     return unsafe { avx2 $(::<$c>)? ($($a),*) };
                 }
             }
-            $body
+            $portable $(::<$c>)? ($($a),*)
         }
+
+        $(#[$m])*
+        fn $portable $(<const $c: $ct>)? ($($a: $t),*) $body
     };
 }
 

@@ -574,3 +574,35 @@ const PINNED_CHILDREN: [&str; 4] = [
     "0442af0f119b4bf5/efa8d1dc76fa3267",
     "0043a25d082b8159/2e8ec847b310bae9",
 ];
+
+#[test]
+fn antithetic_pairs_share_indices_with_negated_values() {
+    let specs = specs(&[5000, 17, 1]);
+    for mode in [Mode::Partition, Mode::Density(0.3), Mode::Layer] {
+        let plan = Plan::new(&config(mode, 6, true, 11), &specs, 1).unwrap();
+        for m in 0..3 {
+            let (plus, minus) = (plan.child(2 * m).unwrap(), plan.child(2 * m + 1).unwrap());
+            assert_eq!(plus.len(), minus.len(), "{mode:?}");
+            for (p, q) in plus.iter().zip(&minus) {
+                assert_eq!((p.tensor, &p.indices), (q.tensor, &q.indices));
+                assert!(
+                    p.values
+                        .iter()
+                        .zip(&q.values)
+                        .all(|(a, b)| a.to_bits() == (-b).to_bits())
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn large_tensors_use_every_value_path_consistently() {
+    // k = 16: per-element gather; k = 3: chunks generated densely and picked; k = 1: dense.
+    let sizes = [200_003usize];
+    for k in [16, 3, 1] {
+        let plan = Plan::new(&config(Mode::Partition, k, false, 4), &specs(&sizes), 0).unwrap();
+        let owners = check_children(&plan, &sizes).unwrap();
+        assert!(owners[0].iter().all(|o| o.len() == 1));
+    }
+}
