@@ -179,18 +179,17 @@ impl Perm {
             .collect();
         while !vals.is_empty() {
             self.step_all::<INVERSE>(&mut vals);
+            // Branch-free: store every value (one still walking is overwritten when it
+            // lands), keep only the ones still outside [0, n).
             let mut keep = 0usize;
             for k in 0..vals.len() {
                 let (v, p) = (vals[k], pos[k]);
-                if v < n {
-                    if let Some(o) = out.get_mut(p as usize) {
-                        *o = v;
-                    }
-                } else {
-                    vals[keep] = v;
-                    pos[keep] = p;
-                    keep += 1;
+                if let Some(o) = out.get_mut(p as usize) {
+                    *o = v;
                 }
+                vals[keep] = v;
+                pos[keep] = p;
+                keep += usize::from(v >= n);
             }
             vals.truncate(keep);
             pos.truncate(keep);

@@ -134,7 +134,7 @@ pub fn gauss_at(key: Key, j: u64) -> f32 {
 }
 
 /// Lanes processed together (structure of arrays, so the compiler vectorises).
-const LANES: usize = 8;
+const LANES: usize = 32;
 
 /// Philox4x32-10 of `LANES` blocks at once: `out[word][lane]`. Same arithmetic as
 /// [`philox4x32_10`], arranged so each round is a vector operation across lanes.
@@ -389,5 +389,32 @@ mod tests {
                 assert_eq!(x.to_bits(), want.to_bits(), "first={first} i={i}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn philox_timing() {
+        // PHILOX_TIMING=fill|gather perf stat cargo test --release --lib philox_timing -- --ignored
+        let n = 1usize << 22;
+        let gather = std::env::var("PHILOX_TIMING").is_ok_and(|v| v == "gather");
+        let idx: Vec<u32> = (0..n as u32)
+            .map(|i| i.wrapping_mul(2_654_435_761) >> 4)
+            .collect();
+        let mut out = vec![0f32; n];
+        let mut acc = 0f32;
+        for r in 0..10u32 {
+            if gather {
+                gather_gauss([r, 1], &idx, 1.0, &mut out);
+            } else {
+                fill_gauss([r, 1], 0, 1.0, &mut out);
+            }
+            acc += out[12345];
+        }
+        eprintln!("{acc}");
     }
 }
