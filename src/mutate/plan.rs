@@ -1,6 +1,6 @@
 //! One generation's decomposition: which elements each child changes, and by how much.
 
-use super::config::{Config, Mode, ScaleRule, Subspaces};
+use super::config::{Config, MAX_SCALE, Mode, ScaleRule, Subspaces};
 use super::keys::{KeyStream, Purpose};
 use super::perm::Perm;
 use super::recipe::Member;
@@ -223,7 +223,7 @@ impl Plan {
                             });
                         }
                         let s = (config.sigma * t.std) as f32;
-                        if !s.is_finite() {
+                        if config.sigma * t.std > MAX_SCALE {
                             return Err(MutateError::Tensor {
                                 key: t.key.clone(),
                                 msg: format!(

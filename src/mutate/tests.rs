@@ -606,3 +606,24 @@ fn large_tensors_use_every_value_path_consistently() {
         assert!(owners[0].iter().all(|o| o.len() == 1));
     }
 }
+
+#[test]
+fn assignment_has_no_visible_structure() {
+    // Neighbours (and row neighbours of a 333-column matrix) share a subspace with
+    // probability ≈ 1/K, as for a uniformly random balanced assignment.
+    for n in [99_900usize, 65_536, 70_001] {
+        let plan = Plan::new(&config(Mode::Partition, 16, false, 8), &specs(&[n]), 0).unwrap();
+        let map = plan.subspace_map(0).unwrap().unwrap();
+        for lag in [1usize, 2, 333, 4096] {
+            let same = map.windows(lag + 1).filter(|w| w[0] == w[lag]).count();
+            let frac = same as f64 / (n - lag) as f64;
+            assert!((frac - 1.0 / 16.0).abs() < 0.006, "n={n} lag={lag}: {frac}");
+        }
+        // Each subspace's elements are spread over the whole tensor (mean position ≈ n/2).
+        for s in 0..16u16 {
+            let pos: Vec<usize> = (0..n).filter(|&j| map[j] == s).collect();
+            let mean = pos.iter().sum::<usize>() as f64 / pos.len() as f64;
+            assert!((mean / n as f64 - 0.5).abs() < 0.02, "n={n} s={s}: {mean}");
+        }
+    }
+}
