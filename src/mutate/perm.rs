@@ -299,29 +299,4 @@ mod tests {
         // Two random permutations agree at about one point.
         assert!(same < 8, "{same} agreements");
     }
-
-    #[test]
-    #[ignore]
-    fn perm_timing() {
-        // PERM_TIMING=range|scalar perf stat cargo test --release --lib perm_timing -- --ignored
-        let n: u32 = std::env::var("PERM_N")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(300_000);
-        let p = Perm::new(n, [1, 2, 3, 4]);
-        let mut out = vec![0u32; n as usize];
-        let ranged = std::env::var("PERM_TIMING").map_or(true, |v| v == "range");
-        let mut acc = 0u32;
-        for _ in 0..100 {
-            if ranged {
-                p.inverse_range(0, &mut out);
-            } else {
-                for (y, o) in out.iter_mut().enumerate() {
-                    *o = p.inverse(y as u32);
-                }
-            }
-            acc = acc.wrapping_add(out[12345]);
-        }
-        eprintln!("{acc}");
-    }
 }

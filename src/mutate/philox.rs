@@ -391,30 +391,3 @@ mod tests {
         }
     }
 }
-
-#[cfg(test)]
-mod timing {
-    use super::*;
-
-    #[test]
-    #[ignore]
-    fn philox_timing() {
-        // PHILOX_TIMING=fill|gather perf stat cargo test --release --lib philox_timing -- --ignored
-        let n = 1usize << 22;
-        let gather = std::env::var("PHILOX_TIMING").is_ok_and(|v| v == "gather");
-        let idx: Vec<u32> = (0..n as u32)
-            .map(|i| i.wrapping_mul(2_654_435_761) >> 4)
-            .collect();
-        let mut out = vec![0f32; n];
-        let mut acc = 0f32;
-        for r in 0..10u32 {
-            if gather {
-                gather_gauss([r, 1], &idx, 1.0, &mut out);
-            } else {
-                fill_gauss([r, 1], 0, 1.0, &mut out);
-            }
-            acc += out[12345];
-        }
-        eprintln!("{acc}");
-    }
-}
