@@ -97,17 +97,67 @@ pub fn apply_all(values: &mut [TensorData], deltas: &[Delta]) -> Result<(), Muta
         .try_for_each(|(v, ds)| ds.into_iter().try_for_each(|d| apply(v, d)))
 }
 
+/// The changed tensors of a child: for each delta'd tensor (once, in the order of first
+/// appearance), `(delta.tensor, parent values + its deltas)`. Only changed tensors are copied;
+/// `parent` is indexed like the plan's tensor list and is not modified.
+pub fn child_tensors(
+    parent: &[TensorData],
+    deltas: &[Delta],
+) -> Result<Vec<(usize, TensorData)>, MutateError> {
+    let mut order: Vec<usize> = Vec::new();
+    for d in deltas {
+        let v = parent.get(d.tensor).ok_or_else(|| MutateError::Delta {
+            tensor: d.tensor,
+            msg: format!("no such tensor among {} value arrays", parent.len()),
+        })?;
+        check(v.len(), d)?;
+        if !order.contains(&d.tensor) {
+            order.push(d.tensor);
+        }
+    }
+    order
+        .into_par_iter()
+        .map(|t| {
+            let mut v = parent.get(t).cloned().ok_or_else(|| MutateError::Delta {
+                tensor: t,
+                msg: "no such tensor".into(),
+            })?;
+            for d in deltas.iter().filter(|d| d.tensor == t) {
+                apply(&mut v, d)?;
+            }
+            Ok((t, v))
+        })
+        .collect()
+}
+
+/// Sum of `term` over `c` with 8 interleaved accumulators (element `i` goes to accumulator
+/// `i mod 8`, then the 8 are added in order): a fixed association, so deterministic, and
+/// without the latency chain of a single accumulator.
+#[inline(always)]
+fn lane_sum<T>(c: &[T], term: impl Fn(&T) -> f64) -> f64 {
+    let mut acc = [0f64; 8];
+    let mut it = c.chunks_exact(8);
+    for w in &mut it {
+        for (a, x) in acc.iter_mut().zip(w) {
+            *a += term(x);
+        }
+    }
+    for (a, x) in acc.iter_mut().zip(it.remainder()) {
+        *a += term(x);
+    }
+    acc.iter().sum()
+}
+
 fn std_of<T: Sync>(v: &[T], f: impl Fn(&T) -> f64 + Sync) -> f64 {
-    let finite = |x: &T| {
-        let y = f(x);
-        y.is_finite().then_some(y)
-    };
+    // Non-finite values contribute nothing (their terms are 0 and they are not counted).
     let parts: Vec<(u64, f64)> = v
         .par_chunks(STAT_CHUNK)
         .map(|c| {
-            c.iter()
-                .filter_map(finite)
-                .fold((0u64, 0f64), |(n, m), y| (n + 1, m.max(y.abs())))
+            c.iter().fold((0u64, 0f64), |(n, m), x| {
+                let y = f(x);
+                let fin = y.is_finite();
+                (n + u64::from(fin), m.max(if fin { y.abs() } else { 0.0 }))
+            })
         })
         .collect();
     let count = parts.iter().map(|p| p.0).sum::<u64>();
@@ -116,19 +166,19 @@ fn std_of<T: Sync>(v: &[T], f: impl Fn(&T) -> f64 + Sync) -> f64 {
         return 0.0;
     }
     // Scale by the largest magnitude so squares cannot overflow (f64 tensors near f64::MAX).
+    let inv = 1.0 / max;
+    let scaled = |x: &T| {
+        let y = f(x);
+        if y.is_finite() { Some(y * inv) } else { None }
+    };
     let sums: Vec<f64> = v
         .par_chunks(STAT_CHUNK)
-        .map(|c| c.iter().filter_map(finite).map(|y| y / max).sum::<f64>())
+        .map(|c| lane_sum(c, |x| scaled(x).unwrap_or(0.0)))
         .collect();
     let mean = sums.iter().sum::<f64>() / count as f64;
     let sq: Vec<f64> = v
         .par_chunks(STAT_CHUNK)
-        .map(|c| {
-            c.iter()
-                .filter_map(finite)
-                .map(|y| (y / max - mean) * (y / max - mean))
-                .sum::<f64>()
-        })
+        .map(|c| lane_sum(c, |x| scaled(x).map_or(0.0, |y| (y - mean) * (y - mean))))
         .collect();
     max * (sq.iter().sum::<f64>() / count as f64).sqrt()
 }
@@ -214,7 +264,16 @@ mod tests {
             indices: vec![],
             values: vec![],
         };
-        assert!(apply_all(&mut all, &[wrong_tensor]).is_err());
+        assert!(apply_all(&mut all, std::slice::from_ref(&wrong_tensor)).is_err());
+        assert!(child_tensors(&all, &[wrong_tensor]).is_err());
+        let ok = Delta {
+            tensor: 0,
+            indices: vec![1],
+            values: vec![0.5],
+        };
+        let changed = child_tensors(&all, &[ok]).unwrap();
+        assert_eq!(changed, vec![(0, TensorData::F32(vec![1.0, 2.5]))]);
+        assert_eq!(all[0], TensorData::F32(vec![1.0, 2.0]));
     }
 
     #[test]

@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 /// The largest number of children (subspace maps are stored as `u16`).
 pub const MAX_CHILDREN: u32 = 65_535;
 
+/// The largest noise scale (σ, or σ·std): normals are bounded by 5.77, so noise stays finite
+/// in float32.
+pub(crate) const MAX_SCALE: f64 = f32::MAX as f64 / 8.0;
+
 /// How the dense mutation ε is decomposed into children.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum Mode {
@@ -95,7 +99,7 @@ impl Config {
                 format!("must be a finite number ≥ 0, got {}", self.sigma),
             ));
         }
-        if self.scale == ScaleRule::Absolute && self.sigma > f64::from(f32::MAX) {
+        if self.scale == ScaleRule::Absolute && self.sigma > MAX_SCALE {
             return Err(invalid(
                 "--sigma",
                 format!("{} does not fit in float32 noise", self.sigma),

@@ -1,14 +1,42 @@
 //! The SMD algorithm: pure compute (no I/O, no ONNX Runtime). Recipes, subspaces, keyed RNG.
 //!
 //! A [`Config`] (mode, k, σ, scale rule, antithetic, seed, static/dynamic subspaces) and the
-//! list of mutable tensors ([`TensorSpec`]: key, element count, std) give a [`Plan`] for one
-//! generation. `plan.child(i)` returns child `i`'s sparse [`Delta`]s; [`apply`] adds them to the
-//! parent's values. A [`Recipe`] records everything needed to regenerate a child exactly.
+//! list of mutable tensors ([`TensorSpec`]: key, element count, std from [`tensor_std`]) give a
+//! [`Plan`] for one generation. `plan.child(i)` returns child `i`'s sparse [`Delta`]s;
+//! [`apply`] adds them to the parent's values. A [`Recipe`] records everything needed to
+//! regenerate a child exactly.
 //!
-//! Randomness: Philox4x32-10 keyed per (seed, purpose, generation, tensor key) via BLAKE3
-//! (see `keys`); element `j`'s noise is a function of `j` alone, so any child is computed
-//! without the others, in work proportional to what it changes, bit-identically on any
-//! machine and thread count.
+//! # Design
+//! - **Streams.** Every random stream is keyed by (seed, purpose, generation, tensor key):
+//!   BLAKE3 in derive-key mode over a length-prefixed encoding (`keys`). Purposes: `eps` (the
+//!   dense noise; always keyed by generation), `assign` (partition), `density/<s>` (subspace
+//!   s's subset), `layer` (tensor dealing); the last three use no generation with static
+//!   subspaces. Keying by the tensor's key, not its shape or position, means same-shaped
+//!   tensors never share noise, and the list's order does not matter.
+//! - **Noise.** Philox4x32-10 (checked against the Random123 known answers); element `j`
+//!   uses block `j/4` and Box–Muller on two of its words (`philox`), so any element's ε is
+//!   O(1) to compute alone. `ln`, `sin`, `cos` are our own f32 polynomials: bit-identical on
+//!   every platform, unlike libm. ε = z · scale, scale = σ·std (relative) or σ (absolute),
+//!   as f32.
+//! - **Partition.** A keyed bijection π of `[0, n)` (Feistel network with cycle walking,
+//!   `perm`); element `j` is in block ⌊((π(j)+1)·K − 1)/n⌋ of the K blocks
+//!   `[⌊b·n/K⌋, ⌊(b+1)·n/K⌋)` (sizes differ by at most one), which is subspace
+//!   `(block + offset) mod K` with a keyed per-tensor offset (so that small tensors' extra
+//!   elements do not all land in the same child). Child `i`'s elements are π⁻¹ of one block:
+//!   O(n/K) work, sorted by a radix sort.
+//! - **Density.** Subspace `s` takes `π_s(0..round(P·n))` for its own keyed π_s.
+//! - **Layer.** Non-empty tensors are ranked by a keyed hash of their key and dealt
+//!   round-robin: subspace counts differ by at most one.
+//! - **Antithetic.** K = k/2 subspaces; children 2m and 2m+1 own subspace m with +ε and −ε.
+//! - **Std 0.** Under relative σ a constant tensor (std 0, see [`tensor_std`]) gets scale 0 and
+//!   is never changed: it is usually structural (a mask, a fixed scale), and relative σ gives
+//!   it no natural size. Absolute σ mutates it. Tensors with scale 0 get no `Delta`.
+//! - **Merged.** `plan.merged(list)` applies each listed child's own signed δ once per
+//!   element; an element owned by both a +ε and a −ε listed child cancels (left out).
+//! - **Determinism.** Every output is a pure function of (config, tensor list, generation,
+//!   arguments): independent of the rayon thread count, of chunking, of the CPU's vector
+//!   width (AVX2 kernels are chosen at run time, without FMA), and of which other children
+//!   are computed.
 
 mod apply;
 mod config;
@@ -18,10 +46,11 @@ mod philox;
 mod plan;
 mod radix;
 mod recipe;
+mod simd;
 
-pub use apply::{apply, apply_all, tensor_std};
+pub use apply::{apply, apply_all, child_tensors, tensor_std};
 pub use config::{Config, MAX_CHILDREN, Mode, ScaleRule, Subspaces};
-pub use plan::{Delta, Plan, TensorSpec};
+pub use plan::{Delta, Plan, TensorSpec, tensor_list_digest};
 pub use recipe::{Member, ModeName, RECIPE_FORMAT, Recipe};
 
 /// Invalid mutation settings, tensors, deltas or recipes. Messages are one line and name the

@@ -9,6 +9,8 @@
 //! xor a 32-bit round key, truncated to the other half's width. Everything is 32-bit, so the
 //! range functions run 8 lanes at a time.
 
+use super::simd::multiversion;
+
 const ROUNDS: usize = 4;
 const _: () = assert!(
     ROUNDS.is_multiple_of(2),
@@ -94,8 +96,8 @@ impl Perm {
         (l << self.right) | r
     }
 
-    /// π(x) for `x < n`.
-    #[inline]
+    /// π(x) for `x < n` (reference form; the ranges are what the planner uses).
+    #[cfg(test)]
     pub fn forward(&self, x: u32) -> u32 {
         if self.n <= 1 {
             return x;
@@ -107,8 +109,8 @@ impl Perm {
         y
     }
 
-    /// π⁻¹(y) for `y < n`.
-    #[inline]
+    /// π⁻¹(y) for `y < n` (reference form).
+    #[cfg(test)]
     pub fn inverse(&self, y: u32) -> u32 {
         if self.n <= 1 {
             return y;
@@ -120,16 +122,9 @@ impl Perm {
         x
     }
 
-    /// `out[i] = π(first + i)` (`inverse`: π⁻¹), 8 lanes at a time; a lane group keeps
-    /// walking until all its lanes are below `n`.
+    /// One network pass (no walking) over every value, `LANES` at a time.
     #[inline(always)]
-    fn range_body<const INVERSE: bool>(&self, first: u32, out: &mut [u32]) {
-        if self.n <= 1 {
-            for (i, o) in out.iter_mut().enumerate() {
-                *o = first.wrapping_add(i as u32);
-            }
-            return;
-        }
+    fn step_all<const INVERSE: bool>(&self, xs: &mut [u32]) {
         let step = |x: u32| {
             if INVERSE {
                 self.decrypt(x)
@@ -137,52 +132,90 @@ impl Perm {
                 self.encrypt(x)
             }
         };
-        let mut chunks = out.chunks_exact_mut(LANES);
-        let mut start = first;
-        for chunk in &mut chunks {
-            let mut x: [u32; LANES] = std::array::from_fn(|l| step(start.wrapping_add(l as u32)));
-            while x.iter().fold(false, |any, &v| any | (v >= self.n)) {
-                let d: [u32; LANES] = std::array::from_fn(|l| step(x[l]));
-                for l in 0..LANES {
-                    x[l] = if x[l] >= self.n { d[l] } else { x[l] };
-                }
+        let mut chunks = xs.chunks_exact_mut(LANES);
+        for c in &mut chunks {
+            // Plain loops: `array::from_fn` may be outlined, losing the AVX2 build.
+            let mut y = [0u32; LANES];
+            for l in 0..LANES {
+                y[l] = step(c[l]);
             }
-            chunk.copy_from_slice(&x);
-            start = start.wrapping_add(LANES as u32);
+            c.copy_from_slice(&y);
         }
-        for (i, o) in chunks.into_remainder().iter_mut().enumerate() {
-            let p = start.wrapping_add(i as u32);
-            *o = if INVERSE {
-                self.inverse(p)
-            } else {
-                self.forward(p)
-            };
+        for x in chunks.into_remainder() {
+            *x = step(*x);
         }
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn range_avx2<const INVERSE: bool>(&self, first: u32, out: &mut [u32]) {
-        self.range_body::<INVERSE>(first, out)
-    }
-
-    fn range<const INVERSE: bool>(&self, first: u32, out: &mut [u32]) {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { self.range_avx2::<INVERSE>(first, out) };
+    /// `out[i] = π(first + i)` (π⁻¹ when `INVERSE`). One vectorised pass over everything,
+    /// then further passes over the compacted list of values still outside `[0, n)` (fewer
+    /// than half each time), so walking costs about as much as the walks themselves.
+    #[inline(always)]
+    fn range_body<const INVERSE: bool>(&self, first: u32, out: &mut [u32]) {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = first.wrapping_add(i as u32);
         }
-        self.range_body::<INVERSE>(first, out)
+        if self.n <= 1 {
+            return;
+        }
+        self.step_all::<INVERSE>(out);
+        let n = self.n;
+        let count = out.iter().filter(|&&x| x >= n).count();
+        if count == 0 {
+            return;
+        }
+        // Branch-free compaction of the positions still walking.
+        let mut pos = vec![0u32; count + 1];
+        let mut c = 0usize;
+        for (i, &x) in out.iter().enumerate() {
+            if let Some(p) = pos.get_mut(c) {
+                *p = i as u32;
+            }
+            c += usize::from(x >= n);
+        }
+        pos.truncate(count);
+        let mut vals: Vec<u32> = pos
+            .iter()
+            .map(|&p| out.get(p as usize).copied().unwrap_or(0))
+            .collect();
+        while !vals.is_empty() {
+            self.step_all::<INVERSE>(&mut vals);
+            // Branch-free: store every value (one still walking is overwritten when it
+            // lands), keep only the ones still outside [0, n).
+            let mut keep = 0usize;
+            for k in 0..vals.len() {
+                let (v, p) = (vals[k], pos[k]);
+                if let Some(o) = out.get_mut(p as usize) {
+                    *o = v;
+                }
+                vals[keep] = v;
+                pos[keep] = p;
+                keep += usize::from(v >= n);
+            }
+            vals.truncate(keep);
+            pos.truncate(keep);
+        }
     }
 
     /// `out[i] = π(first + i)`; `first + out.len()` must not exceed `n`.
     pub fn forward_range(&self, first: u32, out: &mut [u32]) {
-        self.range::<false>(first, out)
+        range_mv::<false>(self, first, out)
     }
 
     /// `out[i] = π⁻¹(first + i)`; `first + out.len()` must not exceed `n`.
     pub fn inverse_range(&self, first: u32, out: &mut [u32]) {
-        self.range::<true>(first, out)
+        range_mv::<true>(self, first, out)
+    }
+
+    /// `forward_range` without its own dispatch, for use inside other multiversioned kernels.
+    #[inline(always)]
+    pub fn forward_range_inline(&self, first: u32, out: &mut [u32]) {
+        self.range_body::<false>(first, out)
+    }
+}
+
+multiversion! {
+    fn range_mv / range_portable<const INVERSE: bool>(perm: &Perm, first: u32, out: &mut [u32]) {
+        perm.range_body::<INVERSE>(first, out)
     }
 }
 
@@ -209,6 +242,20 @@ mod tests {
                 prop_assert_eq!(fwd[x as usize], y);
                 prop_assert_eq!(inv[y as usize], x);
             }
+        }
+    }
+
+    #[test]
+    fn portable_kernel_matches_dispatched() {
+        for n in [1u32, 2, 5, 1000, 300_000, 262_144] {
+            let p = Perm::new(n, [11, 22, 33, 44]);
+            let (mut a, mut b) = (vec![0u32; n as usize], vec![0u32; n as usize]);
+            p.inverse_range(0, &mut a);
+            range_portable::<true>(&p, 0, &mut b);
+            assert_eq!(a, b);
+            p.forward_range(0, &mut a);
+            range_portable::<false>(&p, 0, &mut b);
+            assert_eq!(a, b);
         }
     }
 
@@ -251,27 +298,5 @@ mod tests {
         let same = (0..1000).filter(|&x| a.forward(x) == b.forward(x)).count();
         // Two random permutations agree at about one point.
         assert!(same < 8, "{same} agreements");
-    }
-
-    #[test]
-    #[ignore]
-    fn perm_timing() {
-        // PERM_TIMING=range|scalar perf stat cargo test --release --lib perm_timing -- --ignored
-        let n = 300_000u32;
-        let p = Perm::new(n, [1, 2, 3, 4]);
-        let mut out = vec![0u32; n as usize];
-        let ranged = std::env::var("PERM_TIMING").map_or(true, |v| v == "range");
-        let mut acc = 0u32;
-        for _ in 0..100 {
-            if ranged {
-                p.inverse_range(0, &mut out);
-            } else {
-                for (y, o) in out.iter_mut().enumerate() {
-                    *o = p.inverse(y as u32);
-                }
-            }
-            acc = acc.wrapping_add(out[12345]);
-        }
-        eprintln!("{acc}");
     }
 }

@@ -1,9 +1,10 @@
 //! One generation's decomposition: which elements each child changes, and by how much.
 
-use super::config::{Config, Mode, ScaleRule, Subspaces};
+use super::config::{Config, MAX_SCALE, Mode, ScaleRule, Subspaces};
 use super::keys::{KeyStream, Purpose};
 use super::perm::Perm;
 use super::recipe::Member;
+use super::simd::multiversion;
 use super::{MutateError, invalid, philox, radix};
 use rayon::prelude::*;
 use std::collections::HashSet;
@@ -22,6 +23,17 @@ pub struct TensorSpec {
     /// Population standard deviation of the parent's values ([`super::tensor_std`]); only used
     /// with [`ScaleRule::Relative`].
     pub std: f64,
+}
+
+impl TensorSpec {
+    /// The spec of a tensor with these parent values (std from [`super::tensor_std`]).
+    pub fn from_values(key: impl Into<String>, values: &crate::TensorData) -> Self {
+        Self {
+            key: key.into(),
+            elements: values.len(),
+            std: super::tensor_std(values),
+        }
+    }
 }
 
 /// The change a child (or merged candidate) makes to one tensor.
@@ -68,6 +80,22 @@ pub struct Plan {
     generation: u32,
     subspaces: u32,
     tensors: Vec<TensorPlan>,
+    digest: String,
+}
+
+/// A short digest (32 hex digits, BLAKE3) of a tensor list: keys, element counts and stds, in
+/// order. A recipe stores it so that regenerating a child from a different tensor list (other
+/// selection, other parent values) is an error rather than a silently different child.
+pub fn tensor_list_digest(tensors: &[TensorSpec]) -> String {
+    let mut h = blake3::Hasher::new_derive_key("smd-onnx 2026 mutable tensor list v1");
+    h.update(&(tensors.len() as u64).to_le_bytes());
+    for t in tensors {
+        h.update(&(t.key.len() as u64).to_le_bytes());
+        h.update(t.key.as_bytes());
+        h.update(&(t.elements as u64).to_le_bytes());
+        h.update(&t.std.to_bits().to_le_bytes());
+    }
+    h.finalize().to_hex()[..32].to_string()
 }
 
 /// Reference form of the block formula (tests check the fast one against it).
@@ -77,13 +105,28 @@ fn block_of(p: u64, n: u64, k: u64) -> u64 {
     ((p + 1) * k - 1) / n
 }
 
-/// The block of position `p`: the `b` with `b·n < (p+1)·k ≤ (b+1)·n`, computed through f64 (vectorisable, no integer division), exact: the numerator is
-/// below 2^48 (exact in f64) and the quotient below 2^16, so a non-integer quotient is at least
-/// 1/n ≥ 2^-32 below the next integer while the division's rounding error is at most
-/// 2^16 · 2^-53 = 2^-37: the floor never crosses an integer.
+/// The block of position `p`: the `b` with `b·n < (p+1)·k ≤ (b+1)·n`, through f64 so that it
+/// vectorises. Exact: the numerator is an integer below 2^48 (exact in f64) and the quotient
+/// is below 2^16, so a non-integer quotient lies at least 1/n ≥ 2^-32 below the next integer
+/// while the division's rounding error is at most 2^16 · 2^-53 = 2^-37; the floor never
+/// crosses an integer, and the i32 conversion of a value below 2^16 is exact.
 #[inline(always)]
-fn block_of_f64(p: u32, n: f64, k: u64) -> u64 {
-    (((u64::from(p) + 1) * k - 1) as f64 / n) as u64
+fn block_of_f64(p: u32, n: f64, k: f64) -> u32 {
+    (((f64::from(p) + 1.0) * k - 1.0) / n) as i32 as u32
+}
+
+multiversion! {
+    /// `out[i]` = the subspace of element `first + i` of a partitioned tensor.
+    fn map_chunk / map_chunk_portable(perm: &Perm, first: u32, n: u64, k: u32, offset: u32, out: &mut [u16]) {
+        let mut p = vec![0u32; out.len()];
+        perm.forward_range_inline(first, &mut p);
+        let (nf, kf) = (n as f64, f64::from(k));
+        for (o, &p) in out.iter_mut().zip(p.iter()) {
+            // block < k and offset < k: one conditional subtraction is `mod k`.
+            let s = block_of_f64(p, nf, kf) + offset;
+            *o = (if s >= k { s - k } else { s }) as u16;
+        }
+    }
 }
 
 impl Plan {
@@ -180,7 +223,7 @@ impl Plan {
                             });
                         }
                         let s = (config.sigma * t.std) as f32;
-                        if !s.is_finite() {
+                        if config.sigma * t.std > MAX_SCALE {
                             return Err(MutateError::Tensor {
                                 key: t.key.clone(),
                                 msg: format!(
@@ -223,7 +266,13 @@ impl Plan {
             generation,
             subspaces,
             tensors: planned,
+            digest: tensor_list_digest(tensors),
         })
+    }
+
+    /// Digest of the tensor list this plan was made from (see [`tensor_list_digest`]).
+    pub fn tensor_digest(&self) -> &str {
+        &self.digest
     }
 
     /// The settings this plan was made with.
@@ -308,8 +357,9 @@ impl Plan {
         })
     }
 
-    /// The elements of tensor `t` in subspace `s`, ascending.
-    fn subspace_indices(&self, t: &TensorPlan, s: u32) -> Vec<u32> {
+    /// The elements of tensor `t` in subspace `s`, ascending (or in an unspecified order when
+    /// `sorted` is false).
+    fn subspace_indices(&self, t: &TensorPlan, s: u32, sorted: bool) -> Vec<u32> {
         let n = t.n;
         let k = u64::from(self.subspaces);
         let range: std::ops::Range<u64> = match &t.assign {
@@ -331,7 +381,9 @@ impl Plan {
                 v.par_chunks_mut(CHUNK)
                     .enumerate()
                     .for_each(|(c, out)| perm.inverse_range((lo + (c * CHUNK) as u64) as u32, out));
-                radix::sort(&mut v, radix::bits_below(n));
+                if sorted {
+                    radix::sort(&mut v, radix::bits_below(n));
+                }
                 return v;
             }
             Assign::Density { count } => {
@@ -342,7 +394,9 @@ impl Plan {
                 v.par_chunks_mut(CHUNK)
                     .enumerate()
                     .for_each(|(c, out)| perm.forward_range((c * CHUNK) as u32, out));
-                radix::sort(&mut v, radix::bits_below(n));
+                if sorted {
+                    radix::sort(&mut v, radix::bits_below(n));
+                }
                 return v;
             }
         };
@@ -356,21 +410,46 @@ impl Plan {
         }
     }
 
-    /// ε (scaled, times `sign`) at each of `indices`.
+    /// ε (scaled, times `sign`) at each of `indices` (ascending, distinct, below `t.n`).
     fn values_at(t: &TensorPlan, indices: &[u32], sign: f32) -> Vec<f32> {
-        if indices.len() as u64 == t.n {
-            // Every element: the vectorised dense path.
-            let mut v = Self::dense(t);
-            if sign < 0.0 {
-                v.par_iter_mut().for_each(|x| *x = -*x);
-            }
-            return v;
-        }
-        let mut v = vec![0f32; indices.len()];
         let scale = if sign < 0.0 { -t.scale } else { t.scale };
-        v.par_chunks_mut(CHUNK)
-            .zip(indices.par_chunks(CHUNK))
-            .for_each(|(out, idx)| philox::gather_gauss(t.eps, idx, scale, out));
+        let mut v = vec![0f32; indices.len()];
+        if indices.len() as u64 == t.n {
+            // Every element: the dense path writes straight into the output.
+            v.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
+                philox::fill_gauss(t.eps, (c * CHUNK) as u64, scale, out);
+            });
+        } else if (indices.len() as u64) * 4 >= t.n {
+            // Dense enough that generating whole chunks (4 normals per Philox block, 2 per
+            // Box–Muller) and picking beats one block per element. Same values either way.
+            let mut pieces = Vec::new();
+            let (mut rest_v, mut rest_i) = (v.as_mut_slice(), indices);
+            let mut base = 0u64;
+            while !rest_i.is_empty() {
+                let end = base + CHUNK as u64;
+                let cut = rest_i.partition_point(|&j| u64::from(j) < end);
+                let (iv, tv) = std::mem::take(&mut rest_v).split_at_mut(cut);
+                let (ii, ti) = rest_i.split_at(cut);
+                if cut > 0 {
+                    pieces.push((base, iv, ii));
+                }
+                (rest_v, rest_i, base) = (tv, ti, end);
+            }
+            pieces.into_par_iter().for_each(|(base, out, idx)| {
+                let len = (t.n - base).min(CHUNK as u64) as usize;
+                let mut buf = vec![0f32; len];
+                philox::fill_gauss(t.eps, base, scale, &mut buf);
+                for (o, &j) in out.iter_mut().zip(idx) {
+                    if let Some(&x) = buf.get((u64::from(j) - base) as usize) {
+                        *o = x;
+                    }
+                }
+            });
+        } else {
+            v.par_chunks_mut(CHUNK)
+                .zip(indices.par_chunks(CHUNK))
+                .for_each(|(out, idx)| philox::gather_gauss(t.eps, idx, scale, out));
+        }
         v
     }
 
@@ -394,7 +473,7 @@ impl Plan {
             .enumerate()
             .filter(|(_, t)| t.scale != 0.0)
             .filter_map(|(i, t)| {
-                let indices = self.subspace_indices(t, s);
+                let indices = self.subspace_indices(t, s, true);
                 if indices.is_empty() {
                     return None;
                 }
@@ -420,7 +499,7 @@ impl Plan {
             self.check_child(c)?;
         }
         // Per subspace: bit 0 = a +ε child is listed, bit 1 = a −ε child is listed.
-        let mut flags: Vec<(u32, u64)> = Vec::new();
+        let mut flags: Vec<(u32, u8)> = Vec::new();
         for &c in &list {
             let s = self.subspace_of(c);
             let f = if self.sign(c) < 0.0 { 2 } else { 1 };
@@ -435,41 +514,38 @@ impl Plan {
             .enumerate()
             .filter(|(_, t)| t.scale != 0.0)
             .filter_map(|(i, t)| {
-                let mut codes: Vec<u64> = Vec::new();
+                // Mark each element with the signs of the listed subspaces that own it, then
+                // read the marks in element order: O(n + changed), no sorting.
+                let mut marks = vec![0u8; t.n as usize];
                 for &(s, f) in &flags {
-                    codes.extend(
-                        self.subspace_indices(t, s)
-                            .into_iter()
-                            .map(|j| (u64::from(j) << 2) | f),
-                    );
-                }
-                radix::sort(&mut codes, radix::bits_below(t.n) + 2);
-                let mut indices = Vec::with_capacity(codes.len());
-                let mut signs = Vec::with_capacity(codes.len());
-                let mut it = codes.into_iter().peekable();
-                while let Some(c) = it.next() {
-                    let j = c >> 2;
-                    let mut f = c & 3;
-                    while let Some(&d) = it.peek() {
-                        if d >> 2 != j {
-                            break;
+                    for j in self.subspace_indices(t, s, false) {
+                        if let Some(m) = marks.get_mut(j as usize) {
+                            *m |= f;
                         }
-                        f |= d & 3;
-                        it.next();
-                    }
-                    if f != 3 {
-                        indices.push(j as u32);
-                        signs.push(f == 2);
                     }
                 }
-                if indices.is_empty() {
+                // 1: only +ε children, 2: only −ε children, 3: both (cancels). Branch-free
+                // compaction: write every element, advance only past kept ones.
+                let keep = |m: u8| m == 1 || m == 2;
+                let count = marks.iter().filter(|&&m| keep(m)).count();
+                if count == 0 {
                     return None;
                 }
+                let mut indices = vec![0u32; count + 1];
+                let mut signs = vec![0u32; count + 1];
+                let mut c = 0usize;
+                for (j, &m) in marks.iter().enumerate() {
+                    if let (Some(i), Some(s)) = (indices.get_mut(c), signs.get_mut(c)) {
+                        *i = j as u32;
+                        *s = u32::from(m == 2) << 31;
+                    }
+                    c += usize::from(keep(m));
+                }
+                drop(marks);
+                indices.truncate(count);
                 let mut values = Self::values_at(t, &indices, 1.0);
                 for (v, &neg) in values.iter_mut().zip(&signs) {
-                    if neg {
-                        *v = -*v;
-                    }
+                    *v = f32::from_bits(v.to_bits() ^ neg);
                 }
                 Some(Delta {
                     tensor: i,
@@ -507,14 +583,7 @@ impl Plan {
             Assign::Partition { perm, offset } => {
                 let mut map = vec![0u16; n as usize];
                 map.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
-                    let mut p = vec![0u32; out.len()];
-                    perm.forward_range((c * CHUNK) as u32, &mut p);
-                    let nf = n as f64;
-                    for (o, &p) in out.iter_mut().zip(p.iter()) {
-                        // b < k and offset < k: one conditional subtraction is `mod k`.
-                        let s = block_of_f64(p, nf, k) + u64::from(*offset);
-                        *o = (if s >= k { s - k } else { s }) as u16;
-                    }
+                    map_chunk(perm, (c * CHUNK) as u32, n, k as u32, *offset, out)
                 });
                 Some(map)
             }
@@ -527,7 +596,7 @@ impl Plan {
     pub fn child_indices(&self, child: u32, tensor: usize) -> Result<Vec<u32>, MutateError> {
         self.check_child(child)?;
         let t = self.tensor(tensor)?;
-        Ok(self.subspace_indices(t, self.subspace_of(child)))
+        Ok(self.subspace_indices(t, self.subspace_of(child), true))
     }
 }
 
@@ -542,9 +611,19 @@ mod tests {
             let b = x % k;
             let edge = (b * n / k).min(n - 1);
             for p in [edge.saturating_sub(1), edge, (edge + 1).min(n - 1), x % n] {
-                proptest::prop_assert_eq!(block_of_f64(p as u32, n as f64, k), block_of(p, n, k));
+                proptest::prop_assert_eq!(u64::from(block_of_f64(p as u32, n as f64, k as f64)), block_of(p, n, k));
             }
         }
+    }
+
+    #[test]
+    fn portable_map_matches_dispatched() {
+        let perm = Perm::new(100_000, [5, 6, 7, 8]);
+        let (mut a, mut b) = (vec![0u16; 100_000], vec![0u16; 100_000]);
+        map_chunk(&perm, 0, 100_000, 7, 3, &mut a);
+        map_chunk_portable(&perm, 0, 100_000, 7, 3, &mut b);
+        assert_eq!(a, b);
+        assert!(a.iter().all(|&s| s < 7));
     }
 
     #[test]
@@ -555,7 +634,7 @@ mod tests {
                     let b = block_of(p, n, k);
                     assert!(b < k);
                     assert!(b * n / k <= p && p < (b + 1) * n / k, "n={n} k={k} p={p}");
-                    assert_eq!(block_of_f64(p as u32, n as f64, k), b);
+                    assert_eq!(u64::from(block_of_f64(p as u32, n as f64, k as f64)), b);
                 }
             }
         }

@@ -2,6 +2,7 @@
 
 use super::MutateError;
 use super::config::{Config, Mode, ScaleRule, Subspaces};
+use super::plan::{Delta, Plan, TensorSpec};
 use serde::{Deserialize, Serialize};
 
 /// The recipe format this build writes and reads.
@@ -32,8 +33,8 @@ pub enum Member {
 
 /// A child's full description. With the parent's mutable tensor list (keys, sizes, stds, in
 /// the same order: the one `selection` produces on the model with hash `parent`),
-/// `Plan::new(&recipe.config()?, tensors, recipe.generation)?.deltas(&recipe.member)`
-/// regenerates its changes bit for bit.
+/// [`Recipe::deltas`] regenerates its changes bit for bit; the list is checked against the
+/// recorded digest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
@@ -62,19 +63,22 @@ pub struct Recipe {
     pub selection: String,
     /// Generation number.
     pub generation: u32,
+    /// Digest of the mutable tensor list ([`super::tensor_list_digest`]).
+    pub tensors: String,
     /// The child, or the merged candidate.
     pub member: Member,
 }
 
 impl Recipe {
-    /// The recipe of `member` of generation `generation` under `config`.
+    /// The recipe of `member` of `plan` (its settings, generation and tensor list).
     pub fn new(
-        config: &Config,
+        plan: &Plan,
         parent: impl Into<String>,
         selection: impl Into<String>,
-        generation: u32,
         member: Member,
     ) -> Self {
+        let config = plan.config();
+        let generation = plan.generation();
         let (mode, density) = match config.mode {
             Mode::Partition => (ModeName::Partition, None),
             Mode::Density(p) => (ModeName::Density, Some(p)),
@@ -93,8 +97,32 @@ impl Recipe {
             subspaces: config.subspaces,
             selection: selection.into(),
             generation,
+            tensors: plan.tensor_digest().to_string(),
             member,
         }
+    }
+
+    /// The plan of this recipe's generation over `tensors`, which must be the list it was made
+    /// from (same digest).
+    pub fn plan(&self, tensors: &[TensorSpec]) -> Result<Plan, MutateError> {
+        let config = self.config()?;
+        let plan = Plan::new(&config, tensors, self.generation)?;
+        if plan.tensor_digest() != self.tensors {
+            return Err(MutateError::Recipe(format!(
+                "the mutable tensor list ({} tensors, digest {}) is not the one this recipe was \
+                 made from (digest {}; selection: {})",
+                tensors.len(),
+                plan.tensor_digest(),
+                self.tensors,
+                self.selection
+            )));
+        }
+        Ok(plan)
+    }
+
+    /// Regenerates this recipe's changes from the parent's mutable tensor list.
+    pub fn deltas(&self, tensors: &[TensorSpec]) -> Result<Vec<Delta>, MutateError> {
+        self.plan(tensors)?.deltas(&self.member)
     }
 
     /// The settings, validated, and the member checked against k.
@@ -164,13 +192,25 @@ mod tests {
             seed: u64::MAX,
             subspaces: Subspaces::Static,
         };
-        let r = Recipe::new(&c, "abc", "default", 4, Member::Merged(vec![1, 6]));
+        let specs = vec![TensorSpec {
+            key: "w".into(),
+            elements: 10,
+            std: 1.0,
+        }];
+        let plan = Plan::new(&c, &specs, 4).unwrap();
+        let r = Recipe::new(&plan, "abc", "default", Member::Merged(vec![1, 6]));
         let j = r.to_json().unwrap();
         assert!(!j.contains('\n'));
         let back = Recipe::from_json(&j).unwrap();
         assert_eq!(back, r);
         assert_eq!(back.config().unwrap(), c);
-        let p = Recipe::new(&Config::default(), "h", "s", 0, Member::Child(3));
+        assert_eq!(back.deltas(&specs).unwrap(), plan.merged(&[1, 6]).unwrap());
+        let mut other = specs.clone();
+        other[0].std = 2.0;
+        let e = back.deltas(&other).unwrap_err().to_string();
+        assert!(e.starts_with("recipe: the mutable tensor list"), "{e}");
+        let dplan = Plan::new(&Config::default(), &specs, 0).unwrap();
+        let p = Recipe::new(&dplan, "h", "s", Member::Child(3));
         let pj = p.to_json().unwrap();
         assert!(pj.contains(r#""member":{"child":3}"#), "{pj}");
         assert!(!pj.contains("density"), "{pj}");

@@ -207,10 +207,9 @@ proptest! {
         let child = child % k;
         let plan = Plan::new(&cfg, &specs, generation).unwrap();
         for member in [Member::Child(child), Member::Merged(vec![child, 0])] {
-            let r = Recipe::new(&cfg, "hash", "default", generation, member.clone());
+            let r = Recipe::new(&plan, "hash", "default", member.clone());
             let back = Recipe::from_json(&r.to_json().unwrap()).unwrap();
-            let again = Plan::new(&back.config().unwrap(), &specs, back.generation).unwrap();
-            prop_assert_eq!(plan.deltas(&member).unwrap(), again.deltas(&back.member).unwrap());
+            prop_assert_eq!(plan.deltas(&member).unwrap(), back.deltas(&specs).unwrap());
         }
     }
 }
@@ -575,3 +574,56 @@ const PINNED_CHILDREN: [&str; 4] = [
     "0442af0f119b4bf5/efa8d1dc76fa3267",
     "0043a25d082b8159/2e8ec847b310bae9",
 ];
+
+#[test]
+fn antithetic_pairs_share_indices_with_negated_values() {
+    let specs = specs(&[5000, 17, 1]);
+    for mode in [Mode::Partition, Mode::Density(0.3), Mode::Layer] {
+        let plan = Plan::new(&config(mode, 6, true, 11), &specs, 1).unwrap();
+        for m in 0..3 {
+            let (plus, minus) = (plan.child(2 * m).unwrap(), plan.child(2 * m + 1).unwrap());
+            assert_eq!(plus.len(), minus.len(), "{mode:?}");
+            for (p, q) in plus.iter().zip(&minus) {
+                assert_eq!((p.tensor, &p.indices), (q.tensor, &q.indices));
+                assert!(
+                    p.values
+                        .iter()
+                        .zip(&q.values)
+                        .all(|(a, b)| a.to_bits() == (-b).to_bits())
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn large_tensors_use_every_value_path_consistently() {
+    // k = 16: per-element gather; k = 3: chunks generated densely and picked; k = 1: dense.
+    let sizes = [200_003usize];
+    for k in [16, 3, 1] {
+        let plan = Plan::new(&config(Mode::Partition, k, false, 4), &specs(&sizes), 0).unwrap();
+        let owners = check_children(&plan, &sizes).unwrap();
+        assert!(owners[0].iter().all(|o| o.len() == 1));
+    }
+}
+
+#[test]
+fn assignment_has_no_visible_structure() {
+    // Neighbours (and row neighbours of a 333-column matrix) share a subspace with
+    // probability ≈ 1/K, as for a uniformly random balanced assignment.
+    for n in [99_900usize, 65_536, 70_001] {
+        let plan = Plan::new(&config(Mode::Partition, 16, false, 8), &specs(&[n]), 0).unwrap();
+        let map = plan.subspace_map(0).unwrap().unwrap();
+        for lag in [1usize, 2, 333, 4096] {
+            let same = map.windows(lag + 1).filter(|w| w[0] == w[lag]).count();
+            let frac = same as f64 / (n - lag) as f64;
+            assert!((frac - 1.0 / 16.0).abs() < 0.006, "n={n} lag={lag}: {frac}");
+        }
+        // Each subspace's elements are spread over the whole tensor (mean position ≈ n/2).
+        for s in 0..16u16 {
+            let pos: Vec<usize> = (0..n).filter(|&j| map[j] == s).collect();
+            let mean = pos.iter().sum::<usize>() as f64 / pos.len() as f64;
+            assert!((mean / n as f64 - 0.5).abs() < 0.02, "n={n} s={s}: {mean}");
+        }
+    }
+}
