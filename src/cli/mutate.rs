@@ -66,7 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             smd_onnx::mutate::apply(&mut v, d)?;
             changes.push((selected[d.tensor], v));
         }
-        let recipe = Recipe::new(&cfg, hash.clone(), args.selection.describe(), 0, Member::Child(i));
+        let recipe = Recipe::new(&plan, hash.clone(), args.selection.describe(), Member::Child(i));
         let meta = smd_onnx::evolve::recipe_meta(&[recipe], &hash)?;
         let path = args.out.join(format!("child_{i:0width$}.onnx"));
         write_child_with_metadata(&model, &changes, &meta, &path).with_context(|| format!("writing child {i}"))?;

@@ -505,7 +505,7 @@ pub fn save(model: &ModelProto, path: &Path, inputs: &[&Path]) -> Result<(), cra
     let io = |e: std::io::Error| ModelError::Io { path: path.to_path_buf(), source: e };
     if model.encoded_len() < INLINE_LIMIT {
         let bytes = model.encode_to_vec();
-        return fsx::write_atomic_except(path, inputs, |w| w.write_all(&bytes).map_err(io));
+        return Ok(fsx::write_atomic_except(path, inputs, |w| w.write_all(&bytes).map_err(io))?);
     }
     let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "ensemble.onnx".into());
     let data_name = format!("{file_name}.data");

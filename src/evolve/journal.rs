@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::EvolveError;
+use crate::Error;
 use crate::onnx::fsx;
 use crate::score::{OutputKind, Predictions};
 
@@ -31,14 +32,14 @@ pub struct Journal {
     dir: PathBuf,
 }
 
-fn io_err(path: &Path, e: std::io::Error) -> EvolveError {
-    EvolveError::Io { path: path.to_path_buf(), source: e }
+fn io_err(path: &Path, e: std::io::Error) -> Error {
+    EvolveError::Io { path: path.to_path_buf(), source: e }.into()
 }
 
 impl Journal {
     /// Opens the journal in `out`. With `resume`, an existing journal must have been written
     /// for the same `run_key`; without it, any old journal is cleared.
-    pub fn open(out: &Path, run_key: &str, resume: bool) -> Result<Journal, EvolveError> {
+    pub fn open(out: &Path, run_key: &str, resume: bool) -> Result<Journal, Error> {
         let dir = out.join(".smd-journal");
         let key_file = dir.join("run.json");
         if resume {
@@ -48,7 +49,8 @@ impl Journal {
                     return Err(EvolveError::Resume {
                         path: key_file,
                         message: "the journal belongs to a different run (model, data or settings differ)".into(),
-                    });
+                    }
+                    .into());
                 }
                 return Ok(Journal { dir });
             }
@@ -78,7 +80,7 @@ impl Journal {
     }
 
     /// Saves candidate `id` atomically.
-    pub fn save(&self, id: &str, rec: &Record) -> Result<(), EvolveError> {
+    pub fn save(&self, id: &str, rec: &Record) -> Result<(), Error> {
         let path = self.path(id);
         let bytes = encode(rec);
         fsx::write_atomic(&path, |w| w.write_all(&bytes).map_err(|e| io_err(&path, e)))

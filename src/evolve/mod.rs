@@ -410,7 +410,7 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
     for g in 0..cfg.generations {
         let gen_parent_scores = parent.scores.unwrap_or(original);
         let plan = Plan::new(&cfg.mutation, &lineage.specs(&run.model), g)?;
-        let recipe = |member: Member| Recipe::new(&cfg.mutation, lineage.hash.clone(), cfg.selection_text.clone(), g, member);
+        let recipe = |member: Member| Recipe::new(&plan, lineage.hash.clone(), cfg.selection_text.clone(), member);
         progress.phase(&format!("generation {}/{}: children", g + 1, cfg.generations), u64::from(cfg.mutation.children));
         let mut children = Vec::new();
         for i in 0..cfg.mutation.children {
@@ -741,7 +741,7 @@ fn export_ensemble(run: &Run<'_>, g: &Generation, members: &Choice, cfg: &Evolve
         .iter()
         .map(|&(who, w)| {
             let member = match who {
-                Some(i) => serde_json::to_value(Recipe::new(&cfg.mutation, g.lineage.hash.clone(), cfg.selection_text.clone(), g.plan.generation(), Member::Child(i)))
+                Some(i) => serde_json::to_value(Recipe::new(&g.plan, g.lineage.hash.clone(), cfg.selection_text.clone(), Member::Child(i)))
                     .unwrap_or_default(),
                 None => serde_json::json!({ "parent": g.lineage.hash }),
             };
@@ -752,7 +752,9 @@ fn export_ensemble(run: &Run<'_>, g: &Generation, members: &Choice, cfg: &Evolve
     meta.push(("smd_onnx.ensemble".into(), serde_json::Value::Array(recipes).to_string()));
     let heads = ensemble::Heads::Combined { combine: cfg.combine, probabilities: None };
     let built = ensemble::build_from_model(model, &varying, &weights, &heads, &meta)?;
-    ensemble::save(&built.model, path, model)?;
+    let inputs = model.input_paths();
+    let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    ensemble::save(&built.model, path, &inputs)?;
     Ok(built.notices)
 }
 
