@@ -74,6 +74,15 @@ fn inspect_lists_what_python_onnx_finds_on_every_fixture() {
         let want_inv = inventory(&golden["tensors"], "dims");
         let got_inv = inventory(&got["tensors"], "shape");
         assert_eq!(got_inv, want_inv, "{stem}");
+        // Same order too (not part of the golden contract, but smd-onnx follows it).
+        let order = |v: &serde_json::Value| -> Vec<(String, String)> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|t| (t["graph"].to_string(), t["name"].to_string()))
+                .collect()
+        };
+        assert_eq!(order(&got["tensors"]), order(&golden["tensors"]), "{stem}");
         assert_eq!(
             got["totals"]["tensors"], golden["totals"]["tensors"],
             "{stem}"
