@@ -952,3 +952,90 @@ fn write_fuzz_seeds() {
         std::fs::write(dir.join(format!("{name}.onnx")), bytes).unwrap();
     }
 }
+
+#[test]
+fn training_graphs_listed_functions_not() {
+    let mut m = model(graph(
+        "g",
+        vec![],
+        vec![f32_raw("w", &[2, 2], &[1.0; 4])],
+        vec![],
+        vec![],
+    ));
+    m.training_info.push(proto::TrainingInfoProto {
+        initialization: Some(graph(
+            "init",
+            vec![],
+            vec![f32_raw("seed", &[2, 2], &[0.0; 4])],
+            vec![],
+            vec![],
+        )),
+        ..Default::default()
+    });
+    m.functions.push(proto::FunctionProto {
+        name: Some("f".into()),
+        domain: Some("local".into()),
+        node: vec![constant("fc", "fw", f32_raw("", &[2, 2], &[2.0; 4]))],
+        ..Default::default()
+    });
+    let bytes = encode(&m);
+    let model = open(bytes.clone());
+    let keys: Vec<&str> = model.tensors().iter().map(|t| t.key()).collect();
+    assert_eq!(keys, ["w", "training_info[0]/initialization/seed"]);
+    assert_eq!(
+        model.tensors()[1].mutability.reason(),
+        Some("training graph")
+    );
+    assert_eq!(child_bytes(&model, &[]).unwrap(), bytes);
+}
+
+#[test]
+fn constants_in_custom_domains_are_not_listed() {
+    let mut n = constant("c", "out", f32_raw("", &[2, 2], &[1.0; 4]));
+    n.domain = Some("com.example".into());
+    let mut m = model(graph("g", vec![n], vec![], vec![], vec![]));
+    let e = open_err(encode(&m));
+    assert!(e.contains("com.example"), "{e}");
+    m.opset_import.push(proto::OperatorSetIdProto {
+        domain: Some("com.example".into()),
+        version: Some(1),
+    });
+    assert!(open(encode(&m)).tensors().is_empty());
+}
+
+#[test]
+fn external_small_and_large_patches() {
+    // A small change in a big file (copy, then patch) and a change covering most of a file
+    // (one streaming pass) give the same kind of result: the parent with those bytes replaced.
+    let d = tempfile::tempdir().unwrap();
+    let mut big = vec![3u8; 1 << 16];
+    big[100..104].copy_from_slice(&1.0f32.to_le_bytes());
+    write_file(d.path(), "big.bin", &big);
+    write_file(d.path(), "small.bin", &[5u8; 16]);
+    let bytes = simple(vec![
+        external("tiny", DType::F32, &[1, 1], "big.bin", 100, 4),
+        external("most", DType::F32, &[2, 2], "small.bin", 0, 16),
+    ]);
+    let mp = write_file(d.path(), "m.onnx", &bytes);
+    let m = Model::open(&mp).unwrap();
+    let out = d.path().join("c.onnx");
+    let changes = [
+        (0, TensorData::F32(vec![2.0])),
+        (1, TensorData::F32(vec![4.0; 4])),
+    ];
+    let w = write_child(&m, &changes, &out).unwrap();
+    let mut want_big = big.clone();
+    want_big[100..104].copy_from_slice(&2.0f32.to_le_bytes());
+    assert_eq!(std::fs::read(&w[1]).unwrap(), want_big);
+    let want_small: Vec<u8> = (0..4).flat_map(|_| 4.0f32.to_le_bytes()).collect();
+    assert_eq!(std::fs::read(&w[2]).unwrap(), want_small);
+    assert_eq!(std::fs::read(d.path().join("big.bin")).unwrap(), big);
+}
+
+#[test]
+fn model_is_shareable_across_threads() {
+    fn check<T: Send + Sync>() {}
+    check::<Model>();
+    check::<TensorInfo>();
+    check::<ModelError>();
+}

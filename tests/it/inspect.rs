@@ -237,6 +237,14 @@ fn malformed_files_fail_with_one_line_errors() {
     fails(&write(dir, "zeros.onnx", &[0u8; 4096]), &[]);
     fails(&dir.join("missing.onnx"), &[]);
     fails(dir, &["directory"]);
+    // Beyond protobuf's 2 GiB limit (a sparse file: no disk space used).
+    let big = dir.join("big.onnx");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(3 << 30)
+        .unwrap();
+    fails(&big, &["2 GiB", "external data"]);
+    std::fs::remove_file(&big).unwrap();
     // Wrong wire type: `graph` (field 7) as a varint.
     fails(
         &write(dir, "wire.onnx", &[0x08, 0x09, 0x38, 0x01]),
