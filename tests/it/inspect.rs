@@ -102,6 +102,7 @@ fn inspect_lists_what_python_onnx_finds_on_every_fixture() {
         assert_eq!(got["totals"]["mutable_elements"], me);
         for t in ts {
             assert!(t["storage"].is_string() && t["key"].is_string());
+            assert_eq!(t["storage"] == "external", t["external"].is_object(), "{t}");
             assert_eq!(t["reason"].is_null(), t["mutable"] == true, "{t}");
         }
         assert!(got["model"]["ir_version"].is_i64());
