@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serde_json::json;
-use smd_onnx::onnx::{Model, ModelFacts, Mutability, TensorInfo};
+use smd_onnx::onnx::{Model, ModelFacts, Mutability, Storage, TensorInfo};
 
 use super::common::SelectionArgs;
 
@@ -84,6 +84,14 @@ fn totals(model: &Model, verdicts: &[Mutability]) -> Totals {
 }
 
 fn tensor_json(t: &TensorInfo, m: &Mutability) -> serde_json::Value {
+    let external = match &t.storage {
+        Storage::External {
+            location,
+            offset,
+            length,
+        } => json!({"location": location, "offset": offset, "length": length}),
+        _ => serde_json::Value::Null,
+    };
     json!({
         "name": t.name,
         "key": t.key(),
@@ -94,7 +102,8 @@ fn tensor_json(t: &TensorInfo, m: &Mutability) -> serde_json::Value {
         "graph": t.scope,
         "graph_name": t.graph_name,
         "node": t.node,
-        "storage": t.storage.to_string(),
+        "storage": t.storage.kind(),
+        "external": external,
         "mutable": m.is_mutable(),
         "reason": m.reason(),
     })

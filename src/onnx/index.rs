@@ -71,6 +71,25 @@ pub enum Storage {
     ValueStrings,
 }
 
+impl Storage {
+    /// The storage form in one word: `empty`, `raw_data`, the typed field's name (e.g.
+    /// `float_data`), `external`, or the Constant attribute (`value_float`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Storage::Empty => "empty",
+            Storage::Raw => "raw_data",
+            Storage::Typed { field, .. } => field.name(),
+            Storage::External { .. } => "external",
+            Storage::ValueFloat => "value_float",
+            Storage::ValueFloats => "value_floats",
+            Storage::ValueInt => "value_int",
+            Storage::ValueInts => "value_ints",
+            Storage::ValueString => "value_string",
+            Storage::ValueStrings => "value_strings",
+        }
+    }
+}
+
 impl fmt::Display for Storage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -131,6 +131,8 @@ pub(crate) struct Scanner<'a> {
     anc: Vec<LenPrefix>,
     graph_names: Vec<String>,
     tensor_graph: Vec<usize>,
+    /// Per tensor: 0 from its graph's `initializer`, 1 `sparse_initializer`, 2 from a node.
+    tensor_rank: Vec<u8>,
     out: Scan,
 }
 
@@ -144,6 +146,7 @@ impl<'a> Scanner<'a> {
             anc: Vec::new(),
             graph_names: Vec::new(),
             tensor_graph: Vec::new(),
+            tensor_rank: Vec::new(),
             out: Scan::default(),
         }
     }
@@ -368,6 +371,7 @@ impl<'a> Scanner<'a> {
         self.check_depth(f.start)?;
         let gid = self.graph_names.len();
         self.graph_names.push(String::new());
+        let first = self.out.tensors.len();
         let mut r = Reader::new(self.buf, f.start, f.end);
         let (mut node_i, mut init_i, mut sparse_i) = (0usize, 0usize, 0usize);
         while let Some(g) = self.next(&mut r)? {
@@ -444,7 +448,51 @@ impl<'a> Scanner<'a> {
                 _ => {}
             }
         }
+        self.reorder(first, gid);
         Ok(())
+    }
+
+    /// Puts a graph's tensors in the order the Python `onnx` package lists them: its
+    /// initializers, its sparse initializers, then what its nodes hold (subgraphs included),
+    /// each group in file order.
+    fn reorder(&mut self, first: usize, gid: usize) {
+        let end = self.out.tensors.len();
+        let rank = |i: usize| {
+            if self.tensor_graph.get(i) == Some(&gid) {
+                self.tensor_rank.get(i).copied().unwrap_or(2)
+            } else {
+                2
+            }
+        };
+        let mut order: Vec<usize> = (first..end).collect();
+        order.sort_by_key(|&i| rank(i));
+        if order.iter().copied().eq(first..end) {
+            return;
+        }
+        let mut new_pos = vec![0usize; end - first];
+        for (k, &old) in order.iter().enumerate() {
+            new_pos[old - first] = first + k;
+        }
+        let mut tail = self.out.tensors.split_off(first);
+        let mut slots: Vec<Option<TensorInfo>> = tail.drain(..).map(Some).collect();
+        for &old in &order {
+            if let Some(t) = slots[old - first].take() {
+                self.out.tensors.push(t);
+            }
+        }
+        let g: Vec<usize> = order.iter().map(|&i| self.tensor_graph[i]).collect();
+        let r: Vec<u8> = order.iter().map(|&i| self.tensor_rank[i]).collect();
+        self.tensor_graph.truncate(first);
+        self.tensor_graph.extend(g);
+        self.tensor_rank.truncate(first);
+        self.tensor_rank.extend(r);
+        for e in &mut self.out.externals {
+            if let Some(t) = e.tensor.as_mut()
+                && (first..end).contains(t)
+            {
+                *t = new_pos[*t - first];
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -458,6 +506,7 @@ impl<'a> Scanner<'a> {
         training: bool,
         fin: Finished,
     ) {
+        let node_tensor = node.is_some();
         let mut ancestors = self.anc.clone();
         ancestors.shrink_to_fit();
         self.out.tensors.push(TensorInfo {
@@ -477,6 +526,11 @@ impl<'a> Scanner<'a> {
             training,
         });
         self.tensor_graph.push(gid);
+        self.tensor_rank.push(match (location, node_tensor) {
+            (_, true) => 2,
+            (Location::Initializer, false) => 0,
+            _ => 1,
+        });
         if let Some(e) = fin.ext {
             self.out.externals.push(e);
         }

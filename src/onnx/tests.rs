@@ -75,12 +75,14 @@ fn bf16s(v: &[f32]) -> Vec<bf16> {
     v.iter().map(|&x| bf16::from_f32(x)).collect()
 }
 
-#[test]
-fn every_storage_form_reads_back() {
-    let v = [1.5f32, -2.25, 3.0, 0.0, 1e-3, 7.0];
+const V6: [f32; 6] = [1.5f32, -2.25, 3.0, 0.0, 1e-3, 7.0];
+
+/// One tensor in each storage form, values [`V6`] (float64: scaled by 1.000001).
+fn storage_forms_model() -> Vec<u8> {
+    let v = V6;
     let d = [2i64, 3];
     let vd: Vec<f64> = v.iter().map(|&x| f64::from(x) * 1.000001).collect();
-    let bytes = encode(&model(graph(
+    encode(&model(graph(
         "g",
         vec![
             constant("c0", "const_raw", f32_raw("", &d, &v)),
@@ -119,16 +121,18 @@ fn every_storage_form_reads_back() {
         ],
         vec![],
         vec![],
-    )));
-    let m = open(bytes);
+    )))
+}
+
+#[test]
+fn every_storage_form_reads_back() {
+    let v = V6;
+    let vd: Vec<f64> = v.iter().map(|&x| f64::from(x) * 1.000001).collect();
+    let m = open(storage_forms_model());
     let names: Vec<&str> = m.tensors().iter().map(|t| t.name.as_str()).collect();
     assert_eq!(
         names,
         [
-            "const_raw",
-            "cf",
-            "cfs",
-            "cis",
             "f32_raw",
             "f32_typed",
             "f64_raw",
@@ -137,7 +141,11 @@ fn every_storage_form_reads_back() {
             "f16_typed",
             "bf16_raw",
             "bf16_typed",
-            "shape"
+            "shape",
+            "const_raw",
+            "cf",
+            "cfs",
+            "cis"
         ]
     );
     let read = |n: &str| m.read_values(&m.tensors()[m.find(n).unwrap()]).unwrap();
@@ -311,36 +319,37 @@ fn nested_model() -> Vec<u8> {
 fn nested_subgraphs_scopes_and_shape_uses() {
     let m = open(nested_model());
     let keys: Vec<&str> = m.tensors().iter().map(|t| t.key()).collect();
+    // Python onnx's order: a graph's initializers, then what its nodes hold, depth first.
     assert_eq!(
         keys,
         [
-            "If_0/then_branch/then_w",
-            "If_0/then_branch/then_init",
-            "If_0/else_branch/node0/body/deep_w",
             "scales",
-            "top"
+            "top",
+            "If_0/then_branch/then_init",
+            "If_0/then_branch/then_w",
+            "If_0/else_branch/node0/body/deep_w",
         ]
     );
-    let t = &m.tensors()[2];
+    let t = &m.tensors()[4];
     assert_eq!(t.graph_name, "body");
     assert_eq!(t.scope, "If_0/else_branch/node0/body");
     assert_eq!(t.location, Location::Constant);
-    assert_eq!(m.tensors()[0].graph_name, "then_g");
-    assert_eq!(m.tensors()[4].graph_name, "main");
+    assert_eq!(m.tensors()[3].graph_name, "then_g");
+    assert_eq!(m.tensors()[1].graph_name, "main");
     // The main-graph `scales` feeds a Resize inside the then-branch.
     let all = Selection {
         all_float: true,
         ..Default::default()
     };
     let mu = m.mutability(&all);
-    assert_eq!(mu[3].reason(), Some("shape input of Resize 'rs'"));
-    assert!(mu.iter().enumerate().all(|(i, x)| i == 3 || x.is_mutable()));
+    assert_eq!(mu[0].reason(), Some("shape input of Resize 'rs'"));
+    assert!(mu.iter().enumerate().all(|(i, x)| i == 0 || x.is_mutable()));
     // Values and writing at depth.
     let new = TensorData::F16(f16s(&[0.0, 1.0, 2.0, 300.0, -4.0, 5.0]));
-    let child = child_bytes(&m, &[(0, new.clone())]).unwrap();
+    let child = child_bytes(&m, &[(3, new.clone())]).unwrap();
     let c = open(child.clone());
-    assert_eq!(c.read_values(&c.tensors()[0]).unwrap(), new);
-    for i in 1..5 {
+    assert_eq!(c.read_values(&c.tensors()[3]).unwrap(), new);
+    for i in [0, 1, 2, 4] {
         assert_eq!(
             c.read_values(&c.tensors()[i]).ok(),
             m.read_values(&m.tensors()[i]).ok()
@@ -412,6 +421,14 @@ fn malformed_inputs_are_errors() {
     }
     .encode_to_vec();
     assert!(open_err(nograph).contains("no graph"));
+    // `graph` as a (deprecated) group: a wrong wire type, not a message.
+    let e = open_err(vec![0x08, 0x09, 0x3b, 0x3c, 0x42, 0x02, 0x10, 17]);
+    assert!(e.contains("wire type group"), "{e}");
+    // Unknown fields, groups included, are skipped.
+    let mut ok = simple(vec![f32_raw("w", &[1], &[1.0])]);
+    ok.extend([0xfb, 0x07, 0x08, 0x01, 0xfc, 0x07, 0xf8, 0x07, 0x05]);
+    assert_eq!(open(ok.clone()).tensors().len(), 1);
+    assert_eq!(child_bytes(&open(ok.clone()), &[]).unwrap(), ok);
     // Wrong wire type for raw_data (field 9 as varint).
     let mut t = header("w", DType::F32, &[1]);
     t.extend(key(9, 0));
@@ -891,4 +908,134 @@ mod props {
             }
         }
     }
+}
+
+/// Writes the fuzz seed corpus (`fuzz/corpus/model_index/gen_*.onnx`) when
+/// `SMD_WRITE_FUZZ_SEEDS=1`; the fixture models are the other seeds.
+#[test]
+fn write_fuzz_seeds() {
+    if std::env::var_os("SMD_WRITE_FUZZ_SEEDS").is_none() {
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/model_index");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut seeds: Vec<(&str, Vec<u8>)> = vec![
+        ("gen_storage_forms", storage_forms_model()),
+        ("gen_nested", nested_model()),
+    ];
+    let v = [1.0f32, -2.0, 3.5, 4.25];
+    let mut t = header("u32", DType::F32, &[2, 2]);
+    prost::encoding::float::encode_repeated(4, &v, &mut t);
+    seeds.push(("gen_unpacked_f32", model_with_tensor_bytes(&t)));
+    let bits: Vec<i32> = f16s(&v).iter().map(|x| i32::from(x.to_bits())).collect();
+    let mut t = header("u16", DType::F16, &[4]);
+    prost::encoding::int32::encode_repeated(5, &bits, &mut t);
+    seeds.push(("gen_unpacked_f16", model_with_tensor_bytes(&t)));
+    let mut g = graph("g", vec![], vec![], vec![], vec![]);
+    g.sparse_initializer.push(proto::SparseTensorProto {
+        values: Some(f32_raw("sp", &[2], &[1.0, 2.0])),
+        indices: Some(i64_typed("", &[2], &[0, 5])),
+        dims: vec![3, 4],
+    });
+    seeds.push(("gen_sparse", encode(&model(g))));
+    seeds.push((
+        "gen_dtypes",
+        simple(vec![
+            raw("i4", DType::I4, &[3], vec![0; 2]),
+            raw("f8", DType::Float8E4M3Fn, &[3], vec![0; 3]),
+            raw("f6", DType::Float6E2M3, &[5], vec![0; 4]),
+            raw("c128", DType::Complex128, &[1], vec![0; 16]),
+            bf16_typed("b", &[2, 2], &bf16s(&v)),
+        ]),
+    ));
+    for (name, bytes) in seeds {
+        std::fs::write(dir.join(format!("{name}.onnx")), bytes).unwrap();
+    }
+}
+
+#[test]
+fn training_graphs_listed_functions_not() {
+    let mut m = model(graph(
+        "g",
+        vec![],
+        vec![f32_raw("w", &[2, 2], &[1.0; 4])],
+        vec![],
+        vec![],
+    ));
+    m.training_info.push(proto::TrainingInfoProto {
+        initialization: Some(graph(
+            "init",
+            vec![],
+            vec![f32_raw("seed", &[2, 2], &[0.0; 4])],
+            vec![],
+            vec![],
+        )),
+        ..Default::default()
+    });
+    m.functions.push(proto::FunctionProto {
+        name: Some("f".into()),
+        domain: Some("local".into()),
+        node: vec![constant("fc", "fw", f32_raw("", &[2, 2], &[2.0; 4]))],
+        ..Default::default()
+    });
+    let bytes = encode(&m);
+    let model = open(bytes.clone());
+    let keys: Vec<&str> = model.tensors().iter().map(|t| t.key()).collect();
+    assert_eq!(keys, ["w", "training_info[0]/initialization/seed"]);
+    assert_eq!(
+        model.tensors()[1].mutability.reason(),
+        Some("training graph")
+    );
+    assert_eq!(child_bytes(&model, &[]).unwrap(), bytes);
+}
+
+#[test]
+fn constants_in_custom_domains_are_not_listed() {
+    let mut n = constant("c", "out", f32_raw("", &[2, 2], &[1.0; 4]));
+    n.domain = Some("com.example".into());
+    let mut m = model(graph("g", vec![n], vec![], vec![], vec![]));
+    let e = open_err(encode(&m));
+    assert!(e.contains("com.example"), "{e}");
+    m.opset_import.push(proto::OperatorSetIdProto {
+        domain: Some("com.example".into()),
+        version: Some(1),
+    });
+    assert!(open(encode(&m)).tensors().is_empty());
+}
+
+#[test]
+fn external_small_and_large_patches() {
+    // A small change in a big file (copy, then patch) and a change covering most of a file
+    // (one streaming pass) give the same kind of result: the parent with those bytes replaced.
+    let d = tempfile::tempdir().unwrap();
+    let mut big = vec![3u8; 1 << 16];
+    big[100..104].copy_from_slice(&1.0f32.to_le_bytes());
+    write_file(d.path(), "big.bin", &big);
+    write_file(d.path(), "small.bin", &[5u8; 16]);
+    let bytes = simple(vec![
+        external("tiny", DType::F32, &[1, 1], "big.bin", 100, 4),
+        external("most", DType::F32, &[2, 2], "small.bin", 0, 16),
+    ]);
+    let mp = write_file(d.path(), "m.onnx", &bytes);
+    let m = Model::open(&mp).unwrap();
+    let out = d.path().join("c.onnx");
+    let changes = [
+        (0, TensorData::F32(vec![2.0])),
+        (1, TensorData::F32(vec![4.0; 4])),
+    ];
+    let w = write_child(&m, &changes, &out).unwrap();
+    let mut want_big = big.clone();
+    want_big[100..104].copy_from_slice(&2.0f32.to_le_bytes());
+    assert_eq!(std::fs::read(&w[1]).unwrap(), want_big);
+    let want_small: Vec<u8> = (0..4).flat_map(|_| 4.0f32.to_le_bytes()).collect();
+    assert_eq!(std::fs::read(&w[2]).unwrap(), want_small);
+    assert_eq!(std::fs::read(d.path().join("big.bin")).unwrap(), big);
+}
+
+#[test]
+fn model_is_shareable_across_threads() {
+    fn check<T: Send + Sync>() {}
+    check::<Model>();
+    check::<TensorInfo>();
+    check::<ModelError>();
 }

@@ -10,6 +10,8 @@ pub(crate) enum Wire {
     Fixed64,
     Len,
     Fixed32,
+    /// A (deprecated) group, skipped whole; never valid for a field smd-onnx reads.
+    Group,
 }
 
 impl fmt::Display for Wire {
@@ -19,6 +21,7 @@ impl fmt::Display for Wire {
             Wire::Fixed64 => "fixed64",
             Wire::Len => "length-delimited",
             Wire::Fixed32 => "fixed32",
+            Wire::Group => "group",
         })
     }
 }
@@ -184,7 +187,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field, or `None` at the end of the message. Groups (wire types 3/4, long
-    /// deprecated) are skipped whole and reported as length-less `Len` fields spanning the group.
+    /// deprecated) are skipped whole and reported as [`Wire::Group`] fields spanning them.
     pub fn next_field(&mut self) -> Result<Option<Field>, WireError> {
         if self.pos >= self.end {
             return Ok(None);
@@ -243,7 +246,7 @@ impl<'a> Reader<'a> {
                 self.skip_group(number, 1)?;
                 Ok(Some(Field {
                     number,
-                    wire: Wire::Len,
+                    wire: Wire::Group,
                     key_pos,
                     start,
                     end: self.pos,

@@ -284,17 +284,18 @@ fn finish_plan<'d>(model: &Model, edits: Vec<Edit<'d>>) -> Result<Vec<Repl<'d>>,
     Ok(repls)
 }
 
-/// Writes `src` with `repls` applied.
+/// Writes `src` with `repls` (sorted, disjoint) applied.
 fn stream(src: &[u8], repls: &[Repl<'_>], w: &mut dyn Write) -> std::io::Result<()> {
+    let bad = || std::io::Error::other("edit outside the source file");
     let mut cur = 0usize;
     for r in repls {
-        // Bounds were checked in finish_plan.
-        let (s, e) = (r.start as usize, r.end as usize);
-        w.write_all(&src[cur..s])?;
+        let s = usize::try_from(r.start).map_err(|_| bad())?;
+        let e = usize::try_from(r.end).map_err(|_| bad())?;
+        w.write_all(src.get(cur..s).ok_or_else(bad)?)?;
         w.write_all(&r.bytes)?;
         cur = e;
     }
-    w.write_all(&src[cur..])
+    w.write_all(src.get(cur..).ok_or_else(bad)?)
 }
 
 /// Writes the child of a model without external data to `w`: the parent's bytes with the
@@ -364,8 +365,9 @@ fn child_external_names(model: &Model, out: &Path) -> Vec<String> {
 }
 
 /// Writes the child model to `out` (atomically) and, for a model with external data, its own
-/// external file(s) beside it (see [`child_external_names`] rules: `out` + `.data` for one
-/// file), with every `location` entry rewritten to them. The parent's files are never
+/// external file(s) beside it: `<out>.data` (e.g. `child.onnx.data`) when the parent has one,
+/// else `<out stem>.<parent location, '/' as '_'>` for each; every `location` entry is
+/// rewritten to them and offsets are kept. The parent's files are never
 /// written; nothing is left behind on error. Returns the paths written, the model first.
 pub fn write_child(
     model: &Model,
@@ -413,16 +415,40 @@ pub fn write_child(
 
     let mut written: Vec<PathBuf> = Vec::new();
     let result = (|| {
-        for (i, f) in model.external_files().iter().enumerate() {
-            let dst = &ext_paths[i];
-            let patches = ext.remove(&i).unwrap_or_default();
-            fsx::copy_atomic(&f.path, dst, |file: &mut File| {
-                for (offset, bytes) in &patches {
-                    file.seek(SeekFrom::Start(*offset))?;
-                    file.write_all(bytes)?;
-                }
-                Ok(())
-            })?;
+        for (f, dst) in model.external_files().iter().zip(&ext_paths) {
+            let i = written.len();
+            let mut patches = ext.remove(&i).unwrap_or_default();
+            patches.sort_by_key(|(o, _)| *o);
+            let covered: u64 = patches.iter().map(|(_, b)| b.len() as u64).sum();
+            let disjoint = patches
+                .windows(2)
+                .all(|w| w[0].0 + w[0].1.len() as u64 <= w[1].0);
+            if disjoint && covered.saturating_mul(8) >= f.len() {
+                // Much of the file changes: one streaming pass (parent gaps + new payloads).
+                let repls: Vec<Repl<'_>> = patches
+                    .into_iter()
+                    .map(|(start, bytes)| Repl {
+                        start,
+                        end: start + bytes.len() as u64,
+                        bytes,
+                    })
+                    .collect();
+                fsx::write_atomic(dst, |w| {
+                    stream(&f.bytes, &repls, w).map_err(|source| ModelError::Io {
+                        path: dst.clone(),
+                        source,
+                    })
+                })?;
+            } else {
+                // Little changes: let the kernel copy (reflink where possible), then patch.
+                fsx::copy_atomic(&f.path, dst, |file: &mut File| {
+                    for (offset, bytes) in &patches {
+                        file.seek(SeekFrom::Start(*offset))?;
+                        file.write_all(bytes)?;
+                    }
+                    Ok(())
+                })?;
+            }
             written.push(dst.clone());
         }
         fsx::write_atomic(out, |w| {

@@ -74,6 +74,15 @@ fn inspect_lists_what_python_onnx_finds_on_every_fixture() {
         let want_inv = inventory(&golden["tensors"], "dims");
         let got_inv = inventory(&got["tensors"], "shape");
         assert_eq!(got_inv, want_inv, "{stem}");
+        // Same order too (not part of the golden contract, but smd-onnx follows it).
+        let order = |v: &serde_json::Value| -> Vec<(String, String)> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|t| (t["graph"].to_string(), t["name"].to_string()))
+                .collect()
+        };
+        assert_eq!(order(&got["tensors"]), order(&golden["tensors"]), "{stem}");
         assert_eq!(
             got["totals"]["tensors"], golden["totals"]["tensors"],
             "{stem}"
@@ -93,6 +102,7 @@ fn inspect_lists_what_python_onnx_finds_on_every_fixture() {
         assert_eq!(got["totals"]["mutable_elements"], me);
         for t in ts {
             assert!(t["storage"].is_string() && t["key"].is_string());
+            assert_eq!(t["storage"] == "external", t["external"].is_object(), "{t}");
             assert_eq!(t["reason"].is_null(), t["mutable"] == true, "{t}");
         }
         assert!(got["model"]["ir_version"].is_i64());
@@ -228,6 +238,14 @@ fn malformed_files_fail_with_one_line_errors() {
     fails(&write(dir, "zeros.onnx", &[0u8; 4096]), &[]);
     fails(&dir.join("missing.onnx"), &[]);
     fails(dir, &["directory"]);
+    // Beyond protobuf's 2 GiB limit (a sparse file: no disk space used).
+    let big = dir.join("big.onnx");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(3 << 30)
+        .unwrap();
+    fails(&big, &["2 GiB", "external data"]);
+    std::fs::remove_file(&big).unwrap();
     // Wrong wire type: `graph` (field 7) as a varint.
     fails(
         &write(dir, "wire.onnx", &[0x08, 0x09, 0x38, 0x01]),
