@@ -12,7 +12,6 @@ mod graph;
 mod heads;
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::path::Path;
 
 use prost::Message;
@@ -615,7 +614,7 @@ pub fn from_models(models: &[Model], weights: &[f64], heads: &Heads, meta: &[(St
     if same_shape && models.len() > 1 {
         let mut varying = Vec::new();
         for (i, info) in first.tensors().iter().enumerate() {
-            if !info.dtype.is_float_candidate() {
+            if !info.dtype.is_mutable_float() {
                 continue;
             }
             let values = models.iter().map(|m| m.read_values(&m.tensors()[i])).collect::<Result<Vec<_>, _>>()?;

@@ -5,7 +5,6 @@
 //! setting that changes results) and one `<id>.bin` per candidate: a magic string, the
 //! predictions of the selection and holdout rows, the scoring time, and a blake3 checksum.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::EvolveError;

@@ -185,28 +185,16 @@ fn check_config(cfg: &EvolveConfig) -> Result<(), Error> {
 /// Checks and creates the output folder: it must be a folder, empty unless `--force` or
 /// `--resume`, and none of its outputs may be an input.
 fn prepare_out(cfg: &EvolveConfig, inputs: &[PathBuf]) -> Result<(), Error> {
-    let out = &cfg.out;
-    let output_err = |m: &str| -> Error { EvolveError::Output { path: out.clone(), message: m.into() }.into() };
-    match std::fs::metadata(out) {
-        Ok(m) if !m.is_dir() => return Err(output_err("exists and is not a folder")),
-        Ok(_) => {
-            let mut entries = std::fs::read_dir(out).map_err(|e| EvolveError::Io { path: out.clone(), source: e })?;
-            if entries.next().is_some() && !cfg.force && !cfg.resume {
-                return Err(output_err("is not empty (use --force to overwrite its outputs, or --resume to continue a run)"));
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(out).map_err(|e| EvolveError::Io { path: out.clone(), source: e })?;
-        }
-        Err(e) => return Err(EvolveError::Io { path: out.clone(), source: e }.into()),
-    }
+    crate::onnx::fsx::prepare_out_dir(&cfg.out, cfg.force || cfg.resume).map_err(|e| match e {
+        crate::onnx::ModelError::OutputDir { path, what } if what.starts_with("is not empty") => Error::from(EvolveError::Output {
+            path,
+            message: "is not empty (use --force to replace its outputs, or --resume to continue a run)".into(),
+        }),
+        e => e.into(),
+    })?;
+    let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
     for name in [BEST_FILE, ENSEMBLE_FILE, REPORT_FILE] {
-        let p = out.join(name);
-        for input in inputs {
-            if crate::onnx::fsx::same_file(&p, input) {
-                return Err(EvolveError::Output { path: p, message: format!("is an input of this run ({})", input.display()) }.into());
-            }
-        }
+        crate::onnx::fsx::ensure_not_input(&cfg.out.join(name), &inputs)?;
     }
     Ok(())
 }
@@ -290,8 +278,7 @@ struct Scored {
 }
 
 /// Shared state of a run.
-struct Run<'a> {
-    cfg: &'a EvolveConfig,
+struct Run {
     model: Model,
     runtime: Runtime,
     data: Dataset,
@@ -301,7 +288,7 @@ struct Run<'a> {
     timings: Timings,
 }
 
-impl Run<'_> {
+impl Run {
     /// Builds and scores a candidate (the parent when `changes` is empty), or takes it from
     /// the journal.
     fn score(&mut self, id: &str, changes: &[(usize, TensorData)], weights_key: &str) -> Result<Scored, Error> {
@@ -382,7 +369,7 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
     let mutable = Mutable { tensors: selected.len(), elements: values.iter().map(|v| v.len() as u64).sum() };
     let run_key = run_key(cfg, &parent_hash, predictor.output())?;
     let journal = Journal::open(&cfg.out, &run_key, cfg.resume)?;
-    let mut run = Run { cfg, model, runtime, data, predictor, split, journal, timings: Timings::default() };
+    let mut run = Run { model, runtime, data, predictor, split, journal, timings: Timings::default() };
     run.timings.load = start.elapsed().as_secs_f64();
 
     let mut lineage = Lineage {
@@ -574,7 +561,6 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
     Ok(report)
 }
 
-use std::io::Write as _;
 
 fn remove_stale(p: &Path) -> Result<(), Error> {
     match std::fs::remove_file(p) {
@@ -705,7 +691,7 @@ fn ensembles_of(g: &Generation, labels: &crate::score::Labels, k: u32) -> Result
 }
 
 /// Writes the drop-in ensemble of `members` (of generation `g`) to `path`; returns notices.
-fn export_ensemble(run: &Run<'_>, g: &Generation, members: &Choice, cfg: &EvolveConfig, path: &Path) -> Result<Vec<String>, Error> {
+fn export_ensemble(run: &Run, g: &Generation, members: &Choice, cfg: &EvolveConfig, path: &Path) -> Result<Vec<String>, Error> {
     let model = &run.model;
     let weights: Vec<f64> = members.iter().map(|m| m.1).collect();
     let member_deltas: Vec<Vec<Delta>> = members

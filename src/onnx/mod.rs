@@ -14,6 +14,7 @@ mod external;
 mod facts;
 pub mod fsx;
 mod index;
+mod meta;
 #[allow(clippy::all, missing_docs, rustdoc::all)]
 pub mod proto;
 mod scan;
@@ -33,7 +34,7 @@ pub use external::ExternalFile;
 pub use facts::{Dim, ModelFacts, Opset, ValueFacts, ValueType};
 pub use index::{Location, Mutability, Storage, TensorInfo};
 pub use select::Selection;
-pub use writer::{child_bytes, write_child, write_child_to};
+pub use writer::{SMD_META_PREFIX, child_bytes, write_child, write_child_to, write_child_with_metadata};
 
 use crate::tensor::TensorData;
 use external::Bytes;
@@ -160,6 +161,22 @@ pub enum ModelError {
     Write {
         /// The cause.
         source: std::io::Error,
+    },
+    /// The model could not be decoded into typed messages.
+    #[error("{}: cannot decode the model: {message}", path.display())]
+    Decode {
+        /// The model file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// An output folder cannot be used.
+    #[error("{}: {what}", path.display())]
+    OutputDir {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        what: String,
     },
     /// A bug: an invariant of the index did not hold.
     #[error("{}: internal error: {what}", path.display())]
@@ -397,6 +414,24 @@ impl Model {
             .and_then(|i| self.externals.get(i))
             .map(|f| &*f.bytes);
         values::decode(t.dtype, t.elements, &t.payload, &self.bytes, ext).map_err(err)
+    }
+
+    /// The bytes of a tensor stored as raw little-endian data (`raw_data` or external), without
+    /// copying; `None` for typed-field storage and sparse tensors.
+    pub fn raw_payload(&self, t: &TensorInfo) -> Option<&[u8]> {
+        match t.payload {
+            index::Payload::Raw { start, len } => self.bytes.get(usize::try_from(start).ok()?..usize::try_from(start.checked_add(len)?).ok()?),
+            index::Payload::External { file, offset, len } => {
+                let f = self.externals.get(file)?;
+                f.bytes.get(usize::try_from(offset).ok()?..usize::try_from(offset.checked_add(len)?).ok()?)
+            }
+            _ => None,
+        }
+    }
+
+    /// The value of top-level metadata entry `key` (the last one, if repeated).
+    pub fn metadata(&self, key: &str) -> Option<String> {
+        meta::entries(&self.bytes).ok()?.into_iter().filter(|e| e.key == key).last().map(|e| e.value)
     }
 
     /// The verdict of `sel` for every tensor, in [`Model::tensors`] order.

@@ -216,10 +216,9 @@ fn finish_plan<'d>(model: &Model, edits: Vec<Edit<'d>>) -> Result<Vec<Repl<'d>>,
     for e in edits {
         let delta =
             e.repl.bytes.len() as i128 - (i128::from(e.repl.end) - i128::from(e.repl.start));
-        if delta != 0 {
-            if e.chain.is_empty() {
-                return Err(internal("a size-changing edit outside any message".into()));
-            }
+        // An edit with no enclosing prefix is in the top-level message (ModelProto), which has
+        // no length to fix.
+        if delta != 0 && !e.chain.is_empty() {
             let mut parent = None;
             for (depth, p) in e.chain.iter().enumerate() {
                 nodes.entry(p.pos).or_insert(Node {
@@ -283,6 +282,27 @@ fn finish_plan<'d>(model: &Model, edits: Vec<Edit<'d>>) -> Result<Vec<Repl<'d>>,
     }
     Ok(repls)
 }
+
+/// Edits that replace smd-onnx's own top-level metadata entries (`smd_onnx.*`) by `meta`:
+/// old entries removed, new ones appended at the end of the file.
+fn metadata_edits<'d>(model: &Model, meta: &[(String, String)]) -> Result<Vec<Edit<'d>>, ModelError> {
+    if meta.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut edits = Vec::new();
+    for e in super::meta::entries(model.bytes()).map_err(|e| super::meta::malformed(model.path(), e))? {
+        if e.key.starts_with(SMD_META_PREFIX) {
+            edits.push(Edit { repl: Repl { start: e.start as u64, end: e.end as u64, bytes: Cow::Borrowed(&[]) }, chain: Vec::new() });
+        }
+    }
+    let end = model.bytes().len() as u64;
+    let appended: Vec<u8> = meta.iter().flat_map(|(k, v)| super::meta::encode_entry(k, v)).collect();
+    edits.push(Edit { repl: Repl { start: end, end, bytes: Cow::Owned(appended) }, chain: Vec::new() });
+    Ok(edits)
+}
+
+/// Key prefix of the metadata entries smd-onnx writes (and replaces in children).
+pub const SMD_META_PREFIX: &str = "smd_onnx.";
 
 /// Writes `src` with `repls` (sorted, disjoint) applied.
 fn stream(src: &[u8], repls: &[Repl<'_>], w: &mut dyn Write) -> std::io::Result<()> {
@@ -374,6 +394,17 @@ pub fn write_child(
     changes: &[(usize, TensorData)],
     out: &Path,
 ) -> Result<Vec<PathBuf>, ModelError> {
+    write_child_with_metadata(model, changes, &[], out)
+}
+
+/// [`write_child`], with the model's `smd_onnx.*` metadata entries replaced by `meta` (e.g.
+/// the child's recipe). Only the metadata bytes and the changed payloads differ from the parent.
+pub fn write_child_with_metadata(
+    model: &Model,
+    changes: &[(usize, TensorData)],
+    meta: &[(String, String)],
+    out: &Path,
+) -> Result<Vec<PathBuf>, ModelError> {
     let valid = validate(model, changes)?;
     let inputs = model.input_paths();
     let input_refs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
@@ -411,6 +442,7 @@ pub fn write_child(
             chain: loc.field.ancestors.clone(),
         });
     }
+    edits.extend(metadata_edits(model, meta)?);
     let repls = finish_plan(model, edits)?;
 
     let mut written: Vec<PathBuf> = Vec::new();
