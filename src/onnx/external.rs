@@ -143,6 +143,9 @@ pub(crate) fn resolve(
         if meta.is_dir() {
             return Err(err(format!("{} is a directory", full.display())));
         }
+        if !meta.is_file() {
+            return Err(err(format!("{} is not a regular file", full.display())));
+        }
         let canonical =
             std::fs::canonicalize(&full).map_err(|e| err(format!("{}: {e}", full.display())))?;
         if canonical_dir.is_none() {

@@ -52,11 +52,13 @@ pub enum ModelError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The path is a directory.
-    #[error("{}: is a directory, not a model file", path.display())]
+    /// The path is a directory or another non-regular file (a pipe, a device).
+    #[error("{}: {what}, not a model file", path.display())]
     NotAFile {
         /// The path.
         path: PathBuf,
+        /// `"is a directory"` or `"is not a regular file"`.
+        what: &'static str,
     },
     /// The file is empty.
     #[error("{}: empty file, not an ONNX model", path.display())]
@@ -230,9 +232,15 @@ impl Model {
             source,
         };
         let meta = std::fs::metadata(path).map_err(io)?;
-        if meta.is_dir() {
+        if !meta.is_file() {
+            // Opening a pipe would block; a device could be endless.
             return Err(ModelError::NotAFile {
                 path: path.to_path_buf(),
+                what: if meta.is_dir() {
+                    "is a directory"
+                } else {
+                    "is not a regular file"
+                },
             });
         }
         if meta.len() > MAX_MODEL_BYTES {

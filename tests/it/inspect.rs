@@ -238,6 +238,8 @@ fn malformed_files_fail_with_one_line_errors() {
     fails(&write(dir, "zeros.onnx", &[0u8; 4096]), &[]);
     fails(&dir.join("missing.onnx"), &[]);
     fails(dir, &["directory"]);
+    #[cfg(unix)]
+    fails(Path::new("/dev/null"), &["not a regular file"]);
     // Beyond protobuf's 2 GiB limit (a sparse file: no disk space used).
     let big = dir.join("big.onnx");
     std::fs::File::create(&big)
