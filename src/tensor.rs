@@ -45,7 +45,9 @@ impl TensorData {
     /// The values at `indices` (which must be in range).
     pub fn gather(&self, indices: &[u32]) -> TensorData {
         fn pick<T: Copy>(v: &[T], idx: &[u32]) -> Vec<T> {
-            idx.iter().filter_map(|&j| v.get(j as usize).copied()).collect()
+            idx.iter()
+                .filter_map(|&j| v.get(j as usize).copied())
+                .collect()
         }
         match self {
             Self::F32(v) => Self::F32(pick(v, indices)),

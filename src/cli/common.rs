@@ -133,7 +133,11 @@ impl MutationArgs {
             },
             children: self.children,
             sigma: self.sigma,
-            scale: if self.absolute_sigma { ScaleRule::Absolute } else { ScaleRule::Relative },
+            scale: if self.absolute_sigma {
+                ScaleRule::Absolute
+            } else {
+                ScaleRule::Relative
+            },
             antithetic: self.antithetic,
             seed: self.seed,
             subspaces,
@@ -144,7 +148,11 @@ impl MutationArgs {
 impl SelectionArgs {
     /// A description of the selection for recipes.
     pub fn describe(&self) -> String {
-        let mut parts = vec![if self.all_float { "all-float".to_string() } else { "default".to_string() }];
+        let mut parts = vec![if self.all_float {
+            "all-float".to_string()
+        } else {
+            "default".to_string()
+        }];
         if let Some(i) = &self.include {
             parts.push(format!("include={i}"));
         }

@@ -32,11 +32,22 @@ pub struct Args {
 
 /// Runs `smd-onnx ensemble`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let weights = args.weights.clone().unwrap_or_else(|| vec![1.0; args.models.len()]);
+    let weights = args
+        .weights
+        .clone()
+        .unwrap_or_else(|| vec![1.0; args.models.len()]);
     if weights.len() != args.models.len() {
-        anyhow::bail!("--weights: {} weights for {} models", weights.len(), args.models.len());
+        anyhow::bail!(
+            "--weights: {} weights for {} models",
+            weights.len(),
+            args.models.len()
+        );
     }
-    let models = args.models.iter().map(Model::open).collect::<Result<Vec<_>, _>>()?;
+    let models = args
+        .models
+        .iter()
+        .map(Model::open)
+        .collect::<Result<Vec<_>, _>>()?;
     let heads = Heads::Combined {
         combine: args.combine.into(),
         probabilities: (!args.probabilities.is_empty()).then(|| args.probabilities.clone()),
@@ -49,7 +60,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             serde_json::json!({ "model": m.path().display().to_string(), "weight": w, "recipe": recipe })
         })
         .collect();
-    let meta = vec![("smd_onnx.ensemble".to_string(), serde_json::Value::Array(members).to_string())];
+    let meta = vec![(
+        "smd_onnx.ensemble".to_string(),
+        serde_json::Value::Array(members).to_string(),
+    )];
     let built = ensemble::from_models(&models, &weights, &heads, &meta)
         .with_context(|| format!("building the ensemble of {} models", models.len()))?;
     let mut inputs: Vec<PathBuf> = Vec::new();
@@ -66,7 +80,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "wrote {} ({} members{}, {} bytes)",
         args.out.display(),
         models.len(),
-        if encodings > 0 { format!(", {encodings} tensors stored once plus the members' differences") } else { ", full copies".into() },
+        if encodings > 0 {
+            format!(", {encodings} tensors stored once plus the members' differences")
+        } else {
+            ", full copies".into()
+        },
         std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0)
     );
     Ok(ExitCode::SUCCESS)

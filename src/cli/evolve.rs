@@ -119,7 +119,9 @@ impl Progress for Bars {
             return;
         }
         let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(4));
-        if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({elapsed}, eta {eta})") {
+        if let Ok(style) =
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({elapsed}, eta {eta})")
+        {
             b.set_style(style.progress_chars("=> "));
         }
         b.set_message(name.to_string());
@@ -144,11 +146,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let out = match args.out {
         Some(o) => o,
         None => {
-            let stem = args.model.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
+            let stem = args
+                .model
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_else(|| "model".into());
             PathBuf::from(format!("{stem}.smd"))
         }
     };
-    let subspaces = if args.static_subspaces { Subspaces::Static } else { Subspaces::Dynamic };
+    let subspaces = if args.static_subspaces {
+        Subspaces::Static
+    } else {
+        Subspaces::Dynamic
+    };
     let cfg = EvolveConfig {
         model: args.model.clone(),
         data: args.data.data.clone(),
@@ -175,7 +185,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         resume: args.resume,
         runtime: args.runtime.config()?,
     };
-    let mut bars = Bars { bar: None, tty: std::io::stderr().is_terminal() };
+    let mut bars = Bars {
+        bar: None,
+        tty: std::io::stderr().is_terminal(),
+    };
     let report = evolve(&cfg, &mut bars)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

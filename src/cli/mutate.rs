@@ -33,23 +33,36 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cfg = args.mutation.config(Subspaces::Dynamic);
     cfg.validate()?;
-    if let Some(i) = args.only {
-        if i >= cfg.children {
-            anyhow::bail!("--only: child {i} does not exist (children are 0..{})", cfg.children);
-        }
+    if let Some(i) = args.only
+        && i >= cfg.children
+    {
+        anyhow::bail!(
+            "--only: child {i} does not exist (children are 0..{})",
+            cfg.children
+        );
     }
     let model = Model::open(&args.model)?;
     let selection = args.selection.to_selection()?;
     let selected = model.select(&selection);
     if selected.is_empty() {
-        anyhow::bail!("{}: no mutable tensors (see `smd-onnx inspect`; --all-float or --include widen the selection)", args.model.display());
+        anyhow::bail!(
+            "{}: no mutable tensors (see `smd-onnx inspect`; --all-float or --include widen the selection)",
+            args.model.display()
+        );
     }
     smd_onnx::onnx::fsx::prepare_out_dir(&args.out, args.force)?;
-    let values = selected.iter().map(|&t| model.read_values(&model.tensors()[t])).collect::<Result<Vec<_>, _>>()?;
+    let values = selected
+        .iter()
+        .map(|&t| model.read_values(&model.tensors()[t]))
+        .collect::<Result<Vec<_>, _>>()?;
     let specs: Vec<TensorSpec> = selected
         .iter()
         .zip(&values)
-        .map(|(&t, v)| TensorSpec { key: model.tensors()[t].key().to_string(), elements: v.len(), std: tensor_std(v) })
+        .map(|(&t, v)| TensorSpec {
+            key: model.tensors()[t].key().to_string(),
+            elements: v.len(),
+            std: tensor_std(v),
+        })
         .collect();
     let plan = Plan::new(&cfg, &specs, 0)?;
     let hash = model.content_hash()?;
@@ -66,10 +79,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             smd_onnx::mutate::apply(&mut v, d)?;
             changes.push((selected[d.tensor], v));
         }
-        let recipe = Recipe::new(&plan, hash.clone(), args.selection.describe(), Member::Child(i));
+        let recipe = Recipe::new(
+            &plan,
+            hash.clone(),
+            args.selection.describe(),
+            Member::Child(i),
+        );
         let meta = smd_onnx::evolve::recipe_meta(&[recipe], &hash)?;
         let path = args.out.join(format!("child_{i:0width$}.onnx"));
-        write_child_with_metadata(&model, &changes, &meta, &path).with_context(|| format!("writing child {i}"))?;
+        write_child_with_metadata(&model, &changes, &meta, &path)
+            .with_context(|| format!("writing child {i}"))?;
         println!("{}", path.display());
     }
     Ok(ExitCode::SUCCESS)

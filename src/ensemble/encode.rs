@@ -3,7 +3,9 @@
 //! difference (ONNX Runtime folds these constant subgraphs when it loads the model).
 
 use super::graph::{TensorAddr, node};
-use super::proto::{AttributeProto, NodeProto, TensorProto, attribute_proto::AttributeType, tensor_proto::DataType};
+use super::proto::{
+    AttributeProto, NodeProto, TensorProto, attribute_proto::AttributeType, tensor_proto::DataType,
+};
 use crate::TensorData;
 
 /// One member's change to a varying tensor: flat element indices (ascending) and new values.
@@ -61,7 +63,14 @@ pub fn dtype_code(d: &TensorData) -> i32 {
 
 /// True for the ONNX codes of float32, float64, float16 and bfloat16.
 pub fn is_float_code(code: i32) -> bool {
-    [DataType::Float, DataType::Double, DataType::Float16, DataType::Bfloat16].iter().any(|d| *d as i32 == code)
+    [
+        DataType::Float,
+        DataType::Double,
+        DataType::Float16,
+        DataType::Bfloat16,
+    ]
+    .iter()
+    .any(|d| *d as i32 == code)
 }
 
 /// Bytes per element of a float tensor.
@@ -101,12 +110,22 @@ pub fn float_tensor(name: &str, dims: &[i64], d: &TensorData) -> TensorProto {
 
 /// A scalar or 1-d int64 tensor.
 pub fn i64_tensor(name: &str, dims: &[i64], v: &[i64]) -> TensorProto {
-    raw_tensor(name, dims, DataType::Int64 as i32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    raw_tensor(
+        name,
+        dims,
+        DataType::Int64 as i32,
+        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    )
 }
 
 /// An int attribute.
 pub fn attr_i(name: &str, i: i64) -> AttributeProto {
-    AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Int as i32), i: Some(i), ..Default::default() }
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(i),
+        ..Default::default()
+    }
 }
 
 /// Element `j` of `d` as raw bits (for exact comparisons).
@@ -138,7 +157,14 @@ pub fn member_const(i: usize) -> String {
 /// Shared constants the encodings use: member indices and the flat shape `[-1]`.
 pub fn member_constants(members: usize) -> Vec<TensorProto> {
     let mut out: Vec<TensorProto> = (0..members)
-        .map(|i| raw_tensor(&member_const(i), &[], DataType::Int32 as i32, (i as i32).to_le_bytes().to_vec()))
+        .map(|i| {
+            raw_tensor(
+                &member_const(i),
+                &[],
+                DataType::Int32 as i32,
+                (i as i32).to_le_bytes().to_vec(),
+            )
+        })
         .collect();
     out.push(i64_tensor(FLAT, &[1], &[-1]));
     out
@@ -152,11 +178,22 @@ pub fn check(v: &Varying) -> Result<(), String> {
     let n = v.base.len();
     for (i, c) in v.changes.iter().enumerate() {
         let Some(c) = c else { continue };
-        if c.values.len() != c.indices.len() || elem_size(&c.values) != elem_size(&v.base) || dtype_code(&c.values) != dtype_code(&v.base) {
-            return Err(format!("member {i}: change of tensor `{}` does not match its dtype or index count", v.addr.name));
+        if c.values.len() != c.indices.len()
+            || elem_size(&c.values) != elem_size(&v.base)
+            || dtype_code(&c.values) != dtype_code(&v.base)
+        {
+            return Err(format!(
+                "member {i}: change of tensor `{}` does not match its dtype or index count",
+                v.addr.name
+            ));
         }
-        if c.indices.windows(2).any(|w| w[0] >= w[1]) || c.indices.last().is_some_and(|&l| l as usize >= n) {
-            return Err(format!("member {i}: change indices of tensor `{}` are not ascending within 0..{n}", v.addr.name));
+        if c.indices.windows(2).any(|w| w[0] >= w[1])
+            || c.indices.last().is_some_and(|&l| l as usize >= n)
+        {
+            return Err(format!(
+                "member {i}: change indices of tensor `{}` are not ascending within 0..{n}",
+                v.addr.name
+            ));
         }
     }
     Ok(())
@@ -165,12 +202,21 @@ pub fn check(v: &Varying) -> Result<(), String> {
 /// Builds the nodes and initializers that produce, for every member that changes `v`, a value
 /// named `member_name(i)` holding that member's tensor, from the value `base_name` (the
 /// parent's tensor, already in the graph) and the stored differences. `id` names the pieces.
-pub fn encode(v: &Varying, id: &str, base_name: &str, member_name: &dyn Fn(usize) -> String) -> Encoded {
+pub fn encode(
+    v: &Varying,
+    id: &str,
+    base_name: &str,
+    member_name: &dyn Fn(usize) -> String,
+) -> Encoded {
     let n = v.base.len();
     let d = elem_size(&v.base);
     let members = v.changes.len();
-    let changers: Vec<(usize, &Change)> =
-        v.changes.iter().enumerate().filter_map(|(i, c)| c.as_ref().filter(|c| !c.indices.is_empty()).map(|c| (i, c))).collect();
+    let changers: Vec<(usize, &Change)> = v
+        .changes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.as_ref().filter(|c| !c.indices.is_empty()).map(|c| (i, c)))
+        .collect();
     let nnz: usize = changers.iter().map(|(_, c)| c.indices.len()).sum();
     let idx_bytes = 4; // u32 indices suffice: `Change` holds u32.
 
@@ -202,9 +248,17 @@ pub fn encode(v: &Varying, id: &str, base_name: &str, member_name: &dyn Fn(usize
     if disjoint {
         options.push((Encoding::OwnerMap, n * (d + map_elem)));
     }
-    let encoding = options.iter().min_by_key(|(_, cost)| *cost).map(|(e, _)| *e).unwrap_or(Encoding::Sparse);
+    let encoding = options
+        .iter()
+        .min_by_key(|(_, cost)| *cost)
+        .map(|(e, _)| *e)
+        .unwrap_or(Encoding::Sparse);
 
-    let mut out = Encoded { initializers: Vec::new(), nodes: Vec::new(), encoding };
+    let mut out = Encoded {
+        initializers: Vec::new(),
+        nodes: Vec::new(),
+        encoding,
+    };
     let shape_name = format!("smd/shape/{id}");
     match encoding {
         Encoding::OwnerMap => {
@@ -212,29 +266,72 @@ pub fn encode(v: &Varying, id: &str, base_name: &str, member_name: &dyn Fn(usize
             let mut_name = format!("smd/mut/{id}");
             let map_i32 = format!("smd/map_i32/{id}");
             let map_tensor = if map_elem == 1 {
-                raw_tensor(&map_name, &v.dims, DataType::Uint8 as i32, owner.iter().map(|&o| o as u8).collect())
+                raw_tensor(
+                    &map_name,
+                    &v.dims,
+                    DataType::Uint8 as i32,
+                    owner.iter().map(|&o| o as u8).collect(),
+                )
             } else {
-                raw_tensor(&map_name, &v.dims, DataType::Uint16 as i32, owner.iter().flat_map(|o| o.to_le_bytes()).collect())
+                raw_tensor(
+                    &map_name,
+                    &v.dims,
+                    DataType::Uint16 as i32,
+                    owner.iter().flat_map(|o| o.to_le_bytes()).collect(),
+                )
             };
             out.initializers.push(map_tensor);
-            out.initializers.push(float_tensor(&mut_name, &v.dims, &mutated));
-            out.nodes.push(node("Cast", &[&map_name], &[&map_i32], &format!("smd/cast/{id}"), vec![attr_i("to", DataType::Int32 as i64)]));
+            out.initializers
+                .push(float_tensor(&mut_name, &v.dims, &mutated));
+            out.nodes.push(node(
+                "Cast",
+                &[&map_name],
+                &[&map_i32],
+                &format!("smd/cast/{id}"),
+                vec![attr_i("to", DataType::Int32 as i64)],
+            ));
             for &(i, _) in &changers {
                 let eq = format!("smd/eq{i}/{id}");
-                out.nodes.push(node("Equal", &[&map_i32, &member_const(i)], &[&eq], &eq, Vec::new()));
+                out.nodes.push(node(
+                    "Equal",
+                    &[&map_i32, &member_const(i)],
+                    &[&eq],
+                    &eq,
+                    Vec::new(),
+                ));
                 let m = member_name(i);
-                out.nodes.push(node("Where", &[&eq, &mut_name, base_name], &[&m], &format!("smd/where{i}/{id}"), Vec::new()));
+                out.nodes.push(node(
+                    "Where",
+                    &[&eq, &mut_name, base_name],
+                    &[&m],
+                    &format!("smd/where{i}/{id}"),
+                    Vec::new(),
+                ));
             }
         }
         Encoding::SharedValues | Encoding::Sparse => {
             let flat = format!("smd/flat/{id}");
-            out.initializers.push(i64_tensor(&shape_name, &[v.dims.len() as i64], &v.dims));
-            out.nodes.push(node("Reshape", &[base_name, FLAT], &[&flat], &flat, Vec::new()));
+            out.initializers
+                .push(i64_tensor(&shape_name, &[v.dims.len() as i64], &v.dims));
+            out.nodes.push(node(
+                "Reshape",
+                &[base_name, FLAT],
+                &[&flat],
+                &flat,
+                Vec::new(),
+            ));
             let mut_flat = format!("smd/mut_flat/{id}");
             if encoding == Encoding::SharedValues {
                 let mut_name = format!("smd/mut/{id}");
-                out.initializers.push(float_tensor(&mut_name, &v.dims, &mutated));
-                out.nodes.push(node("Reshape", &[&mut_name, FLAT], &[&mut_flat], &mut_flat, Vec::new()));
+                out.initializers
+                    .push(float_tensor(&mut_name, &v.dims, &mutated));
+                out.nodes.push(node(
+                    "Reshape",
+                    &[&mut_name, FLAT],
+                    &[&mut_flat],
+                    &mut_flat,
+                    Vec::new(),
+                ));
             }
             for &(i, c) in &changers {
                 let idx = format!("smd/idx{i}/{id}");
@@ -243,18 +340,40 @@ pub fn encode(v: &Varying, id: &str, base_name: &str, member_name: &dyn Fn(usize
                     &idx,
                     &[len],
                     DataType::Int32 as i32,
-                    c.indices.iter().flat_map(|x| (*x as i32).to_le_bytes()).collect(),
+                    c.indices
+                        .iter()
+                        .flat_map(|x| (*x as i32).to_le_bytes())
+                        .collect(),
                 ));
                 let vals = format!("smd/val{i}/{id}");
                 if encoding == Encoding::SharedValues {
-                    out.nodes.push(node("Gather", &[&mut_flat, &idx], &[&vals], &vals, vec![attr_i("axis", 0)]));
+                    out.nodes.push(node(
+                        "Gather",
+                        &[&mut_flat, &idx],
+                        &[&vals],
+                        &vals,
+                        vec![attr_i("axis", 0)],
+                    ));
                 } else {
-                    out.initializers.push(float_tensor(&vals, &[len], &c.values));
+                    out.initializers
+                        .push(float_tensor(&vals, &[len], &c.values));
                 }
                 let scattered = format!("smd/scatter{i}/{id}");
-                out.nodes.push(node("ScatterElements", &[&flat, &idx, &vals], &[&scattered], &scattered, vec![attr_i("axis", 0)]));
+                out.nodes.push(node(
+                    "ScatterElements",
+                    &[&flat, &idx, &vals],
+                    &[&scattered],
+                    &scattered,
+                    vec![attr_i("axis", 0)],
+                ));
                 let m = member_name(i);
-                out.nodes.push(node("Reshape", &[&scattered, &shape_name], &[&m], &format!("smd/reshape{i}/{id}"), Vec::new()));
+                out.nodes.push(node(
+                    "Reshape",
+                    &[&scattered, &shape_name],
+                    &[&m],
+                    &format!("smd/reshape{i}/{id}"),
+                    Vec::new(),
+                ));
             }
         }
     }
@@ -279,7 +398,10 @@ mod tests {
 
     fn varying(changes: Vec<Option<Change>>) -> Varying {
         Varying {
-            addr: TensorAddr { scope: String::new(), name: "w".into() },
+            addr: TensorAddr {
+                scope: String::new(),
+                name: "w".into(),
+            },
             dims: vec![2, 3],
             base: TensorData::F32(vec![0.0; 6]),
             changes,
@@ -287,7 +409,10 @@ mod tests {
     }
 
     fn change(idx: &[u32], v: f32) -> Option<Change> {
-        Some(Change { indices: idx.to_vec(), values: TensorData::F32(vec![v; idx.len()]) })
+        Some(Change {
+            indices: idx.to_vec(),
+            values: TensorData::F32(vec![v; idx.len()]),
+        })
     }
 
     #[test]
@@ -300,21 +425,43 @@ mod tests {
 
     #[test]
     fn overlapping_agreeing_changes_share_values_and_conflicts_go_sparse() {
-        let v = varying(vec![change(&[0, 1], 1.0), change(&[1], 1.0), change(&[0], 1.0)]);
-        assert_eq!(encode(&v, "w", "w", &|i| format!("m{i}/w")).encoding, Encoding::Sparse);
-        let v = Varying { dims: vec![100], base: TensorData::F32(vec![0.0; 100]), ..varying(vec![]) };
-        let many: Vec<Option<Change>> = (0..3).map(|_| change(&(0..40).collect::<Vec<_>>(), 1.0)).collect();
+        let v = varying(vec![
+            change(&[0, 1], 1.0),
+            change(&[1], 1.0),
+            change(&[0], 1.0),
+        ]);
+        assert_eq!(
+            encode(&v, "w", "w", &|i| format!("m{i}/w")).encoding,
+            Encoding::Sparse
+        );
+        let v = Varying {
+            dims: vec![100],
+            base: TensorData::F32(vec![0.0; 100]),
+            ..varying(vec![])
+        };
+        let many: Vec<Option<Change>> = (0..3)
+            .map(|_| change(&(0..40).collect::<Vec<_>>(), 1.0))
+            .collect();
         let v = Varying { changes: many, ..v };
-        assert_eq!(encode(&v, "w", "w", &|i| format!("m{i}/w")).encoding, Encoding::SharedValues);
+        assert_eq!(
+            encode(&v, "w", "w", &|i| format!("m{i}/w")).encoding,
+            Encoding::SharedValues
+        );
         let conflict = varying(vec![change(&[0], 1.0), change(&[0], -1.0)]);
-        assert_eq!(encode(&conflict, "w", "w", &|i| format!("m{i}/w")).encoding, Encoding::Sparse);
+        assert_eq!(
+            encode(&conflict, "w", "w", &|i| format!("m{i}/w")).encoding,
+            Encoding::Sparse
+        );
     }
 
     #[test]
     fn check_rejects_bad_changes() {
         assert!(check(&varying(vec![change(&[3, 1], 1.0)])).is_err());
         assert!(check(&varying(vec![change(&[6], 1.0)])).is_err());
-        let wrong_dtype = Some(Change { indices: vec![0], values: TensorData::F64(vec![1.0]) });
+        let wrong_dtype = Some(Change {
+            indices: vec![0],
+            values: TensorData::F64(vec![1.0]),
+        });
         assert!(check(&varying(vec![wrong_dtype])).is_err());
         assert!(check(&varying(vec![change(&[0, 5], 1.0), None])).is_ok());
     }
@@ -322,7 +469,10 @@ mod tests {
     #[test]
     fn member_values_apply_the_change() {
         let v = varying(vec![change(&[1, 4], 7.0), None]);
-        assert_eq!(member_values(&v, 0), TensorData::F32(vec![0.0, 7.0, 0.0, 0.0, 7.0, 0.0]));
+        assert_eq!(
+            member_values(&v, 0),
+            TensorData::F32(vec![0.0, 7.0, 0.0, 0.0, 7.0, 0.0])
+        );
         assert_eq!(member_values(&v, 1), v.base);
     }
 }

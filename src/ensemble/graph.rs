@@ -17,7 +17,13 @@ pub struct TensorAddr {
 
 /// The scope path of subgraph `attr` (index `j` when the attribute is a list of graphs) of
 /// `node` (the `index`-th node of its graph) inside a graph whose scope path is `parent`.
-pub fn subgraph_scope(parent: &str, node: &NodeProto, index: usize, attr: &AttributeProto, j: Option<usize>) -> String {
+pub fn subgraph_scope(
+    parent: &str,
+    node: &NodeProto,
+    index: usize,
+    attr: &AttributeProto,
+    j: Option<usize>,
+) -> String {
     let node_id = match node.name.as_deref() {
         Some(n) if !n.is_empty() => n.to_string(),
         _ => format!("node{index}"),
@@ -27,11 +33,19 @@ pub fn subgraph_scope(parent: &str, node: &NodeProto, index: usize, attr: &Attri
         Some(j) => format!("{node_id}/{attr_name}[{j}]"),
         None => format!("{node_id}/{attr_name}"),
     };
-    if parent.is_empty() { leaf } else { format!("{parent}/{leaf}") }
+    if parent.is_empty() {
+        leaf
+    } else {
+        format!("{parent}/{leaf}")
+    }
 }
 
 /// Subgraphs of a node's attributes with their scope paths.
-pub fn subgraphs<'a>(parent: &str, node: &'a NodeProto, index: usize) -> Vec<(String, &'a GraphProto)> {
+pub fn subgraphs<'a>(
+    parent: &str,
+    node: &'a NodeProto,
+    index: usize,
+) -> Vec<(String, &'a GraphProto)> {
     let mut out = Vec::new();
     for attr in &node.attribute {
         if let Some(g) = &attr.g {
@@ -49,7 +63,11 @@ pub fn defined_names(g: &GraphProto) -> HashSet<String> {
     let mut defs = HashSet::new();
     defs.extend(g.input.iter().filter_map(|v| v.name.clone()));
     defs.extend(g.initializer.iter().filter_map(|t| t.name.clone()));
-    defs.extend(g.sparse_initializer.iter().filter_map(|s| s.values.as_ref().and_then(|t| t.name.clone())));
+    defs.extend(
+        g.sparse_initializer
+            .iter()
+            .filter_map(|s| s.values.as_ref().and_then(|t| t.name.clone())),
+    );
     for n in &g.node {
         defs.extend(n.output.iter().filter(|o| !o.is_empty()).cloned());
     }
@@ -90,13 +108,19 @@ pub fn nested_tensor_addrs(scope: &str, node: &NodeProto, index: usize, out: &mu
 /// Addresses of the tensors a graph defines (initializers and Constant nodes), subgraphs included.
 pub fn graph_tensor_addrs(scope: &str, g: &GraphProto, out: &mut Vec<TensorAddr>) {
     for t in &g.initializer {
-        out.push(TensorAddr { scope: scope.to_string(), name: t.name.clone().unwrap_or_default() });
+        out.push(TensorAddr {
+            scope: scope.to_string(),
+            name: t.name.clone().unwrap_or_default(),
+        });
     }
     for (j, n) in g.node.iter().enumerate() {
-        if is_constant(n) {
-            if let Some(o) = n.output.first() {
-                out.push(TensorAddr { scope: scope.to_string(), name: o.clone() });
-            }
+        if is_constant(n)
+            && let Some(o) = n.output.first()
+        {
+            out.push(TensorAddr {
+                scope: scope.to_string(),
+                name: o.clone(),
+            });
         }
         nested_tensor_addrs(scope, n, j, out);
     }
@@ -105,9 +129,16 @@ pub fn graph_tensor_addrs(scope: &str, g: &GraphProto, out: &mut Vec<TensorAddr>
 /// Calls `f` with every tensor a graph defines, subgraphs included: initializers, and the
 /// `value` tensor of Constant nodes (addressed by the node's output name). Tensors held in
 /// other attributes (e.g. `ConstantOfShape`'s value) are visited with `f`'s address `None`.
-pub fn for_each_tensor_mut(g: &mut GraphProto, scope: &str, f: &mut dyn FnMut(Option<&TensorAddr>, &mut TensorProto)) {
+pub fn for_each_tensor_mut(
+    g: &mut GraphProto,
+    scope: &str,
+    f: &mut dyn FnMut(Option<&TensorAddr>, &mut TensorProto),
+) {
     for t in &mut g.initializer {
-        let addr = TensorAddr { scope: scope.to_string(), name: t.name.clone().unwrap_or_default() };
+        let addr = TensorAddr {
+            scope: scope.to_string(),
+            name: t.name.clone().unwrap_or_default(),
+        };
         f(Some(&addr), t);
     }
     for s in &mut g.sparse_initializer {
@@ -123,8 +154,11 @@ pub fn for_each_tensor_mut(g: &mut GraphProto, scope: &str, f: &mut dyn FnMut(Op
             .iter()
             .enumerate()
             .flat_map(|(ai, a)| {
-                let one = a.g.as_ref().map(|_| (ai, None, subgraph_scope(scope, n, j, a, None)));
-                let many = (0..a.graphs.len()).map(move |gj| (ai, Some(gj), subgraph_scope(scope, n, j, a, Some(gj))));
+                let one =
+                    a.g.as_ref()
+                        .map(|_| (ai, None, subgraph_scope(scope, n, j, a, None)));
+                let many = (0..a.graphs.len())
+                    .map(move |gj| (ai, Some(gj), subgraph_scope(scope, n, j, a, Some(gj))));
                 one.into_iter().chain(many)
             })
             .collect();
@@ -133,7 +167,13 @@ pub fn for_each_tensor_mut(g: &mut GraphProto, scope: &str, f: &mut dyn FnMut(Op
             let is_value = a.name.as_deref() == Some("value");
             if let Some(t) = a.t.as_mut() {
                 match (&constant, is_value) {
-                    (Some(o), true) => f(Some(&TensorAddr { scope: scope.to_string(), name: o.clone() }), t),
+                    (Some(o), true) => f(
+                        Some(&TensorAddr {
+                            scope: scope.to_string(),
+                            name: o.clone(),
+                        }),
+                        t,
+                    ),
                     _ => f(None, t),
                 }
             }
@@ -158,7 +198,12 @@ pub fn for_each_tensor_mut(g: &mut GraphProto, scope: &str, f: &mut dyn FnMut(Op
 /// Gives the Constant node at `addr` (any scope) the tensor `value`, replacing whatever
 /// attribute held its value (`value`, `value_float`, `value_floats`...). Returns false when
 /// there is no such Constant node.
-pub fn set_constant_value(g: &mut GraphProto, scope: &str, addr: &TensorAddr, value: TensorProto) -> bool {
+pub fn set_constant_value(
+    g: &mut GraphProto,
+    scope: &str,
+    addr: &TensorAddr,
+    value: TensorProto,
+) -> bool {
     for j in 0..g.node.len() {
         let n = &g.node[j];
         if scope == addr.scope && is_constant(n) && n.output.first() == Some(&addr.name) {
@@ -175,8 +220,11 @@ pub fn set_constant_value(g: &mut GraphProto, scope: &str, addr: &TensorAddr, va
             .iter()
             .enumerate()
             .flat_map(|(ai, a)| {
-                let one = a.g.as_ref().map(|_| (ai, None, subgraph_scope(scope, n, j, a, None)));
-                let many = (0..a.graphs.len()).map(move |gj| (ai, Some(gj), subgraph_scope(scope, n, j, a, Some(gj))));
+                let one =
+                    a.g.as_ref()
+                        .map(|_| (ai, None, subgraph_scope(scope, n, j, a, None)));
+                let many = (0..a.graphs.len())
+                    .map(move |gj| (ai, Some(gj), subgraph_scope(scope, n, j, a, Some(gj))));
                 one.into_iter().chain(many)
             })
             .filter(|(_, _, s)| addr.scope == *s || addr.scope.starts_with(&format!("{s}/")))
@@ -187,10 +235,10 @@ pub fn set_constant_value(g: &mut GraphProto, scope: &str, addr: &TensorAddr, va
                 None => a.g.as_mut(),
                 Some(gj) => a.graphs.get_mut(gj),
             };
-            if let Some(sg) = sg {
-                if set_constant_value(sg, &sub_scope, addr, value.clone()) {
-                    return true;
-                }
+            if let Some(sg) = sg
+                && set_constant_value(sg, &sub_scope, addr, value.clone())
+            {
+                return true;
             }
         }
     }
@@ -199,7 +247,8 @@ pub fn set_constant_value(g: &mut GraphProto, scope: &str, addr: &TensorAddr, va
 
 /// True for an ONNX `Constant` node (default domain).
 pub fn is_constant(n: &NodeProto) -> bool {
-    n.op_type.as_deref() == Some("Constant") && matches!(n.domain.as_deref(), None | Some("") | Some("ai.onnx"))
+    n.op_type.as_deref() == Some("Constant")
+        && matches!(n.domain.as_deref(), None | Some("") | Some("ai.onnx"))
 }
 
 /// Node indices in a topological order (ONNX requires graphs to be sorted, but not every
@@ -216,8 +265,11 @@ pub fn topo_order(g: &GraphProto) -> Vec<usize> {
         .iter()
         .enumerate()
         .map(|(j, n)| {
-            let mut d: Vec<usize> =
-                node_refs(n).iter().filter_map(|r| producer.get(r.as_str()).copied()).filter(|&p| p != j).collect();
+            let mut d: Vec<usize> = node_refs(n)
+                .iter()
+                .filter_map(|r| producer.get(r.as_str()).copied())
+                .filter(|&p| p != j)
+                .collect();
             d.sort_unstable();
             d.dedup();
             d
@@ -231,8 +283,10 @@ pub fn topo_order(g: &GraphProto) -> Vec<usize> {
         }
     }
     // A min-heap keeps the stored order wherever the dependencies allow it.
-    let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> =
-        (0..g.node.len()).filter(|&j| indegree[j] == 0).map(std::cmp::Reverse).collect();
+    let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> = (0..g.node.len())
+        .filter(|&j| indegree[j] == 0)
+        .map(std::cmp::Reverse)
+        .collect();
     let mut order = Vec::with_capacity(g.node.len());
     let mut placed = vec![false; g.node.len()];
     while let Some(std::cmp::Reverse(j)) = ready.pop() {
@@ -254,13 +308,18 @@ pub fn topo_order(g: &GraphProto) -> Vec<usize> {
 /// Not scope-aware: `f` is applied to every occurrence, which stays consistent under shadowing.
 pub fn rename_all(g: &mut GraphProto, f: &dyn Fn(&str) -> Option<String>) {
     let apply = |s: &mut String| {
-        if !s.is_empty() {
-            if let Some(n) = f(s) {
-                *s = n;
-            }
+        if !s.is_empty()
+            && let Some(n) = f(s)
+        {
+            *s = n;
         }
     };
-    for v in g.input.iter_mut().chain(g.output.iter_mut()).chain(g.value_info.iter_mut()) {
+    for v in g
+        .input
+        .iter_mut()
+        .chain(g.output.iter_mut())
+        .chain(g.value_info.iter_mut())
+    {
         if let Some(name) = v.name.as_mut() {
             apply(name);
         }
@@ -328,9 +387,16 @@ pub fn copy_graph(
     };
     for t in &g.initializer {
         let name = t.name.clone().unwrap_or_default();
-        let addr = TensorAddr { scope: scope.to_string(), name: name.clone() };
+        let addr = TensorAddr {
+            scope: scope.to_string(),
+            name: name.clone(),
+        };
         match source(&addr) {
-            Some(src) => out.node.push(identity(&src, &rename(&name), &format!("smd/src/{}", rename(&name)))),
+            Some(src) => out.node.push(identity(
+                &src,
+                &rename(&name),
+                &format!("smd/src/{}", rename(&name)),
+            )),
             None => {
                 let mut t = t.clone();
                 t.name = Some(rename(&name));
@@ -346,7 +412,8 @@ pub fn copy_graph(
         out.sparse_initializer.push(s);
     }
     for (j, n) in g.node.iter().enumerate() {
-        out.node.push(copy_node(n, scope, j, &rename, local, source));
+        out.node
+            .push(copy_node(n, scope, j, &rename, local, source));
     }
     out
 }
@@ -363,24 +430,59 @@ pub fn copy_node(
     source: TensorSource<'_>,
 ) -> NodeProto {
     let node_name = n.name.as_deref().filter(|s| !s.is_empty()).map(local);
-    if is_constant(n) {
-        if let Some(o) = n.output.first() {
-            let addr = TensorAddr { scope: scope.to_string(), name: o.clone() };
-            if let Some(src) = source(&addr) {
-                return identity(&src, &rename(o), node_name.as_deref().unwrap_or(""));
-            }
+    if is_constant(n)
+        && let Some(o) = n.output.first()
+    {
+        let addr = TensorAddr {
+            scope: scope.to_string(),
+            name: o.clone(),
+        };
+        if let Some(src) = source(&addr) {
+            return identity(&src, &rename(o), node_name.as_deref().unwrap_or(""));
         }
     }
     let mut c = n.clone();
-    c.input = n.input.iter().map(|s| if s.is_empty() { String::new() } else { rename(s) }).collect();
-    c.output = n.output.iter().map(|s| if s.is_empty() { String::new() } else { rename(s) }).collect();
+    c.input = n
+        .input
+        .iter()
+        .map(|s| {
+            if s.is_empty() {
+                String::new()
+            } else {
+                rename(s)
+            }
+        })
+        .collect();
+    c.output = n
+        .output
+        .iter()
+        .map(|s| {
+            if s.is_empty() {
+                String::new()
+            } else {
+                rename(s)
+            }
+        })
+        .collect();
     c.name = node_name.or(c.name);
     for (a, orig) in c.attribute.iter_mut().zip(&n.attribute) {
         if let Some(sub) = &orig.g {
-            a.g = Some(copy_graph(sub, &subgraph_scope(scope, n, j, orig, None), local, rename, source));
+            a.g = Some(copy_graph(
+                sub,
+                &subgraph_scope(scope, n, j, orig, None),
+                local,
+                rename,
+                source,
+            ));
         }
         for (gj, sub) in orig.graphs.iter().enumerate() {
-            a.graphs[gj] = copy_graph(sub, &subgraph_scope(scope, n, j, orig, Some(gj)), local, rename, source);
+            a.graphs[gj] = copy_graph(
+                sub,
+                &subgraph_scope(scope, n, j, orig, Some(gj)),
+                local,
+                rename,
+                source,
+            );
         }
     }
     c
@@ -392,7 +494,13 @@ pub fn identity(input: &str, output: &str, name: &str) -> NodeProto {
 }
 
 /// A default-domain node.
-pub fn node(op: &str, inputs: &[&str], outputs: &[&str], name: &str, attribute: Vec<AttributeProto>) -> NodeProto {
+pub fn node(
+    op: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    name: &str,
+    attribute: Vec<AttributeProto>,
+) -> NodeProto {
     NodeProto {
         op_type: Some(op.to_string()),
         input: inputs.iter().map(|s| s.to_string()).collect(),
@@ -422,7 +530,8 @@ pub fn remove_dead(g: &mut GraphProto) {
         let name = t.name.as_deref().unwrap_or("");
         needed.contains(name) || inputs.contains(name)
     });
-    g.value_info.retain(|v| v.name.as_deref().is_some_and(|n| needed.contains(n)));
+    g.value_info
+        .retain(|v| v.name.as_deref().is_some_and(|n| needed.contains(n)));
 }
 
 #[cfg(test)]
@@ -435,18 +544,34 @@ mod tests {
 
     #[test]
     fn topo_order_repairs_unsorted_graphs_and_keeps_sorted_ones() {
-        let g = GraphProto { node: vec![n("Relu", &["b"], &["c"]), n("Relu", &["a"], &["b"])], ..Default::default() };
+        let g = GraphProto {
+            node: vec![n("Relu", &["b"], &["c"]), n("Relu", &["a"], &["b"])],
+            ..Default::default()
+        };
         assert_eq!(topo_order(&g), vec![1, 0]);
-        let g = GraphProto { node: vec![n("Relu", &["a"], &["b"]), n("Relu", &["b"], &["c"])], ..Default::default() };
+        let g = GraphProto {
+            node: vec![n("Relu", &["a"], &["b"]), n("Relu", &["b"], &["c"])],
+            ..Default::default()
+        };
         assert_eq!(topo_order(&g), vec![0, 1]);
     }
 
     #[test]
     fn free_names_see_through_nested_subgraphs() {
-        let inner = GraphProto { node: vec![n("Add", &["x", "outer2"], &["y"])], ..Default::default() };
-        let attr = AttributeProto { name: Some("body".into()), g: Some(inner), ..Default::default() };
+        let inner = GraphProto {
+            node: vec![n("Add", &["x", "outer2"], &["y"])],
+            ..Default::default()
+        };
+        let attr = AttributeProto {
+            name: Some("body".into()),
+            g: Some(inner),
+            ..Default::default()
+        };
         let mid = GraphProto {
-            node: vec![n("Relu", &["outer1"], &["x"]), node("If", &["c"], &["z"], "", vec![attr])],
+            node: vec![
+                n("Relu", &["outer1"], &["x"]),
+                node("If", &["c"], &["z"], "", vec![attr]),
+            ],
             ..Default::default()
         };
         let free = free_names(&mid);
@@ -459,8 +584,14 @@ mod tests {
     fn dead_nodes_and_initializers_are_removed() {
         let mut g = GraphProto {
             node: vec![n("Relu", &["a"], &["b"]), n("Relu", &["w"], &["dead"])],
-            output: vec![ValueInfoProto { name: Some("b".into()), ..Default::default() }],
-            initializer: vec![TensorProto { name: Some("w".into()), ..Default::default() }],
+            output: vec![ValueInfoProto {
+                name: Some("b".into()),
+                ..Default::default()
+            }],
+            initializer: vec![TensorProto {
+                name: Some("w".into()),
+                ..Default::default()
+            }],
             ..Default::default()
         };
         remove_dead(&mut g);

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 
 use super::encode::{attr_i, raw_tensor};
 use super::graph::node;
-use super::proto::{GraphProto, NodeProto, TensorProto, ValueInfoProto, tensor_proto::DataType, type_proto};
+use super::proto::{
+    GraphProto, NodeProto, TensorProto, ValueInfoProto, tensor_proto::DataType, type_proto,
+};
 
 /// How float outputs are combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -50,26 +52,48 @@ fn rank(v: &ValueInfoProto) -> Option<usize> {
 }
 
 fn is_float(code: i32) -> bool {
-    [DataType::Float, DataType::Double, DataType::Float16, DataType::Bfloat16].iter().any(|d| *d as i32 == code)
+    [
+        DataType::Float,
+        DataType::Double,
+        DataType::Float16,
+        DataType::Bfloat16,
+    ]
+    .iter()
+    .any(|d| *d as i32 == code)
 }
 
 /// Ops that pass a value through without changing what kind of value it is.
-const PASS_THROUGH: &[&str] = &["Identity", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "CastLike"];
+const PASS_THROUGH: &[&str] = &[
+    "Identity",
+    "Cast",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "CastLike",
+];
 
 /// Classifies output `out` of graph `g`: probabilities are recognised from the op that
 /// produces them (Softmax, Sigmoid, through reshapes and casts), unless `declared` says.
 pub fn output_kind(g: &GraphProto, out: &ValueInfoProto, declared: Option<bool>) -> OutputKind {
-    let Some(code) = elem_type(out) else { return OutputKind::Other };
+    let Some(code) = elem_type(out) else {
+        return OutputKind::Other;
+    };
     if !is_float(code) {
         return OutputKind::Other;
     }
-    let producers: HashMap<&str, &NodeProto> =
-        g.node.iter().flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n))).collect();
+    let producers: HashMap<&str, &NodeProto> = g
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n)))
+        .collect();
     let probs = declared.unwrap_or_else(|| {
         let mut name = out.name.as_deref().unwrap_or("");
         // Bounded walk: a malformed graph may loop.
         for _ in 0..64 {
-            let Some(n) = producers.get(name) else { return false };
+            let Some(n) = producers.get(name) else {
+                return false;
+            };
             let op = n.op_type.as_deref().unwrap_or("");
             if op == "Softmax" || op == "Sigmoid" {
                 return true;
@@ -95,7 +119,15 @@ pub fn output_kind(g: &GraphProto, out: &ValueInfoProto, declared: Option<bool>)
 
 /// Appends to `g` the nodes that combine `members` (value names, one per member, with
 /// `weights`) into a value named `out`, of ONNX element type `code`.
-pub fn combine(g: &mut GraphProto, out: &str, code: i32, kind: OutputKind, mode: Combine, members: &[String], weights: &[f64]) {
+pub fn combine(
+    g: &mut GraphProto,
+    out: &str,
+    code: i32,
+    kind: OutputKind,
+    mode: Combine,
+    members: &[String],
+    weights: &[f64],
+) {
     let tag = |s: &str| format!("smd/head/{out}/{s}");
     let total: f64 = weights.iter().sum();
     let equal = weights.windows(2).all(|w| w[0] == w[1]);
@@ -123,14 +155,19 @@ pub fn combine(g: &mut GraphProto, out: &str, code: i32, kind: OutputKind, mode:
         (OutputKind::Logits, Combine::Probs) => {
             // log Σ wᵢ softmax(xᵢ), computed stably as m + log Σ wᵢ exp(log_softmax(xᵢ) − m)
             // with m the element-wise max over members.
-            let logp: Vec<String> = (0..members.len()).map(|i| tag(&format!("logp{i}"))).collect();
+            let logp: Vec<String> = (0..members.len())
+                .map(|i| tag(&format!("logp{i}")))
+                .collect();
             for (x, l) in members.iter().zip(&logp) {
-                g.node.push(node("LogSoftmax", &[x], &[l], l, vec![attr_i("axis", 1)]));
+                g.node
+                    .push(node("LogSoftmax", &[x], &[l], l, vec![attr_i("axis", 1)]));
             }
             let m = tag("max");
             let refs: Vec<&str> = logp.iter().map(String::as_str).collect();
             g.node.push(node("Max", &refs, &[&m], &m, Vec::new()));
-            let exps: Vec<String> = (0..members.len()).map(|i| tag(&format!("exp{i}"))).collect();
+            let exps: Vec<String> = (0..members.len())
+                .map(|i| tag(&format!("exp{i}")))
+                .collect();
             for (l, e) in logp.iter().zip(&exps) {
                 let d = format!("{e}/sub");
                 g.node.push(node("Sub", &[l, &m], &[&d], &d, Vec::new()));
@@ -140,11 +177,18 @@ pub fn combine(g: &mut GraphProto, out: &str, code: i32, kind: OutputKind, mode:
             mean(g, &exps, &s);
             let lg = tag("log");
             g.node.push(node("Log", &[&s], &[&lg], &lg, Vec::new()));
-            g.node.push(node("Add", &[&lg, &m], &[out], &tag("add"), Vec::new()));
+            g.node
+                .push(node("Add", &[&lg, &m], &[out], &tag("add"), Vec::new()));
         }
         (OutputKind::Other, _) => {
             let first = members.first().map(String::as_str).unwrap_or("");
-            g.node.push(node("Identity", &[first], &[out], &tag("first"), Vec::new()));
+            g.node.push(node(
+                "Identity",
+                &[first],
+                &[out],
+                &tag("first"),
+                Vec::new(),
+            ));
         }
         _ => mean(g, members, out),
     }

@@ -88,23 +88,41 @@ fn name_of(v: &ValueInfoProto) -> &str {
 
 /// Names of the real (non-initializer) graph inputs.
 fn real_inputs(g: &GraphProto) -> HashSet<String> {
-    let inits: HashSet<&str> = g.initializer.iter().filter_map(|t| t.name.as_deref()).collect();
-    g.input.iter().map(name_of).filter(|n| !inits.contains(n)).map(str::to_string).collect()
+    let inits: HashSet<&str> = g
+        .initializer
+        .iter()
+        .filter_map(|t| t.name.as_deref())
+        .collect();
+    g.input
+        .iter()
+        .map(name_of)
+        .filter(|n| !inits.contains(n))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Renames the graph's outputs to their internal names (outputs that are graph inputs stay).
 fn rename_outputs(g: &mut GraphProto) {
     let inputs = real_inputs(g);
-    let outs: HashSet<String> = g.output.iter().map(|v| name_of(v).to_string()).filter(|o| !inputs.contains(o)).collect();
+    let outs: HashSet<String> = g
+        .output
+        .iter()
+        .map(|v| name_of(v).to_string())
+        .filter(|o| !inputs.contains(o))
+        .collect();
     rename_all(g, &|n| outs.contains(n).then(|| internal_output(n)));
 }
 
 fn check_weights(weights: &[f64]) -> Result<(), EnsembleError> {
     if weights.is_empty() {
-        return Err(EnsembleError::Invalid("an ensemble needs at least one member".into()));
+        return Err(EnsembleError::Invalid(
+            "an ensemble needs at least one member".into(),
+        ));
     }
     if weights.iter().any(|w| !w.is_finite() || *w < 0.0) || weights.iter().sum::<f64>() <= 0.0 {
-        return Err(EnsembleError::Invalid("member weights must be finite, non-negative and not all zero".into()));
+        return Err(EnsembleError::Invalid(
+            "member weights must be finite, non-negative and not all zero".into(),
+        ));
     }
     Ok(())
 }
@@ -120,12 +138,22 @@ pub fn default_opset(m: &ModelProto) -> i64 {
 
 /// Builds an ensemble of one parent and members that differ from it only in `varying` tensors.
 /// `weights` has one entry per member (e.g. multiplicities of a greedy selection).
-pub fn compact(parent: &ModelProto, varying: &[Varying], weights: &[f64], heads: &Heads, meta: &[(String, String)]) -> Result<Built, EnsembleError> {
+pub fn compact(
+    parent: &ModelProto,
+    varying: &[Varying],
+    weights: &[f64],
+    heads: &Heads,
+    meta: &[(String, String)],
+) -> Result<Built, EnsembleError> {
     check_weights(weights)?;
     let members = weights.len();
     for v in varying {
         if v.changes.len() != members {
-            return Err(EnsembleError::Invalid(format!("tensor `{}` has changes for {} members, expected {members}", v.addr.name, v.changes.len())));
+            return Err(EnsembleError::Invalid(format!(
+                "tensor `{}` has changes for {} members, expected {members}",
+                v.addr.name,
+                v.changes.len()
+            )));
         }
         encode::check(v).map_err(EnsembleError::Invalid)?;
     }
@@ -133,12 +161,25 @@ pub fn compact(parent: &ModelProto, varying: &[Varying], weights: &[f64], heads:
     if opset < 11 && !varying.is_empty() {
         return Err(EnsembleError::OpsetTooOld(opset));
     }
-    let parent_graph = parent.graph.as_ref().ok_or_else(|| EnsembleError::Invalid("the model has no graph".into()))?;
+    let parent_graph = parent
+        .graph
+        .as_ref()
+        .ok_or_else(|| EnsembleError::Invalid("the model has no graph".into()))?;
     let mut g = parent_graph.clone();
     rename_outputs(&mut g);
 
-    let changed = |v: &Varying, i: usize| v.changes.get(i).is_some_and(|c| c.as_ref().is_some_and(|c| !c.indices.is_empty()));
-    let id_of = |a: &TensorAddr| if a.scope.is_empty() { a.name.clone() } else { format!("{}/{}", a.scope, a.name) };
+    let changed = |v: &Varying, i: usize| {
+        v.changes
+            .get(i)
+            .is_some_and(|c| c.as_ref().is_some_and(|c| !c.indices.is_empty()))
+    };
+    let id_of = |a: &TensorAddr| {
+        if a.scope.is_empty() {
+            a.name.clone()
+        } else {
+            format!("{}/{}", a.scope, a.name)
+        }
+    };
     let mut sub_varying: HashMap<TensorAddr, &Varying> = HashMap::new();
     let mut dirty: Vec<HashSet<String>> = vec![HashSet::new(); members];
     let mut prelude = Vec::new();
@@ -156,7 +197,13 @@ pub fn compact(parent: &ModelProto, varying: &[Varying], weights: &[f64], heads:
             sub_varying.insert(v.addr.clone(), v);
             b
         };
-        let member_value = |i: usize| if main { member_name(i, &v.addr.name) } else { format!("smd/m{i}/{id}") };
+        let member_value = |i: usize| {
+            if main {
+                member_name(i, &v.addr.name)
+            } else {
+                format!("smd/m{i}/{id}")
+            }
+        };
         let enc = encode::encode(v, &id, &base_name, &member_value);
         encodings.push((v.addr.clone(), enc.encoding));
         prelude.extend(enc.nodes);
@@ -190,13 +237,21 @@ pub fn compact(parent: &ModelProto, varying: &[Varying], weights: &[f64], heads:
         let mut nested = Vec::new();
         graph::nested_tensor_addrs("", n, j, &mut nested);
         for (i, d) in dirty.iter_mut().enumerate() {
-            let member_changes_inside = nested.iter().any(|a| sub_varying.get(a).is_some_and(|v| changed(v, i)));
+            let member_changes_inside = nested
+                .iter()
+                .any(|a| sub_varying.get(a).is_some_and(|v| changed(v, i)));
             if !member_changes_inside && !refs.iter().any(|r| d.contains(r)) {
                 continue;
             }
             d.extend(n.output.iter().filter(|o| !o.is_empty()).cloned());
             let d: &HashSet<String> = d;
-            let rename = |x: &str| if d.contains(x) { member_name(i, x) } else { x.to_string() };
+            let rename = |x: &str| {
+                if d.contains(x) {
+                    member_name(i, x)
+                } else {
+                    x.to_string()
+                }
+            };
             let local = |x: &str| member_name(i, x);
             nodes.push(copy_node(n, "", j, &rename, &local, &source_for(Some(i))));
         }
@@ -221,29 +276,53 @@ pub fn compact(parent: &ModelProto, varying: &[Varying], weights: &[f64], heads:
     g.initializer.extend(extra_inits);
     let member_values = |o: &str, i: usize| {
         let internal = internal_output(o);
-        if dirty[i].contains(&internal) { member_name(i, &internal) } else { internal }
+        if dirty[i].contains(&internal) {
+            member_name(i, &internal)
+        } else {
+            internal
+        }
     };
     let notices = add_heads(&mut g, parent_graph, heads, weights, &member_values)?;
     finish(&mut g);
     let mut model = parent.clone();
     model.graph = Some(g);
     add_meta(&mut model, meta);
-    Ok(Built { model, notices, encodings })
+    Ok(Built {
+        model,
+        notices,
+        encodings,
+    })
 }
 
 /// Replaces the values of main-graph tensor `name` (an initializer or a Constant node).
-fn set_main_tensor(g: &mut GraphProto, name: &str, dims: &[i64], base: &crate::TensorData) -> Result<(), EnsembleError> {
+fn set_main_tensor(
+    g: &mut GraphProto,
+    name: &str,
+    dims: &[i64],
+    base: &crate::TensorData,
+) -> Result<(), EnsembleError> {
     let t = encode::float_tensor(name, dims, base);
-    if let Some(init) = g.initializer.iter_mut().find(|t| t.name.as_deref() == Some(name)) {
+    if let Some(init) = g
+        .initializer
+        .iter_mut()
+        .find(|t| t.name.as_deref() == Some(name))
+    {
         let doc = init.doc_string.take();
-        *init = proto::TensorProto { doc_string: doc, ..t };
+        *init = proto::TensorProto {
+            doc_string: doc,
+            ..t
+        };
         return Ok(());
     }
     let node = g
         .node
         .iter_mut()
         .find(|n| graph::is_constant(n) && n.output.first().map(String::as_str) == Some(name))
-        .ok_or_else(|| EnsembleError::Invalid(format!("tensor `{name}` is neither an initializer nor a Constant node of the main graph")))?;
+        .ok_or_else(|| {
+            EnsembleError::Invalid(format!(
+                "tensor `{name}` is neither an initializer nor a Constant node of the main graph"
+            ))
+        })?;
     node.attribute = vec![proto::AttributeProto {
         name: Some("value".into()),
         r#type: Some(proto::attribute_proto::AttributeType::Tensor as i32),
@@ -265,7 +344,10 @@ fn add_heads(
     let inputs = real_inputs(parent);
     let mut notices = Vec::new();
     match heads {
-        Heads::Combined { combine, probabilities } => {
+        Heads::Combined {
+            combine,
+            probabilities,
+        } => {
             for out in &parent.output {
                 let o = name_of(out);
                 if inputs.contains(o) {
@@ -287,11 +369,14 @@ fn add_heads(
                 .output
                 .iter()
                 .find(|v| name_of(v) == output)
-                .ok_or_else(|| EnsembleError::Invalid(format!("the model has no output `{output}`")))?;
+                .ok_or_else(|| {
+                    EnsembleError::Invalid(format!("the model has no output `{output}`"))
+                })?;
             g.output.clear();
             for i in 0..weights.len() {
                 let name = format!("smd/member/{i}/{output}");
-                g.node.push(graph::identity(&member_values(output, i), &name, &name));
+                g.node
+                    .push(graph::identity(&member_values(output, i), &name, &name));
                 let mut v = out.clone();
                 v.name = Some(name);
                 g.output.push(v);
@@ -305,14 +390,23 @@ fn add_heads(
 fn finish(g: &mut GraphProto) {
     graph::remove_dead(g);
     let order = topo_order(g);
-    let mut nodes: Vec<Option<proto::NodeProto>> = std::mem::take(&mut g.node).into_iter().map(Some).collect();
-    g.node = order.into_iter().filter_map(|j| nodes.get_mut(j).and_then(Option::take)).collect();
+    let mut nodes: Vec<Option<proto::NodeProto>> =
+        std::mem::take(&mut g.node).into_iter().map(Some).collect();
+    g.node = order
+        .into_iter()
+        .filter_map(|j| nodes.get_mut(j).and_then(Option::take))
+        .collect();
 }
 
 fn add_meta(model: &mut ModelProto, meta: &[(String, String)]) {
     for (k, v) in meta {
-        model.metadata_props.retain(|e| e.key.as_deref() != Some(k.as_str()));
-        model.metadata_props.push(StringStringEntryProto { key: Some(k.clone()), value: Some(v.clone()) });
+        model
+            .metadata_props
+            .retain(|e| e.key.as_deref() != Some(k.as_str()));
+        model.metadata_props.push(StringStringEntryProto {
+            key: Some(k.clone()),
+            value: Some(v.clone()),
+        });
     }
 }
 
@@ -321,27 +415,55 @@ fn add_meta(model: &mut ModelProto, meta: &[(String, String)]) {
 fn interface_of(v: &ValueInfoProto) -> String {
     match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
         Some(proto::type_proto::Value::TensorType(t)) => {
-            format!("tensor(elem {}, rank {:?})", t.elem_type.unwrap_or(0), t.shape.as_ref().map(|s| s.dim.len()))
+            format!(
+                "tensor(elem {}, rank {:?})",
+                t.elem_type.unwrap_or(0),
+                t.shape.as_ref().map(|s| s.dim.len())
+            )
         }
         other => format!("{other:?}"),
     }
 }
 
+/// Names and types of a graph's inputs or outputs.
+type Interface = Vec<(String, String)>;
+
 /// Builds an ensemble of arbitrary models with the same inputs and outputs (names, element
 /// types and ranks), each member's graph copied whole.
-pub fn merge(models: &[ModelProto], weights: &[f64], heads: &Heads, meta: &[(String, String)]) -> Result<Built, EnsembleError> {
+pub fn merge(
+    models: &[ModelProto],
+    weights: &[f64],
+    heads: &Heads,
+    meta: &[(String, String)],
+) -> Result<Built, EnsembleError> {
     check_weights(weights)?;
     if models.len() != weights.len() {
-        return Err(EnsembleError::Invalid(format!("{} members but {} weights", models.len(), weights.len())));
+        return Err(EnsembleError::Invalid(format!(
+            "{} members but {} weights",
+            models.len(),
+            weights.len()
+        )));
     }
-    let first = models.first().ok_or_else(|| EnsembleError::Invalid("an ensemble needs at least one member".into()))?;
-    let g0 = first.graph.as_ref().ok_or_else(|| EnsembleError::Invalid("member 0 has no graph".into()))?;
+    let first = models
+        .first()
+        .ok_or_else(|| EnsembleError::Invalid("an ensemble needs at least one member".into()))?;
+    let g0 = first
+        .graph
+        .as_ref()
+        .ok_or_else(|| EnsembleError::Invalid("member 0 has no graph".into()))?;
     let inputs0 = real_inputs(g0);
-    let iface = |g: &GraphProto| -> (Vec<(String, String)>, Vec<(String, String)>) {
+    let iface = |g: &GraphProto| -> (Interface, Interface) {
         let ins = real_inputs(g);
         (
-            g.input.iter().filter(|v| ins.contains(name_of(v))).map(|v| (name_of(v).to_string(), interface_of(v))).collect(),
-            g.output.iter().map(|v| (name_of(v).to_string(), interface_of(v))).collect(),
+            g.input
+                .iter()
+                .filter(|v| ins.contains(name_of(v)))
+                .map(|v| (name_of(v).to_string(), interface_of(v)))
+                .collect(),
+            g.output
+                .iter()
+                .map(|v| (name_of(v).to_string(), interface_of(v)))
+                .collect(),
         )
     };
     let want = iface(g0);
@@ -351,11 +473,19 @@ pub fn merge(models: &[ModelProto], weights: &[f64], heads: &Heads, meta: &[(Str
     let mut out = GraphProto {
         name: g0.name.clone(),
         doc_string: g0.doc_string.clone(),
-        input: g0.input.iter().filter(|v| inputs0.contains(name_of(v))).cloned().collect(),
+        input: g0
+            .input
+            .iter()
+            .filter(|v| inputs0.contains(name_of(v)))
+            .cloned()
+            .collect(),
         ..Default::default()
     };
     for (i, m) in models.iter().enumerate() {
-        let g = m.graph.as_ref().ok_or_else(|| EnsembleError::Interface { member: i, msg: "no graph".into() })?;
+        let g = m.graph.as_ref().ok_or_else(|| EnsembleError::Interface {
+            member: i,
+            msg: "no graph".into(),
+        })?;
         let got = iface(g);
         if got != want {
             return Err(EnsembleError::Interface {
@@ -365,19 +495,33 @@ pub fn merge(models: &[ModelProto], weights: &[f64], heads: &Heads, meta: &[(Str
         }
         for o in &m.opset_import {
             let domain = o.domain.clone().unwrap_or_default();
-            let domain = if domain == "ai.onnx" { String::new() } else { domain };
+            let domain = if domain == "ai.onnx" {
+                String::new()
+            } else {
+                domain
+            };
             let v = o.version.unwrap_or(0);
-            if let Some(prev) = opsets.insert(domain.clone(), v) {
-                if prev != v {
-                    return Err(EnsembleError::Interface { member: i, msg: format!("imports opset {v} of domain `{domain}`, another member {prev}") });
-                }
+            if let Some(prev) = opsets.insert(domain.clone(), v)
+                && prev != v
+            {
+                return Err(EnsembleError::Interface {
+                    member: i,
+                    msg: format!("imports opset {v} of domain `{domain}`, another member {prev}"),
+                });
             }
         }
         for f in &m.functions {
-            let key = (f.domain.clone().unwrap_or_default(), f.name.clone().unwrap_or_default(), f.overload.clone().unwrap_or_default());
+            let key = (
+                f.domain.clone().unwrap_or_default(),
+                f.name.clone().unwrap_or_default(),
+                f.overload.clone().unwrap_or_default(),
+            );
             if let Some(prev) = functions.get(&key) {
                 if prev != f {
-                    return Err(EnsembleError::Interface { member: i, msg: format!("defines function `{}` differently", key.1) });
+                    return Err(EnsembleError::Interface {
+                        member: i,
+                        msg: format!("defines function `{}` differently", key.1),
+                    });
                 }
             } else {
                 functions.insert(key, f.clone());
@@ -387,7 +531,13 @@ pub fn merge(models: &[ModelProto], weights: &[f64], heads: &Heads, meta: &[(Str
         let mut gi = g.clone();
         rename_outputs(&mut gi);
         let ins = real_inputs(&gi);
-        let local = |x: &str| if ins.contains(x) { x.to_string() } else { member_name(i, x) };
+        let local = |x: &str| {
+            if ins.contains(x) {
+                x.to_string()
+            } else {
+                member_name(i, x)
+            }
+        };
         let copy = copy_graph(&gi, "", &local, &|x: &str| x.to_string(), &|_| None);
         out.node.extend(copy.node);
         out.initializer.extend(copy.initializer);
@@ -399,13 +549,23 @@ pub fn merge(models: &[ModelProto], weights: &[f64], heads: &Heads, meta: &[(Str
     finish(&mut out);
     let mut opsets: Vec<(String, i64)> = opsets.into_iter().collect();
     opsets.sort();
-    model.opset_import = opsets.into_iter().map(|(d, v)| proto::OperatorSetIdProto { domain: Some(d), version: Some(v) }).collect();
+    model.opset_import = opsets
+        .into_iter()
+        .map(|(d, v)| proto::OperatorSetIdProto {
+            domain: Some(d),
+            version: Some(v),
+        })
+        .collect();
     let mut functions: Vec<_> = functions.into_iter().collect();
     functions.sort_by(|a, b| a.0.cmp(&b.0));
     model.functions = functions.into_iter().map(|(_, f)| f).collect();
     model.graph = Some(out);
     add_meta(&mut model, meta);
-    Ok(Built { model, notices, encodings: Vec::new() })
+    Ok(Built {
+        model,
+        notices,
+        encodings: Vec::new(),
+    })
 }
 
 /// Decodes a model for graph surgery, with every external tensor's payload read into the
@@ -418,8 +578,11 @@ pub fn decode_model(model: &Model) -> Result<ModelProto, crate::Error> {
     if !model.has_external_data() {
         return Ok(proto);
     }
-    let by_addr: HashMap<(&str, &str), &crate::onnx::TensorInfo> =
-        model.tensors().iter().map(|t| ((t.scope.as_str(), t.name.as_str()), t)).collect();
+    let by_addr: HashMap<(&str, &str), &crate::onnx::TensorInfo> = model
+        .tensors()
+        .iter()
+        .map(|t| ((t.scope.as_str(), t.name.as_str()), t))
+        .collect();
     let mut missing = None;
     if let Some(g) = proto.graph.as_mut() {
         graph::for_each_tensor_mut(g, "", &mut |addr, t| {
@@ -450,14 +613,23 @@ pub fn decode_model(model: &Model) -> Result<ModelProto, crate::Error> {
 }
 
 /// Sets the values of the tensor at `addr` (an initializer or a Constant node, any scope).
-fn set_tensor(proto: &mut ModelProto, addr: &TensorAddr, dims: &[i64], values: &crate::TensorData) -> bool {
+fn set_tensor(
+    proto: &mut ModelProto,
+    addr: &TensorAddr,
+    dims: &[i64],
+    values: &crate::TensorData,
+) -> bool {
     let mut found = false;
     if let Some(g) = proto.graph.as_mut() {
         graph::for_each_tensor_mut(g, "", &mut |a, t| {
             if a == Some(addr) {
                 let name = t.name.take();
                 let doc = t.doc_string.take();
-                *t = proto::TensorProto { name, doc_string: doc, ..encode::float_tensor("", dims, values) };
+                *t = proto::TensorProto {
+                    name,
+                    doc_string: doc,
+                    ..encode::float_tensor("", dims, values)
+                };
                 found = true;
             }
         });
@@ -472,7 +644,13 @@ fn set_tensor(proto: &mut ModelProto, addr: &TensorAddr, dims: &[i64], values: &
 /// Builds the ensemble of `model` and members that differ from it in `varying` tensors:
 /// compact when the model allows it, else (old opsets, tensors the compact encoding cannot
 /// address) by merging full copies of the members.
-pub fn build_from_model(model: &Model, varying: &[Varying], weights: &[f64], heads: &Heads, meta: &[(String, String)]) -> Result<Built, crate::Error> {
+pub fn build_from_model(
+    model: &Model,
+    varying: &[Varying],
+    weights: &[f64],
+    heads: &Heads,
+    meta: &[(String, String)],
+) -> Result<Built, crate::Error> {
     let proto = decode_model(model)?;
     match compact(&proto, varying, weights, heads, meta) {
         Ok(b) => Ok(b),
@@ -482,7 +660,12 @@ pub fn build_from_model(model: &Model, varying: &[Varying], weights: &[f64], hea
                 let mut m = proto.clone();
                 for v in varying {
                     if !set_tensor(&mut m, &v.addr, &v.dims, &member_values(v, i)) {
-                        return Err(EnsembleError::Invalid(format!("tensor `{}` not found in {}", v.addr.name, model.path().display())).into());
+                        return Err(EnsembleError::Invalid(format!(
+                            "tensor `{}` not found in {}",
+                            v.addr.name,
+                            model.path().display()
+                        ))
+                        .into());
                     }
                 }
                 members.push(m);
@@ -501,12 +684,20 @@ const INLINE_LIMIT: usize = (1 << 31) - (64 << 20);
 /// Writes `model` to `path` atomically, never over one of `inputs`. Above the protobuf size
 /// limit, tensors of 1 KiB or more go to `<file name>.data` beside it (external data).
 pub fn save(model: &ModelProto, path: &Path, inputs: &[&Path]) -> Result<(), crate::Error> {
-    let io = |e: std::io::Error| ModelError::Io { path: path.to_path_buf(), source: e };
+    let io = |e: std::io::Error| ModelError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
     if model.encoded_len() < INLINE_LIMIT {
         let bytes = model.encode_to_vec();
-        return Ok(fsx::write_atomic_except(path, inputs, |w| w.write_all(&bytes).map_err(io))?);
+        return Ok(fsx::write_atomic_except(path, inputs, |w| {
+            w.write_all(&bytes).map_err(io)
+        })?);
     }
-    let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "ensemble.onnx".into());
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "ensemble.onnx".into());
     let data_name = format!("{file_name}.data");
     let data_path = path.with_file_name(&data_name);
     let mut m = model.clone();
@@ -514,22 +705,34 @@ pub fn save(model: &ModelProto, path: &Path, inputs: &[&Path]) -> Result<(), cra
     let mut offset = 0u64;
     if let Some(g) = m.graph.as_mut() {
         graph::for_each_tensor_mut(g, "", &mut |_, t| {
-            let Some(raw) = t.raw_data.take_if(|r| r.len() >= 1024) else { return };
+            let Some(raw) = t.raw_data.take_if(|r| r.len() >= 1024) else {
+                return;
+            };
             // Keep offsets aligned for memory mapping.
             let pad = (4096 - offset % 4096) % 4096;
             if pad > 0 {
                 chunks.push(bytes::Bytes::from(vec![0u8; pad as usize]));
                 offset += pad;
             }
-            let entry = |k: &str, v: String| StringStringEntryProto { key: Some(k.into()), value: Some(v) };
-            t.external_data = vec![entry("location", data_name.clone()), entry("offset", offset.to_string()), entry("length", raw.len().to_string())];
+            let entry = |k: &str, v: String| StringStringEntryProto {
+                key: Some(k.into()),
+                value: Some(v),
+            };
+            t.external_data = vec![
+                entry("location", data_name.clone()),
+                entry("offset", offset.to_string()),
+                entry("length", raw.len().to_string()),
+            ];
             t.data_location = Some(proto::tensor_proto::DataLocation::External as i32);
             offset += raw.len() as u64;
             chunks.push(raw);
         });
     }
     // The data first, so a model file never names data that is not there.
-    let data_io = |e: std::io::Error| ModelError::Io { path: data_path.clone(), source: e };
+    let data_io = |e: std::io::Error| ModelError::Io {
+        path: data_path.clone(),
+        source: e,
+    };
     fsx::write_atomic_except(&data_path, inputs, |w| {
         for c in &chunks {
             w.write_all(c).map_err(data_io)?;
@@ -595,8 +798,14 @@ fn consensus(values: &[crate::TensorData]) -> (crate::TensorData, Vec<Option<Cha
     let changes = values
         .iter()
         .map(|v| {
-            let idx: Vec<u32> = (0..n).filter(|&j| bits(v, j) != bits(&base, j)).map(|j| j as u32).collect();
-            (!idx.is_empty()).then(|| Change { values: v.gather(&idx), indices: idx })
+            let idx: Vec<u32> = (0..n)
+                .filter(|&j| bits(v, j) != bits(&base, j))
+                .map(|j| j as u32)
+                .collect();
+            (!idx.is_empty()).then(|| Change {
+                values: v.gather(&idx),
+                indices: idx,
+            })
         })
         .collect();
     (base, changes)
@@ -605,24 +814,47 @@ fn consensus(values: &[crate::TensorData]) -> (crate::TensorData, Vec<Option<Cha
 /// Builds the ensemble of model files: compact when they differ only in float weights (e.g.
 /// children of one parent: the consensus of the members is stored once, plus each member's
 /// differences), else by merging full copies.
-pub fn from_models(models: &[Model], weights: &[f64], heads: &Heads, meta: &[(String, String)]) -> Result<Built, crate::Error> {
-    let first = models.first().ok_or_else(|| EnsembleError::Invalid("an ensemble needs at least one member".into()))?;
-    let protos = models.iter().map(decode_model).collect::<Result<Vec<_>, _>>()?;
+pub fn from_models(
+    models: &[Model],
+    weights: &[f64],
+    heads: &Heads,
+    meta: &[(String, String)],
+) -> Result<Built, crate::Error> {
+    let first = models
+        .first()
+        .ok_or_else(|| EnsembleError::Invalid("an ensemble needs at least one member".into()))?;
+    let protos = models
+        .iter()
+        .map(decode_model)
+        .collect::<Result<Vec<_>, _>>()?;
     let skel = skeleton(&protos[0]);
     let same_shape = protos.iter().skip(1).all(|p| skeleton(p) == skel)
-        && models.iter().all(|m| m.tensors().len() == first.tensors().len());
+        && models
+            .iter()
+            .all(|m| m.tensors().len() == first.tensors().len());
     if same_shape && models.len() > 1 {
         let mut varying = Vec::new();
         for (i, info) in first.tensors().iter().enumerate() {
             if !info.dtype.is_mutable_float() {
                 continue;
             }
-            let values = models.iter().map(|m| m.read_values(&m.tensors()[i])).collect::<Result<Vec<_>, _>>()?;
+            let values = models
+                .iter()
+                .map(|m| m.read_values(&m.tensors()[i]))
+                .collect::<Result<Vec<_>, _>>()?;
             if values.iter().all(|v| *v == values[0]) {
                 continue;
             }
             let (base, changes) = consensus(&values);
-            varying.push(Varying { addr: TensorAddr { scope: info.scope.clone(), name: info.name.clone() }, dims: info.dims.clone(), base, changes });
+            varying.push(Varying {
+                addr: TensorAddr {
+                    scope: info.scope.clone(),
+                    name: info.name.clone(),
+                },
+                dims: info.dims.clone(),
+                base,
+                changes,
+            });
         }
         match compact(&protos[0], &varying, weights, heads, meta) {
             Ok(b) => return Ok(b),

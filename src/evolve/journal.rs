@@ -32,7 +32,11 @@ pub struct Journal {
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> Error {
-    EvolveError::Io { path: path.to_path_buf(), source: e }.into()
+    EvolveError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    }
+    .into()
 }
 
 impl Journal {
@@ -58,7 +62,10 @@ impl Journal {
         }
         std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
         let text = serde_json::json!({ "run_key": run_key }).to_string();
-        fsx::write_atomic(&key_file, |w| w.write_all(text.as_bytes()).map_err(|e| io_err(&key_file, e)))?;
+        fsx::write_atomic(&key_file, |w| {
+            w.write_all(text.as_bytes())
+                .map_err(|e| io_err(&key_file, e))
+        })?;
         Ok(Journal { dir })
     }
 
@@ -73,7 +80,13 @@ impl Journal {
 
     /// The record of candidate `id`, when a complete one exists. `selection`/`holdout` are
     /// the rows it was scored on, `output` the scored output's name.
-    pub fn load(&self, id: &str, selection: &[usize], holdout: &[usize], output: &str) -> Option<Record> {
+    pub fn load(
+        &self,
+        id: &str,
+        selection: &[usize],
+        holdout: &[usize],
+        output: &str,
+    ) -> Option<Record> {
         let bytes = std::fs::read(self.path(id)).ok()?;
         decode(&bytes, selection, holdout, output)
     }
@@ -106,14 +119,23 @@ fn encode(rec: &Record) -> Vec<u8> {
         rec.holdout.probs.len(),
         rec.holdout.values.len(),
         rec.selection.non_finite_rows,
-        rec.selection.first_non_finite.map_or(u64::MAX as usize, |r| r),
+        rec.selection
+            .first_non_finite
+            .map_or(u64::MAX as usize, |r| r),
         rec.holdout.non_finite_rows,
-        rec.holdout.first_non_finite.map_or(u64::MAX as usize, |r| r),
+        rec.holdout
+            .first_non_finite
+            .map_or(u64::MAX as usize, |r| r),
     ] {
         b.extend_from_slice(&(v as u64).to_le_bytes());
     }
     b.extend_from_slice(&rec.seconds.to_le_bytes());
-    for part in [&rec.selection.probs, &rec.selection.values, &rec.holdout.probs, &rec.holdout.values] {
+    for part in [
+        &rec.selection.probs,
+        &rec.selection.values,
+        &rec.holdout.probs,
+        &rec.holdout.values,
+    ] {
         for x in part {
             b.extend_from_slice(&x.to_le_bytes());
         }
@@ -151,9 +173,14 @@ fn decode(bytes: &[u8], selection: &[usize], holdout: &[usize], output: &str) ->
     let [classes, sp, sv, hp, hv, snf, sfirst, hnf, hfirst] = words;
     let mut floats = |n: usize| -> Option<Vec<f32>> {
         let raw = take(n.checked_mul(4)?)?;
-        Some(raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        Some(
+            raw.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        )
     };
-    let (sel_probs, sel_values, hold_probs, hold_values) = (floats(sp)?, floats(sv)?, floats(hp)?, floats(hv)?);
+    let (sel_probs, sel_values, hold_probs, hold_values) =
+        (floats(sp)?, floats(sv)?, floats(hp)?, floats(hv)?);
     let first = |r: usize| (r != u64::MAX as usize).then_some(r);
     let part = |rows: &[usize], kind, probs, values, nf, fst| Predictions {
         rows: rows.to_vec(),
@@ -172,7 +199,11 @@ fn decode(bytes: &[u8], selection: &[usize], holdout: &[usize], output: &str) ->
     };
     // A record for other rows (a changed split) is not this run's.
     let fits = |p: &Predictions| {
-        let per_row = if p.kind == OutputKind::Regression { p.values.len() } else { p.probs.len() / classes.max(1) };
+        let per_row = if p.kind == OutputKind::Regression {
+            p.values.len()
+        } else {
+            p.probs.len() / classes.max(1)
+        };
         per_row == p.rows.len()
     };
     (fits(&rec.selection) && fits(&rec.holdout)).then_some(rec)
@@ -199,13 +230,20 @@ mod tests {
     fn records_round_trip_and_corruption_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path(), "k1", false).unwrap();
-        let rec = Record { selection: preds(&[0, 2], vec![0.1, 0.9, 0.5, 0.5]), holdout: preds(&[1], vec![1.0, 0.0]), seconds: 1.5 };
+        let rec = Record {
+            selection: preds(&[0, 2], vec![0.1, 0.9, 0.5, 0.5]),
+            holdout: preds(&[1], vec![1.0, 0.0]),
+            seconds: 1.5,
+        };
         j.save("g0-c1", &rec).unwrap();
         let back = j.load("g0-c1", &[0, 2], &[1], "y").unwrap();
         assert_eq!(back.selection, rec.selection);
         assert_eq!(back.holdout, rec.holdout);
         assert_eq!(back.seconds, 1.5);
-        assert!(j.load("g0-c1", &[0, 1, 2], &[1], "y").is_none(), "other rows");
+        assert!(
+            j.load("g0-c1", &[0, 1, 2], &[1], "y").is_none(),
+            "other rows"
+        );
         let p = dir.path().join(".smd-journal/g0-c1.bin");
         let mut b = std::fs::read(&p).unwrap();
         b[20] ^= 1;

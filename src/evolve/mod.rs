@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub use report::{
-    BestReport, ChildReport, EnsembleReport, GenerationReport, MemberRef, MergedReport, Mutable, Outputs, Report, Scores,
-    Settings, SplitSizes, Timings,
+    BestReport, ChildReport, EnsembleReport, GenerationReport, MemberRef, MergedReport, Mutable,
+    Outputs, Report, Scores, Settings, SplitSizes, Timings,
 };
 pub use select::{Greedy, best, better, greedy, greedy_steps};
 
@@ -162,19 +162,29 @@ pub const ENSEMBLE_FILE: &str = "ensemble.onnx";
 pub const REPORT_FILE: &str = "report.json";
 
 fn invalid(arg: &'static str, message: impl Into<String>) -> Error {
-    EvolveError::Invalid { arg, message: message.into() }.into()
+    EvolveError::Invalid {
+        arg,
+        message: message.into(),
+    }
+    .into()
 }
 
 fn check_config(cfg: &EvolveConfig) -> Result<(), Error> {
     cfg.mutation.validate()?;
     if !(cfg.mutation.sigma.is_finite() && cfg.mutation.sigma > 0.0) {
-        return Err(invalid("--sigma", format!("must be a finite number > 0, got {}", cfg.mutation.sigma)));
+        return Err(invalid(
+            "--sigma",
+            format!("must be a finite number > 0, got {}", cfg.mutation.sigma),
+        ));
     }
     if cfg.generations == 0 {
         return Err(invalid("--generations", "must be at least 1"));
     }
     if !(cfg.holdout > 0.0 && cfg.holdout < 1.0) {
-        return Err(invalid("--holdout", format!("must be in (0, 1), got {}", cfg.holdout)));
+        return Err(invalid(
+            "--holdout",
+            format!("must be in (0, 1), got {}", cfg.holdout),
+        ));
     }
     if cfg.batch == 0 {
         return Err(invalid("--batch", "must be at least 1"));
@@ -264,7 +274,9 @@ impl Lineage {
         // A descendant is identified by its parent's hash and the recipe that made it: cheap,
         // and as unique as the content (regeneration is exact).
         let json = recipe.to_json()?;
-        next.hash = blake3::hash(format!("{}\n{json}", self.hash).as_bytes()).to_hex().to_string();
+        next.hash = blake3::hash(format!("{}\n{json}", self.hash).as_bytes())
+            .to_hex()
+            .to_string();
         next.recipes.push(recipe);
         Ok(next)
     }
@@ -291,47 +303,85 @@ struct Run {
 impl Run {
     /// Builds and scores a candidate (the parent when `changes` is empty), or takes it from
     /// the journal.
-    fn score(&mut self, id: &str, changes: &[(usize, TensorData)], weights_key: &str) -> Result<Scored, Error> {
+    fn score(
+        &mut self,
+        id: &str,
+        changes: &[(usize, TensorData)],
+        weights_key: &str,
+    ) -> Result<Scored, Error> {
         let output = self.predictor.output().to_string();
-        let record = match self.journal.load(id, &self.split.selection, &self.split.holdout, &output) {
-            Some(r) => {
-                self.timings.per_candidate.push(0.0);
-                r
-            }
-            None => {
-                let t = Instant::now();
-                let mut session = self.session(changes, weights_key)?;
-                let selection = self.predictor.predict(&mut session, &self.data, &self.split.selection)?;
-                let holdout = self.predictor.predict(&mut session, &self.data, &self.split.holdout)?;
-                drop(session);
-                let record = Record { selection, holdout, seconds: t.elapsed().as_secs_f64() };
-                self.journal.save(id, &record)?;
-                self.timings.per_candidate.push(record.seconds);
-                record
-            }
-        };
+        let record =
+            match self
+                .journal
+                .load(id, &self.split.selection, &self.split.holdout, &output)
+            {
+                Some(r) => {
+                    self.timings.per_candidate.push(0.0);
+                    r
+                }
+                None => {
+                    let t = Instant::now();
+                    let mut session = self.session(changes, weights_key)?;
+                    let selection =
+                        self.predictor
+                            .predict(&mut session, &self.data, &self.split.selection)?;
+                    let holdout =
+                        self.predictor
+                            .predict(&mut session, &self.data, &self.split.holdout)?;
+                    drop(session);
+                    let record = Record {
+                        selection,
+                        holdout,
+                        seconds: t.elapsed().as_secs_f64(),
+                    };
+                    self.journal.save(id, &record)?;
+                    self.timings.per_candidate.push(record.seconds);
+                    record
+                }
+            };
         let labels = self.data.labels();
-        let (scores, failure) = match (record.selection.metrics(labels), record.holdout.metrics(labels)) {
+        let (scores, failure) = match (
+            record.selection.metrics(labels),
+            record.holdout.metrics(labels),
+        ) {
             (Ok(selection), Ok(holdout)) => (Some(Scores { selection, holdout }), None),
             (Err(e), _) | (_, Err(e)) => (None, Some(e.to_string())),
         };
-        Ok(Scored { record, scores, failure })
+        Ok(Scored {
+            record,
+            scores,
+            failure,
+        })
     }
 
     /// An ONNX Runtime session for the model with `changes` applied.
-    fn session(&self, changes: &[(usize, TensorData)], weights_key: &str) -> Result<ort::session::Session, Error> {
+    fn session(
+        &self,
+        changes: &[(usize, TensorData)],
+        weights_key: &str,
+    ) -> Result<ort::session::Session, Error> {
         if changes.is_empty() {
-            return Ok(self.runtime.session_from_file_keyed(self.model.path(), Vec::new(), Some(weights_key))?);
+            return Ok(self.runtime.session_from_file_keyed(
+                self.model.path(),
+                Vec::new(),
+                Some(weights_key),
+            )?);
         }
         if self.model.has_external_data() {
             // External data is resolved next to the model file: write the candidate to the
             // journal's scratch file (atomically replaced for each candidate).
             let path = self.journal.dir().join("candidate.onnx");
             crate::onnx::write_child(&self.model, changes, &path)?;
-            return Ok(self.runtime.session_from_file_keyed(&path, Vec::new(), Some(weights_key))?);
+            return Ok(self.runtime.session_from_file_keyed(
+                &path,
+                Vec::new(),
+                Some(weights_key),
+            )?);
         }
         let bytes = crate::onnx::child_bytes(&self.model, changes)?;
-        Ok(self.runtime.session_from_memory_keyed(&bytes, Some(weights_key))?)
+        Ok(self
+            .runtime
+            .session_from_memory_keyed(&bytes, Some(weights_key))?)
     }
 }
 
@@ -365,11 +415,25 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
     let predictor = Predictor::new(&io, &data, cfg.output.as_deref(), cfg.batch)?;
     let split = Split::new(data.labels(), cfg.holdout, cfg.split_seed)?;
     let parent_hash = model.content_hash()?;
-    let values = selected.iter().map(|&t| model.read_values(&model.tensors()[t])).collect::<Result<Vec<_>, _>>()?;
-    let mutable = Mutable { tensors: selected.len(), elements: values.iter().map(|v| v.len() as u64).sum() };
+    let values = selected
+        .iter()
+        .map(|&t| model.read_values(&model.tensors()[t]))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mutable = Mutable {
+        tensors: selected.len(),
+        elements: values.iter().map(|v| v.len() as u64).sum(),
+    };
     let run_key = run_key(cfg, &parent_hash, predictor.output())?;
     let journal = Journal::open(&cfg.out, &run_key, cfg.resume)?;
-    let mut run = Run { model, runtime, data, predictor, split, journal, timings: Timings::default() };
+    let mut run = Run {
+        model,
+        runtime,
+        data,
+        predictor,
+        split,
+        journal,
+        timings: Timings::default(),
+    };
     run.timings.load = start.elapsed().as_secs_f64();
 
     let mut lineage = Lineage {
@@ -385,7 +449,11 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
     let original = parent.scores.ok_or_else(|| {
         Error::from(EvolveError::Invalid {
             arg: "model",
-            message: format!("{}: the parent model fails on this data: {}", cfg.model.display(), parent.failure.clone().unwrap_or_default()),
+            message: format!(
+                "{}: the parent model fails on this data: {}",
+                cfg.model.display(),
+                parent.failure.clone().unwrap_or_default()
+            ),
         })
     })?;
 
@@ -397,8 +465,18 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
     for g in 0..cfg.generations {
         let gen_parent_scores = parent.scores.unwrap_or(original);
         let plan = Plan::new(&cfg.mutation, &lineage.specs(&run.model), g)?;
-        let recipe = |member: Member| Recipe::new(&plan, lineage.hash.clone(), cfg.selection_text.clone(), member);
-        progress.phase(&format!("generation {}/{}: children", g + 1, cfg.generations), u64::from(cfg.mutation.children));
+        let recipe = |member: Member| {
+            Recipe::new(
+                &plan,
+                lineage.hash.clone(),
+                cfg.selection_text.clone(),
+                member,
+            )
+        };
+        progress.phase(
+            &format!("generation {}/{}: children", g + 1, cfg.generations),
+            u64::from(cfg.mutation.children),
+        );
         let mut children = Vec::new();
         for i in 0..cfg.mutation.children {
             let r = recipe(Member::Child(i));
@@ -418,10 +496,16 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
             progress.tick();
         }
         progress.finish();
-        let child_sel: Vec<Option<Metrics>> = children.iter().map(|c| c.scores.map(|s| s.selection)).collect();
+        let child_sel: Vec<Option<Metrics>> = children
+            .iter()
+            .map(|c| c.scores.map(|s| s.selection))
+            .collect();
         let best_child = select::best(&child_sel);
         let winners: Vec<u32> = (0..cfg.mutation.children)
-            .filter(|&i| child_sel[i as usize].is_some_and(|m| select::better(&m, &gen_parent_scores.selection)))
+            .filter(|&i| {
+                child_sel[i as usize]
+                    .is_some_and(|m| select::better(&m, &gen_parent_scores.selection))
+            })
             .collect();
         // The merged candidate: every child that beat the parent, applied together.
         let mut merged_report = None;
@@ -432,7 +516,11 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
             let changes = lineage.changes(&deltas)?;
             let key = blake3::hash(r.to_json()?.as_bytes()).to_hex().to_string();
             let scored = run.score(&format!("g{g}-merged"), &changes, &key)?;
-            merged_report = Some(MergedReport { children: winners.clone(), recipe: r.clone(), scores: scored.scores });
+            merged_report = Some(MergedReport {
+                children: winners.clone(),
+                recipe: r.clone(),
+                scores: scored.scores,
+            });
             merged = Some((scored, deltas, r));
         }
         // The next parent: the best of the best child and the merged candidate, if it beats
@@ -442,7 +530,12 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
         if let Some(b) = best_child.filter(|&b| winners.contains(&(b as u32))) {
             let b = b as u32;
             let r = recipe(Member::Child(b));
-            next = Some((clone_scored(&children[b as usize]), plan.child(b)?, r, Some(b)));
+            next = Some((
+                clone_scored(&children[b as usize]),
+                plan.child(b)?,
+                r,
+                Some(b),
+            ));
             kept = format!("child {b}");
         }
         if let Some((m, deltas, r)) = merged {
@@ -451,7 +544,10 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
                 (Some(_), None) => true,
                 _ => false,
             };
-            if next.as_ref().is_none_or(|(n, ..)| beats(&m, n)) && m.scores.is_some_and(|s| select::better(&s.selection, &gen_parent_scores.selection)) {
+            if next.as_ref().is_none_or(|(n, ..)| beats(&m, n))
+                && m.scores
+                    .is_some_and(|s| select::better(&s.selection, &gen_parent_scores.selection))
+            {
                 next = Some((m, deltas, r, None));
                 kept = "merged".into();
             }
@@ -478,7 +574,11 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
                 best = Some(BestReport {
                     generation: g,
                     index,
-                    kind: if index.is_some() { "child".into() } else { "merged".into() },
+                    kind: if index.is_some() {
+                        "child".into()
+                    } else {
+                        "merged".into()
+                    },
                     lineage: lineage_next.recipes.clone(),
                     scores: s,
                     holdout_gain: s.holdout.primary() - original.holdout.primary(),
@@ -489,7 +589,12 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
         } else {
             parent = clone_scored(&gen_parent);
         }
-        last = Some(Generation { plan, lineage: this_lineage, parent: gen_parent, children });
+        last = Some(Generation {
+            plan,
+            lineage: this_lineage,
+            parent: gen_parent,
+            children,
+        });
     }
     run.timings.children = t_children.elapsed().as_secs_f64();
 
@@ -501,7 +606,10 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
     run.timings.ensembles = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let mut outputs = Outputs { report: cfg.out.join(REPORT_FILE).display().to_string(), ..Default::default() };
+    let mut outputs = Outputs {
+        report: cfg.out.join(REPORT_FILE).display().to_string(),
+        ..Default::default()
+    };
     let mut notices = Vec::new();
     let best_path = cfg.out.join(BEST_FILE);
     if cfg.export_best && best.is_some() {
@@ -518,7 +626,8 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
         let pick = match cfg.ensemble.name() {
             Some(name) => ensembles.iter().position(|e| e.name == name),
             None => {
-                let sel: Vec<Option<Metrics>> = ensembles.iter().map(|e| Some(e.scores.selection)).collect();
+                let sel: Vec<Option<Metrics>> =
+                    ensembles.iter().map(|e| Some(e.scores.selection)).collect();
                 select::best(&sel)
             }
         };
@@ -541,7 +650,10 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
         parent_hash,
         data: cfg.data.display().to_string(),
         output: run.predictor.output().to_string(),
-        samples: SplitSizes { selection: run.split.selection.len(), holdout: run.split.holdout.len() },
+        samples: SplitSizes {
+            selection: run.split.selection.len(),
+            holdout: run.split.holdout.len(),
+        },
         settings: settings(cfg),
         mutable,
         parent: original,
@@ -553,25 +665,40 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
         notices,
         timings: run.timings.clone(),
     };
-    let json = serde_json::to_vec_pretty(&report).map_err(|e| EvolveError::Output { path: cfg.out.join(REPORT_FILE), message: e.to_string() })?;
+    let json = serde_json::to_vec_pretty(&report).map_err(|e| EvolveError::Output {
+        path: cfg.out.join(REPORT_FILE),
+        message: e.to_string(),
+    })?;
     let report_path = cfg.out.join(REPORT_FILE);
     crate::onnx::fsx::write_atomic(&report_path, |w| {
-        w.write_all(&json).map_err(|e| Error::from(EvolveError::Io { path: report_path.clone(), source: e }))
+        w.write_all(&json).map_err(|e| {
+            Error::from(EvolveError::Io {
+                path: report_path.clone(),
+                source: e,
+            })
+        })
     })?;
     Ok(report)
 }
-
 
 fn remove_stale(p: &Path) -> Result<(), Error> {
     match std::fs::remove_file(p) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(EvolveError::Io { path: p.to_path_buf(), source: e }.into()),
+        Err(e) => Err(EvolveError::Io {
+            path: p.to_path_buf(),
+            source: e,
+        }
+        .into()),
     }
 }
 
 fn clone_scored(s: &Scored) -> Scored {
-    Scored { record: s.record.clone(), scores: s.scores, failure: s.failure.clone() }
+    Scored {
+        record: s.record.clone(),
+        scores: s.scores,
+        failure: s.failure.clone(),
+    }
 }
 
 /// The run's identity for the journal: model, data, and every setting that changes results.
@@ -580,7 +707,18 @@ fn run_key(cfg: &EvolveConfig, parent_hash: &str, output: &str) -> Result<String
     let m = &cfg.mutation;
     let text = format!(
         "{parent_hash}\n{data_hash}\n{output}\n{:?}\n{}\n{}\n{:?}\n{}\n{}\n{:?}\n{}\n{}\n{}\n{}\n{}\n{:?}",
-        m.mode, m.children, m.sigma, m.scale, m.antithetic, m.seed, m.subspaces, cfg.generations, cfg.selection_text, cfg.holdout, cfg.split_seed, cfg.batch,
+        m.mode,
+        m.children,
+        m.sigma,
+        m.scale,
+        m.antithetic,
+        m.seed,
+        m.subspaces,
+        cfg.generations,
+        cfg.selection_text,
+        cfg.holdout,
+        cfg.split_seed,
+        cfg.batch,
         cfg.runtime.device
     );
     Ok(blake3::hash(text.as_bytes()).to_hex().to_string())
@@ -588,7 +726,12 @@ fn run_key(cfg: &EvolveConfig, parent_hash: &str, output: &str) -> Result<String
 
 /// blake3 of a file, or of every file of a folder (sorted by name).
 fn hash_path(p: &Path) -> Result<String, Error> {
-    let io = |e| Error::from(EvolveError::Io { path: p.to_path_buf(), source: e });
+    let io = |e| {
+        Error::from(EvolveError::Io {
+            path: p.to_path_buf(),
+            source: e,
+        })
+    };
     let mut h = blake3::Hasher::new();
     let mut files = Vec::new();
     if p.is_dir() {
@@ -600,8 +743,17 @@ fn hash_path(p: &Path) -> Result<String, Error> {
         files.push(p.to_path_buf());
     }
     for f in files {
-        h.update(f.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
-        h.update_mmap_rayon(&f).map_err(|e| Error::from(EvolveError::Io { path: f.clone(), source: e }))?;
+        h.update(
+            f.file_name()
+                .map(|n| n.as_encoded_bytes())
+                .unwrap_or_default(),
+        );
+        h.update_mmap_rayon(&f).map_err(|e| {
+            Error::from(EvolveError::Io {
+                path: f.clone(),
+                source: e,
+            })
+        })?;
     }
     Ok(h.finalize().to_hex().to_string())
 }
@@ -632,10 +784,16 @@ fn settings(cfg: &EvolveConfig) -> Settings {
 
 /// Metadata entries that record how a model was made.
 pub fn recipe_meta(recipes: &[Recipe], parent_hash: &str) -> Result<Vec<(String, String)>, Error> {
-    let list: Vec<serde_json::Value> = recipes.iter().map(|r| serde_json::to_value(r).unwrap_or_default()).collect();
+    let list: Vec<serde_json::Value> = recipes
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap_or_default())
+        .collect();
     Ok(vec![
         ("smd_onnx.parent_hash".to_string(), parent_hash.to_string()),
-        ("smd_onnx.recipe".to_string(), serde_json::to_string(&list).map_err(|e| invalid("recipe", e.to_string()))?),
+        (
+            "smd_onnx.recipe".to_string(),
+            serde_json::to_string(&list).map_err(|e| invalid("recipe", e.to_string()))?,
+        ),
     ])
 }
 
@@ -644,11 +802,19 @@ type Choice = Vec<(Option<u32>, f64)>;
 
 /// The four ensembles of the last generation's predictions: mean and greedy, without and with
 /// the parent; with their members (for export).
-fn ensembles_of(g: &Generation, labels: &crate::score::Labels, k: u32) -> Result<(Vec<EnsembleReport>, Vec<Choice>), Error> {
-    let ok: Vec<u32> = (0..k).filter(|&i| g.children[i as usize].scores.is_some()).collect();
+fn ensembles_of(
+    g: &Generation,
+    labels: &crate::score::Labels,
+    k: u32,
+) -> Result<(Vec<EnsembleReport>, Vec<Choice>), Error> {
+    let ok: Vec<u32> = (0..k)
+        .filter(|&i| g.children[i as usize].scores.is_some())
+        .collect();
     let mut reports = Vec::new();
     let mut choices = Vec::new();
-    let Some(parent_scores) = g.parent.scores else { return Ok((reports, choices)) };
+    let Some(parent_scores) = g.parent.scores else {
+        return Ok((reports, choices));
+    };
     if ok.is_empty() {
         return Ok((reports, choices));
     }
@@ -660,15 +826,27 @@ fn ensembles_of(g: &Generation, labels: &crate::score::Labels, k: u32) -> Result
     };
     let mut add = |name: &str, members: Choice| -> Result<(), Error> {
         let part = |f: &dyn Fn(&Record) -> &Predictions| -> Result<Metrics, Error> {
-            let w: Vec<(&Predictions, f64)> = members.iter().map(|&(who, w)| (f(preds(who)), w)).collect();
+            let w: Vec<(&Predictions, f64)> =
+                members.iter().map(|&(who, w)| (f(preds(who)), w)).collect();
             Ok(Predictions::weighted_mean(&w)?.metrics(labels)?)
         };
-        let scores = Scores { selection: part(&|r| &r.selection)?, holdout: part(&|r| &r.holdout)? };
+        let scores = Scores {
+            selection: part(&|r| &r.selection)?,
+            holdout: part(&|r| &r.holdout)?,
+        };
         reports.push(EnsembleReport {
             name: name.into(),
             members: members
                 .iter()
-                .map(|&(who, weight)| MemberRef { kind: if who.is_some() { "child".into() } else { "parent".into() }, index: who, weight })
+                .map(|&(who, weight)| MemberRef {
+                    kind: if who.is_some() {
+                        "child".into()
+                    } else {
+                        "parent".into()
+                    },
+                    index: who,
+                    weight,
+                })
                 .collect(),
             scores,
             holdout_gain: scores.holdout.primary() - parent_scores.holdout.primary(),
@@ -681,17 +859,36 @@ fn ensembles_of(g: &Generation, labels: &crate::score::Labels, k: u32) -> Result
     let mut with_parent = children;
     with_parent.insert(0, (None, 1.0));
     add("mean+parent", with_parent)?;
-    for (name, pool) in [("greedy", ok.iter().map(|&i| Some(i)).collect::<Vec<_>>()), ("greedy+parent", std::iter::once(None).chain(ok.iter().map(|&i| Some(i))).collect())] {
+    for (name, pool) in [
+        ("greedy", ok.iter().map(|&i| Some(i)).collect::<Vec<_>>()),
+        (
+            "greedy+parent",
+            std::iter::once(None)
+                .chain(ok.iter().map(|&i| Some(i)))
+                .collect(),
+        ),
+    ] {
         let cands: Vec<&Predictions> = pool.iter().map(|&w| &preds(w).selection).collect();
         let gr = select::greedy(&cands, labels, select::greedy_steps(cands.len()))?;
-        let members: Choice = pool.iter().zip(&gr.counts).filter(|(_, n)| **n > 0).map(|(&w, &n)| (w, f64::from(n))).collect();
+        let members: Choice = pool
+            .iter()
+            .zip(&gr.counts)
+            .filter(|(_, n)| **n > 0)
+            .map(|(&w, &n)| (w, f64::from(n)))
+            .collect();
         add(name, members)?;
     }
     Ok((reports, choices))
 }
 
 /// Writes the drop-in ensemble of `members` (of generation `g`) to `path`; returns notices.
-fn export_ensemble(run: &Run, g: &Generation, members: &Choice, cfg: &EvolveConfig, path: &Path) -> Result<Vec<String>, Error> {
+fn export_ensemble(
+    run: &Run,
+    g: &Generation,
+    members: &Choice,
+    cfg: &EvolveConfig,
+    path: &Path,
+) -> Result<Vec<String>, Error> {
     let model = &run.model;
     let weights: Vec<f64> = members.iter().map(|m| m.1).collect();
     let member_deltas: Vec<Vec<Delta>> = members
@@ -703,7 +900,9 @@ fn export_ensemble(run: &Run, g: &Generation, members: &Choice, cfg: &EvolveConf
         .collect::<Result<_, _>>()?;
     let mut varying = Vec::new();
     for (t, &mt) in g.lineage.tensors.iter().enumerate() {
-        let touched = member_deltas.iter().any(|ds| ds.iter().any(|d| d.tensor == t));
+        let touched = member_deltas
+            .iter()
+            .any(|ds| ds.iter().any(|d| d.tensor == t));
         if !touched && !g.lineage.changed[t] {
             continue;
         }
@@ -717,7 +916,10 @@ fn export_ensemble(run: &Run, g: &Generation, members: &Choice, cfg: &EvolveConf
             });
         }
         varying.push(ensemble::Varying {
-            addr: ensemble::TensorAddr { scope: info.scope.clone(), name: info.name.clone() },
+            addr: ensemble::TensorAddr {
+                scope: info.scope.clone(),
+                name: info.name.clone(),
+            },
             dims: info.dims.clone(),
             base,
             changes,
@@ -727,16 +929,27 @@ fn export_ensemble(run: &Run, g: &Generation, members: &Choice, cfg: &EvolveConf
         .iter()
         .map(|&(who, w)| {
             let member = match who {
-                Some(i) => serde_json::to_value(Recipe::new(&g.plan, g.lineage.hash.clone(), cfg.selection_text.clone(), Member::Child(i)))
-                    .unwrap_or_default(),
+                Some(i) => serde_json::to_value(Recipe::new(
+                    &g.plan,
+                    g.lineage.hash.clone(),
+                    cfg.selection_text.clone(),
+                    Member::Child(i),
+                ))
+                .unwrap_or_default(),
                 None => serde_json::json!({ "parent": g.lineage.hash }),
             };
             serde_json::json!({ "weight": w, "member": member })
         })
         .collect();
     let mut meta = recipe_meta(&g.lineage.recipes, &model.content_hash()?)?;
-    meta.push(("smd_onnx.ensemble".into(), serde_json::Value::Array(recipes).to_string()));
-    let heads = ensemble::Heads::Combined { combine: cfg.combine, probabilities: None };
+    meta.push((
+        "smd_onnx.ensemble".into(),
+        serde_json::Value::Array(recipes).to_string(),
+    ));
+    let heads = ensemble::Heads::Combined {
+        combine: cfg.combine,
+        probabilities: None,
+    };
     let built = ensemble::build_from_model(model, &varying, &weights, &heads, &meta)?;
     let inputs = model.input_paths();
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
@@ -747,7 +960,14 @@ fn export_ensemble(run: &Run, g: &Generation, members: &Choice, cfg: &EvolveConf
 /// A member's change to one tensor: the indices of `d` and the member's values there.
 fn sparse_change(base: &TensorData, d: &Delta) -> Result<ensemble::Change, Error> {
     let mut vals = base.gather(&d.indices);
-    let local = Delta { tensor: d.tensor, indices: (0..d.indices.len() as u32).collect(), values: d.values.clone() };
+    let local = Delta {
+        tensor: d.tensor,
+        indices: (0..d.indices.len() as u32).collect(),
+        values: d.values.clone(),
+    };
     mutate::apply(&mut vals, &local)?;
-    Ok(ensemble::Change { indices: d.indices.clone(), values: vals })
+    Ok(ensemble::Change {
+        indices: d.indices.clone(),
+        values: vals,
+    })
 }

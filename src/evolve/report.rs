@@ -246,7 +246,11 @@ impl Report {
     /// A summary table a person can read: parent, children, best, ensembles; selection and
     /// holdout; change against the parent on holdout.
     pub fn summary(&self) -> String {
-        let metric = if self.parent.selection.accuracy.is_some() { "accuracy" } else { "MSE" };
+        let metric = if self.parent.selection.accuracy.is_some() {
+            "accuracy"
+        } else {
+            "MSE"
+        };
         let mut s = String::new();
         let row = |s: &mut String, name: &str, sc: &Scores, base: &Metrics| {
             s.push_str(&format!(
@@ -262,16 +266,41 @@ impl Report {
             "{} on {} ({} selection / {} holdout samples), {} children x {} generation(s), sigma {}\n\n",
             self.model, self.data, self.samples.selection, self.samples.holdout, self.settings.children, self.settings.generations, self.settings.sigma
         ));
-        s.push_str(&format!("{:<22} {:>9} {:>9}  {:>9} {:>9}  {:>8}\n", "model", "sel", "sel nll", "holdout", "hold nll", "Δ hold"));
-        s.push_str(&format!("{:<22} {:>9} {:>9}  {:>9} {:>9}  {:>8}\n", "", metric, "", metric, "", "points"));
+        s.push_str(&format!(
+            "{:<22} {:>9} {:>9}  {:>9} {:>9}  {:>8}\n",
+            "model", "sel", "sel nll", "holdout", "hold nll", "Δ hold"
+        ));
+        s.push_str(&format!(
+            "{:<22} {:>9} {:>9}  {:>9} {:>9}  {:>8}\n",
+            "", metric, "", metric, "", "points"
+        ));
         let base = self.parent.holdout;
         row(&mut s, "parent", &self.parent, &base);
         let last = self.generations.last().map_or(0, |g| g.generation);
         for c in self.children.iter().filter(|c| c.generation == last) {
-            let name = format!("child {}{}", c.index, if self.generations.len() > 1 { format!(" (gen {})", c.generation) } else { String::new() });
+            let name = format!(
+                "child {}{}",
+                c.index,
+                if self.generations.len() > 1 {
+                    format!(" (gen {})", c.generation)
+                } else {
+                    String::new()
+                }
+            );
             match (&c.selection, &c.holdout) {
-                (Some(sel), Some(hold)) => row(&mut s, &name, &Scores { selection: *sel, holdout: *hold }, &base),
-                _ => s.push_str(&format!("{name:<22} failed: {}\n", c.failed.as_deref().unwrap_or("?"))),
+                (Some(sel), Some(hold)) => row(
+                    &mut s,
+                    &name,
+                    &Scores {
+                        selection: *sel,
+                        holdout: *hold,
+                    },
+                    &base,
+                ),
+                _ => s.push_str(&format!(
+                    "{name:<22} failed: {}\n",
+                    c.failed.as_deref().unwrap_or("?")
+                )),
             }
         }
         for e in &self.ensembles {
@@ -292,7 +321,12 @@ impl Report {
             }
             None => s.push_str("Best: no child beat the parent on the selection split; the parent is kept (no best.onnx).\n"),
         }
-        if let (Some(kind), Some(e)) = (&self.outputs.ensemble_kind, self.ensembles.iter().find(|e| Some(&e.name) == self.outputs.ensemble_kind.as_ref())) {
+        if let (Some(kind), Some(e)) = (
+            &self.outputs.ensemble_kind,
+            self.ensembles
+                .iter()
+                .find(|e| Some(&e.name) == self.outputs.ensemble_kind.as_ref()),
+        ) {
             s.push_str(&format!(
                 "Ensemble exported: {kind} ({} member(s)): holdout {} ({} points vs the parent).\n",
                 e.members.len(),
@@ -303,7 +337,10 @@ impl Report {
         for n in &self.notices {
             s.push_str(&format!("note: {n}\n"));
         }
-        for (what, p) in [("best model", &self.outputs.best), ("ensemble", &self.outputs.ensemble)] {
+        for (what, p) in [
+            ("best model", &self.outputs.best),
+            ("ensemble", &self.outputs.ensemble),
+        ] {
             if let Some(p) = p {
                 s.push_str(&format!("wrote {what}: {p}\n"));
             }

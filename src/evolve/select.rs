@@ -17,10 +17,10 @@ pub fn better(a: &Metrics, b: &Metrics) -> bool {
 pub fn best(candidates: &[Option<Metrics>]) -> Option<usize> {
     let mut out: Option<(usize, &Metrics)> = None;
     for (i, m) in candidates.iter().enumerate() {
-        if let Some(m) = m {
-            if out.is_none_or(|(_, b)| better(m, b)) {
-                out = Some((i, m));
-            }
+        if let Some(m) = m
+            && out.is_none_or(|(_, b)| better(m, b))
+        {
+            out = Some((i, m));
         }
     }
     out.map(|(i, _)| i)
@@ -39,12 +39,25 @@ pub struct Greedy {
 /// add the candidate that makes the running ensemble best on the selection split, for
 /// `steps` steps, and return the best ensemble seen (the earliest among equals).
 /// `candidates` hold selection-split predictions for the same rows.
-pub fn greedy(candidates: &[&Predictions], labels: &Labels, steps: usize) -> Result<Greedy, DataError> {
+pub fn greedy(
+    candidates: &[&Predictions],
+    labels: &Labels,
+    steps: usize,
+) -> Result<Greedy, DataError> {
     let Some(first) = candidates.first() else {
-        return Err(DataError::Argument { arg: "members", message: "greedy selection needs at least one candidate".into() });
+        return Err(DataError::Argument {
+            arg: "members",
+            message: "greedy selection needs at least one candidate".into(),
+        });
     };
     let regression = first.kind == crate::score::OutputKind::Regression;
-    let values = |p: &Predictions| -> usize { if regression { p.values.len() } else { p.probs.len() } };
+    let values = |p: &Predictions| -> usize {
+        if regression {
+            p.values.len()
+        } else {
+            p.probs.len()
+        }
+    };
     let len = values(first);
     let mut sum = vec![0.0f64; len];
     let mut counts = vec![0u32; candidates.len()];
@@ -54,10 +67,17 @@ pub fn greedy(candidates: &[&Predictions], labels: &Labels, steps: usize) -> Res
         let mut pick: Option<(usize, Metrics)> = None;
         for (c, p) in candidates.iter().enumerate() {
             if values(p) != len || p.rows != first.rows {
-                return Err(DataError::Argument { arg: "members", message: "greedy candidates predicted different rows".into() });
+                return Err(DataError::Argument {
+                    arg: "members",
+                    message: "greedy candidates predicted different rows".into(),
+                });
             }
             let src = if regression { &p.values } else { &p.probs };
-            let dst = if regression { &mut trial.values } else { &mut trial.probs };
+            let dst = if regression {
+                &mut trial.values
+            } else {
+                &mut trial.probs
+            };
             for ((d, s), &v) in dst.iter_mut().zip(&sum).zip(src) {
                 *d = ((s + f64::from(v)) / step as f64) as f32;
             }
@@ -69,15 +89,25 @@ pub fn greedy(candidates: &[&Predictions], labels: &Labels, steps: usize) -> Res
         }
         let Some((c, m)) = pick else { break };
         counts[c] += 1;
-        let src = if regression { &candidates[c].values } else { &candidates[c].probs };
+        let src = if regression {
+            &candidates[c].values
+        } else {
+            &candidates[c].probs
+        };
         for (s, &v) in sum.iter_mut().zip(src) {
             *s += f64::from(v);
         }
         if best.as_ref().is_none_or(|b| better(&m, &b.selection)) {
-            best = Some(Greedy { counts: counts.clone(), selection: m });
+            best = Some(Greedy {
+                counts: counts.clone(),
+                selection: m,
+            });
         }
     }
-    best.ok_or_else(|| DataError::Argument { arg: "members", message: "greedy selection found no ensemble".into() })
+    best.ok_or_else(|| DataError::Argument {
+        arg: "members",
+        message: "greedy selection found no ensemble".into(),
+    })
 }
 
 /// Number of greedy steps for `candidates` candidates: twice the library, within [10, 200].
@@ -104,7 +134,13 @@ mod tests {
     }
 
     fn m(acc: f64, nll: f64) -> Metrics {
-        Metrics { samples: 1, accuracy: Some(acc), top5_accuracy: None, nll: Some(nll), mse: None }
+        Metrics {
+            samples: 1,
+            accuracy: Some(acc),
+            top5_accuracy: None,
+            nll: Some(nll),
+            mse: None,
+        }
     }
 
     #[test]
@@ -112,13 +148,27 @@ mod tests {
         assert!(better(&m(0.9, 1.0), &m(0.8, 0.1)));
         assert!(better(&m(0.9, 0.5), &m(0.9, 0.6)));
         assert!(!better(&m(0.9, 0.6), &m(0.9, 0.6)));
-        let mse = |v| Metrics { samples: 1, accuracy: None, top5_accuracy: None, nll: None, mse: Some(v) };
+        let mse = |v| Metrics {
+            samples: 1,
+            accuracy: None,
+            top5_accuracy: None,
+            nll: None,
+            mse: Some(v),
+        };
         assert!(better(&mse(0.1), &mse(0.2)));
     }
 
     #[test]
     fn best_skips_failures_and_takes_the_first_of_equals() {
-        assert_eq!(best(&[None, Some(m(0.5, 1.0)), Some(m(0.7, 1.0)), Some(m(0.7, 1.0))]), Some(2));
+        assert_eq!(
+            best(&[
+                None,
+                Some(m(0.5, 1.0)),
+                Some(m(0.7, 1.0)),
+                Some(m(0.7, 1.0))
+            ]),
+            Some(2)
+        );
         assert_eq!(best(&[None, None]), None);
     }
 
@@ -135,7 +185,11 @@ mod tests {
         assert_eq!(g.counts[2], 0);
         assert!(g.counts[0] >= 1 && g.counts[1] >= 1);
         // The reported metrics are the weighted mean's.
-        let w: Vec<(&Predictions, f64)> = [&a, &b, &c].into_iter().zip(&g.counts).map(|(p, &n)| (p, f64::from(n))).collect();
+        let w: Vec<(&Predictions, f64)> = [&a, &b, &c]
+            .into_iter()
+            .zip(&g.counts)
+            .map(|(p, &n)| (p, f64::from(n)))
+            .collect();
         let mean = Predictions::weighted_mean(&w).unwrap();
         assert_eq!(mean.metrics(&labels).unwrap().accuracy, Some(1.0));
     }

@@ -118,6 +118,29 @@ pub fn ensure_not_input(out: &Path, inputs: &[&Path]) -> Result<(), ModelError> 
     Ok(())
 }
 
+/// Prepares an output folder: creates it if missing; refuses a path that is not a folder, and a
+/// non-empty folder unless `reuse` (e.g. `--force`, `--resume`).
+pub fn prepare_out_dir(out: &Path, reuse: bool) -> Result<(), ModelError> {
+    let fail = |what: &str| ModelError::OutputDir {
+        path: out.to_path_buf(),
+        what: what.into(),
+    };
+    match std::fs::metadata(out) {
+        Ok(m) if !m.is_dir() => Err(fail("exists and is not a folder")),
+        Ok(_) => {
+            let mut entries = std::fs::read_dir(out).map_err(io_err(out))?;
+            if entries.next().is_some() && !reuse {
+                return Err(fail("is not empty (use --force to replace its outputs)"));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(out).map_err(io_err(out))
+        }
+        Err(e) => Err(io_err(out)(e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,23 +180,5 @@ mod tests {
         assert!(ensure_not_input(&d.path().join("c"), &[&a]).is_ok());
         let r = write_atomic_except::<(), ModelError>(&a, &[&a], |_| Ok(()));
         assert!(matches!(r, Err(ModelError::Overwrite { .. })));
-    }
-}
-
-/// Prepares an output folder: creates it if missing; refuses a path that is not a folder, and a
-/// non-empty folder unless `reuse` (e.g. `--force`, `--resume`).
-pub fn prepare_out_dir(out: &Path, reuse: bool) -> Result<(), ModelError> {
-    let fail = |what: &str| ModelError::OutputDir { path: out.to_path_buf(), what: what.into() };
-    match std::fs::metadata(out) {
-        Ok(m) if !m.is_dir() => Err(fail("exists and is not a folder")),
-        Ok(_) => {
-            let mut entries = std::fs::read_dir(out).map_err(io_err(out))?;
-            if entries.next().is_some() && !reuse {
-                return Err(fail("is not empty (use --force to replace its outputs)"));
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(out).map_err(io_err(out)),
-        Err(e) => Err(io_err(out)(e)),
     }
 }

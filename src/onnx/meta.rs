@@ -40,7 +40,12 @@ pub(crate) fn entries(buf: &[u8]) -> Result<Vec<Entry>, wire::WireError> {
     while let Some(f) = r.next_field()? {
         if f.number == METADATA_PROPS && f.wire == Wire::Len {
             let (key, value) = entry(buf, f.start, f.end)?;
-            out.push(Entry { key, value, start: f.key_pos, end: f.end });
+            out.push(Entry {
+                key,
+                value,
+                start: f.key_pos,
+                end: f.end,
+            });
         }
     }
     Ok(out)
@@ -63,5 +68,10 @@ pub(crate) fn encode_entry(key: &str, value: &str) -> Vec<u8> {
 
 /// Maps a wire error while reading metadata to a model error.
 pub(crate) fn malformed(path: &std::path::Path, e: wire::WireError) -> ModelError {
-    ModelError::Malformed { path: path.to_path_buf(), offset: 0, context: "metadata_props".into(), what: e.to_string() }
+    ModelError::Malformed {
+        path: path.to_path_buf(),
+        offset: 0,
+        context: "metadata_props".into(),
+        what: e.to_string(),
+    }
 }

@@ -34,7 +34,9 @@ pub use external::ExternalFile;
 pub use facts::{Dim, ModelFacts, Opset, ValueFacts, ValueType};
 pub use index::{Location, Mutability, Storage, TensorInfo};
 pub use select::Selection;
-pub use writer::{SMD_META_PREFIX, child_bytes, write_child, write_child_to, write_child_with_metadata};
+pub use writer::{
+    SMD_META_PREFIX, child_bytes, write_child, write_child_to, write_child_with_metadata,
+};
 
 use crate::tensor::TensorData;
 use external::Bytes;
@@ -428,10 +430,15 @@ impl Model {
     /// copying; `None` for typed-field storage and sparse tensors.
     pub fn raw_payload(&self, t: &TensorInfo) -> Option<&[u8]> {
         match t.payload {
-            index::Payload::Raw { start, len } => self.bytes.get(usize::try_from(start).ok()?..usize::try_from(start.checked_add(len)?).ok()?),
+            index::Payload::Raw { start, len } => self
+                .bytes
+                .get(usize::try_from(start).ok()?..usize::try_from(start.checked_add(len)?).ok()?),
             index::Payload::External { file, offset, len } => {
                 let f = self.externals.get(file)?;
-                f.bytes.get(usize::try_from(offset).ok()?..usize::try_from(offset.checked_add(len)?).ok()?)
+                f.bytes.get(
+                    usize::try_from(offset).ok()?
+                        ..usize::try_from(offset.checked_add(len)?).ok()?,
+                )
             }
             _ => None,
         }
@@ -439,7 +446,11 @@ impl Model {
 
     /// The value of top-level metadata entry `key` (the last one, if repeated).
     pub fn metadata(&self, key: &str) -> Option<String> {
-        meta::entries(&self.bytes).ok()?.into_iter().filter(|e| e.key == key).last().map(|e| e.value)
+        meta::entries(&self.bytes)
+            .ok()?
+            .into_iter()
+            .rfind(|e| e.key == key)
+            .map(|e| e.value)
     }
 
     /// The verdict of `sel` for every tensor, in [`Model::tensors`] order.

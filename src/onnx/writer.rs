@@ -285,19 +285,41 @@ fn finish_plan<'d>(model: &Model, edits: Vec<Edit<'d>>) -> Result<Vec<Repl<'d>>,
 
 /// Edits that replace smd-onnx's own top-level metadata entries (`smd_onnx.*`) by `meta`:
 /// old entries removed, new ones appended at the end of the file.
-fn metadata_edits<'d>(model: &Model, meta: &[(String, String)]) -> Result<Vec<Edit<'d>>, ModelError> {
+fn metadata_edits<'d>(
+    model: &Model,
+    meta: &[(String, String)],
+) -> Result<Vec<Edit<'d>>, ModelError> {
     if meta.is_empty() {
         return Ok(Vec::new());
     }
     let mut edits = Vec::new();
-    for e in super::meta::entries(model.bytes()).map_err(|e| super::meta::malformed(model.path(), e))? {
+    for e in
+        super::meta::entries(model.bytes()).map_err(|e| super::meta::malformed(model.path(), e))?
+    {
         if e.key.starts_with(SMD_META_PREFIX) {
-            edits.push(Edit { repl: Repl { start: e.start as u64, end: e.end as u64, bytes: Cow::Borrowed(&[]) }, chain: Vec::new() });
+            edits.push(Edit {
+                repl: Repl {
+                    start: e.start as u64,
+                    end: e.end as u64,
+                    bytes: Cow::Borrowed(&[]),
+                },
+                chain: Vec::new(),
+            });
         }
     }
     let end = model.bytes().len() as u64;
-    let appended: Vec<u8> = meta.iter().flat_map(|(k, v)| super::meta::encode_entry(k, v)).collect();
-    edits.push(Edit { repl: Repl { start: end, end, bytes: Cow::Owned(appended) }, chain: Vec::new() });
+    let appended: Vec<u8> = meta
+        .iter()
+        .flat_map(|(k, v)| super::meta::encode_entry(k, v))
+        .collect();
+    edits.push(Edit {
+        repl: Repl {
+            start: end,
+            end,
+            bytes: Cow::Owned(appended),
+        },
+        chain: Vec::new(),
+    });
     Ok(edits)
 }
 

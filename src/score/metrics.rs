@@ -287,7 +287,11 @@ impl Predictions {
             } else {
                 OutputKind::Probabilities
             },
-            non_finite_rows: members.iter().map(|(m, _)| m.non_finite_rows).max().unwrap_or(0),
+            non_finite_rows: members
+                .iter()
+                .map(|(m, _)| m.non_finite_rows)
+                .max()
+                .unwrap_or(0),
             first_non_finite: members.iter().filter_map(|(m, _)| m.first_non_finite).min(),
             output: first.output.clone(),
         })
