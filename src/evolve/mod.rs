@@ -409,7 +409,7 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
         }
         .into());
     }
-    let io = ModelIo::from_file(&cfg.model)?;
+    let io = ModelIo::from_model(&model);
     let runtime = Runtime::new(&cfg.runtime)?;
     let data = Dataset::open(&cfg.data, &io)?;
     let predictor = Predictor::new(&io, &data, cfg.output.as_deref(), cfg.batch)?;

@@ -173,6 +173,14 @@ pub fn attr_floats(name: &str, v: &[f32]) -> AttributeProto {
     }
 }
 
+/// An int attribute.
+pub fn attr_int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        i: Some(v),
+        ..attr(name, AttributeType::Int)
+    }
+}
+
 /// An ints attribute.
 pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto {

@@ -417,7 +417,7 @@ fn bad_arguments_are_one_line_errors() {
     assert_one_line_error(&with(&["--device", "quantum"]), &["--device"]);
     // Not a model.
     let out = score(&["fixtures/iris_val.npz", "--data", "fixtures/iris_val.npz"]);
-    assert_one_line_error(&out, &["fixtures/iris_val.npz", "not an ONNX model"]);
+    assert_one_line_error(&out, &["fixtures/iris_val.npz", "not a valid ONNX model"]);
 }
 
 #[test]
