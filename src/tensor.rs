@@ -32,6 +32,17 @@ impl TensorData {
         self.len() == 0
     }
 
+    /// The ONNX element type of the values.
+    pub fn dtype(&self) -> crate::onnx::DType {
+        use crate::onnx::DType;
+        match self {
+            Self::F32(_) => DType::F32,
+            Self::F64(_) => DType::F64,
+            Self::F16(_) => DType::F16,
+            Self::BF16(_) => DType::BF16,
+        }
+    }
+
     /// Element `i` widened to f64.
     pub fn get_f64(&self, i: usize) -> Option<f64> {
         match self {

@@ -2,11 +2,11 @@
 
 use std::collections::HashMap;
 
-use super::encode::{attr_i, raw_tensor};
-use super::graph::node;
 use super::proto::{
     GraphProto, NodeProto, TensorProto, ValueInfoProto, tensor_proto::DataType, type_proto,
 };
+use crate::onnx::DType;
+use crate::onnx::build::{self, attr_int};
 
 /// How float outputs are combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -141,14 +141,17 @@ pub fn combine(
     let mean = |g: &mut GraphProto, xs: &[String], dst: &str| {
         let refs: Vec<&str> = xs.iter().map(String::as_str).collect();
         if equal {
-            g.node.push(node("Mean", &refs, &[dst], dst, Vec::new()));
+            g.node
+                .push(build::node("Mean", dst, &refs, &[dst], Vec::new()));
         } else {
             let scaled: Vec<String> = (0..xs.len()).map(|i| format!("{dst}/scaled{i}")).collect();
             for ((x, c), s) in xs.iter().zip(&consts).zip(&scaled) {
-                g.node.push(node("Mul", &[x, c], &[s], s, Vec::new()));
+                g.node
+                    .push(build::node("Mul", s, &[x, c], &[s], Vec::new()));
             }
             let refs: Vec<&str> = scaled.iter().map(String::as_str).collect();
-            g.node.push(node("Sum", &refs, &[dst], dst, Vec::new()));
+            g.node
+                .push(build::node("Sum", dst, &refs, &[dst], Vec::new()));
         }
     };
     match (kind, mode) {
@@ -159,34 +162,47 @@ pub fn combine(
                 .map(|i| tag(&format!("logp{i}")))
                 .collect();
             for (x, l) in members.iter().zip(&logp) {
-                g.node
-                    .push(node("LogSoftmax", &[x], &[l], l, vec![attr_i("axis", 1)]));
+                g.node.push(build::node(
+                    "LogSoftmax",
+                    l,
+                    &[x],
+                    &[l],
+                    vec![attr_int("axis", 1)],
+                ));
             }
             let m = tag("max");
             let refs: Vec<&str> = logp.iter().map(String::as_str).collect();
-            g.node.push(node("Max", &refs, &[&m], &m, Vec::new()));
+            g.node
+                .push(build::node("Max", &m, &refs, &[&m], Vec::new()));
             let exps: Vec<String> = (0..members.len())
                 .map(|i| tag(&format!("exp{i}")))
                 .collect();
             for (l, e) in logp.iter().zip(&exps) {
                 let d = format!("{e}/sub");
-                g.node.push(node("Sub", &[l, &m], &[&d], &d, Vec::new()));
-                g.node.push(node("Exp", &[&d], &[e], e, Vec::new()));
+                g.node
+                    .push(build::node("Sub", &d, &[l, &m], &[&d], Vec::new()));
+                g.node.push(build::node("Exp", e, &[&d], &[e], Vec::new()));
             }
             let s = tag("mean");
             mean(g, &exps, &s);
             let lg = tag("log");
-            g.node.push(node("Log", &[&s], &[&lg], &lg, Vec::new()));
             g.node
-                .push(node("Add", &[&lg, &m], &[out], &tag("add"), Vec::new()));
+                .push(build::node("Log", &lg, &[&s], &[&lg], Vec::new()));
+            g.node.push(build::node(
+                "Add",
+                &tag("add"),
+                &[&lg, &m],
+                &[out],
+                Vec::new(),
+            ));
         }
         (OutputKind::Other, _) => {
             let first = members.first().map(String::as_str).unwrap_or("");
-            g.node.push(node(
+            g.node.push(build::node(
                 "Identity",
+                &tag("first"),
                 &[first],
                 &[out],
-                &tag("first"),
                 Vec::new(),
             ));
         }
@@ -205,5 +221,5 @@ fn scalar(name: &str, code: i32, v: f64) -> TensorProto {
     } else {
         (v as f32).to_le_bytes().to_vec()
     };
-    raw_tensor(name, &[], code, raw)
+    build::raw(name, DType::from_onnx(i64::from(code)), &[], raw)
 }

@@ -13,7 +13,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::index::{Location, Payload, TensorInfo};
-use super::values::{bits16, data_dtype, encode_le};
+use super::values::{bits16, encode_le};
 use super::wire::{self, LenPrefix};
 use super::{Model, ModelError, fsx};
 use crate::tensor::TensorData;
@@ -58,7 +58,7 @@ fn validate<'m, 'd>(
         if t.location == Location::SparseInitializer {
             return Err(err("sparse tensors cannot be changed".into()));
         }
-        let dd = data_dtype(data);
+        let dd = data.dtype();
         if dd != t.dtype {
             return Err(err(format!(
                 "new values are {dd}, the tensor is {}",

@@ -94,7 +94,13 @@ impl IoSpec {
     pub fn dims_text(&self) -> String {
         match &self.dims {
             None => "[?]".into(),
-            Some(d) => format!("[{}]", d.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
+            Some(d) => format!(
+                "[{}]",
+                d.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     }
 }
@@ -119,7 +125,11 @@ impl ModelIo {
                 elem: Some(ElemType::from_onnx(elem.to_onnx())),
                 dims: dims.map(<[Dim]>::to_vec),
             },
-            None => IoSpec { name: v.name.clone(), elem: None, dims: None },
+            None => IoSpec {
+                name: v.name.clone(),
+                elem: None,
+                dims: None,
+            },
         };
         let facts = model.facts();
         Self {
@@ -158,7 +168,13 @@ pub fn linear_model(
     let mut nodes = vec![node("MatMul", "mm", &["x", "W"], &["xw"], Vec::new())];
     if softmax {
         nodes.push(node("Add", "add", &["xw", "b"], &["z"], Vec::new()));
-        nodes.push(node("Softmax", "softmax", &["z"], &["y"], vec![attr_int("axis", 1)]));
+        nodes.push(node(
+            "Softmax",
+            "softmax",
+            &["z"],
+            &["y"],
+            vec![attr_int("axis", 1)],
+        ));
     } else {
         nodes.push(node("Add", "add", &["xw", "b"], &["y"], Vec::new()));
     }
