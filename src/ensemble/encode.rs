@@ -203,6 +203,42 @@ pub fn encode(
         encoding,
     };
     let shape_name = format!("smd/shape/{id}");
+    // ONNX Runtime's CPU kernels for Where/ScatterElements lack bfloat16: select in float32
+    // and cast back (bfloat16 → float32 → bfloat16 is exact).
+    let widen = v.base.dtype() == DType::BF16;
+    let cast = |out: &mut Encoded, from: &str, to: &str, dtype: DType| {
+        out.nodes.push(build::node(
+            "Cast",
+            to,
+            &[from],
+            &[to],
+            vec![attr_int("to", i64::from(dtype.to_onnx()))],
+        ));
+    };
+    let compute = |out: &mut Encoded, name: &str| -> String {
+        if widen {
+            let w = format!("{name}/f32");
+            cast(out, name, &w, DType::F32);
+            w
+        } else {
+            name.to_string()
+        }
+    };
+    // The value a member's computation writes: its final name, or a float32 one cast back.
+    let result = |i: usize| -> (String, Option<String>) {
+        let m = member_name(i);
+        if widen {
+            (format!("{m}/f32"), Some(m))
+        } else {
+            (m, None)
+        }
+    };
+    let finish = |out: &mut Encoded, pending: Option<String>, computed: &str| {
+        if let Some(m) = pending {
+            cast(out, computed, &m, DType::BF16);
+        }
+    };
+    let base_c = compute(&mut out, base_name);
     match encoding {
         Encoding::OwnerMap => {
             let map_name = format!("smd/map/{id}");
@@ -226,6 +262,7 @@ pub fn encode(
             out.initializers.push(map_tensor);
             out.initializers
                 .push(float_tensor(&mut_name, &v.dims, &mutated));
+            let mut_c = compute(&mut out, &mut_name);
             out.nodes.push(build::node(
                 "Cast",
                 &format!("smd/cast/{id}"),
@@ -242,14 +279,15 @@ pub fn encode(
                     &[&eq],
                     Vec::new(),
                 ));
-                let m = member_name(i);
+                let (m, pending) = result(i);
                 out.nodes.push(build::node(
                     "Where",
                     &format!("smd/where{i}/{id}"),
-                    &[&eq, &mut_name, base_name],
+                    &[&eq, &mut_c, &base_c],
                     &[&m],
                     Vec::new(),
                 ));
+                finish(&mut out, pending, &m);
             }
         }
         Encoding::SharedValues | Encoding::Sparse => {
@@ -259,7 +297,7 @@ pub fn encode(
             out.nodes.push(build::node(
                 "Reshape",
                 &flat,
-                &[base_name, FLAT],
+                &[&base_c, FLAT],
                 &[&flat],
                 Vec::new(),
             ));
@@ -268,10 +306,11 @@ pub fn encode(
                 let mut_name = format!("smd/mut/{id}");
                 out.initializers
                     .push(float_tensor(&mut_name, &v.dims, &mutated));
+                let mut_c = compute(&mut out, &mut_name);
                 out.nodes.push(build::node(
                     "Reshape",
                     &mut_flat,
-                    &[&mut_name, FLAT],
+                    &[&mut_c, FLAT],
                     &[&mut_flat],
                     Vec::new(),
                 ));
@@ -285,7 +324,7 @@ pub fn encode(
                     c.indices.iter().map(|&x| x as i32),
                 ));
                 let vals = format!("smd/val{i}/{id}");
-                if encoding == Encoding::SharedValues {
+                let vals = if encoding == Encoding::SharedValues {
                     out.nodes.push(build::node(
                         "Gather",
                         &vals,
@@ -293,10 +332,12 @@ pub fn encode(
                         &[&vals],
                         vec![attr_int("axis", 0)],
                     ));
+                    vals
                 } else {
                     out.initializers
                         .push(float_tensor(&vals, &[len], &c.values));
-                }
+                    compute(&mut out, &vals)
+                };
                 let scattered = format!("smd/scatter{i}/{id}");
                 out.nodes.push(build::node(
                     "ScatterElements",
@@ -305,7 +346,7 @@ pub fn encode(
                     &[&scattered],
                     vec![attr_int("axis", 0)],
                 ));
-                let m = member_name(i);
+                let (m, pending) = result(i);
                 out.nodes.push(build::node(
                     "Reshape",
                     &format!("smd/reshape{i}/{id}"),
@@ -313,6 +354,7 @@ pub fn encode(
                     &[&m],
                     Vec::new(),
                 ));
+                finish(&mut out, pending, &m);
             }
         }
     }

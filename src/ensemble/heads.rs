@@ -28,7 +28,8 @@ pub enum Combine {
 pub enum OutputKind {
     /// Probabilities (produced by Softmax or Sigmoid, or declared so).
     Probabilities,
-    /// Log-probabilities or logits: a float tensor of rank 2 that is not a probability.
+    /// Log-probabilities or logits: a float tensor of shape [N, C] (C ≠ 1) that is not a
+    /// probability.
     Logits,
     /// Any other float tensor.
     Float,
@@ -44,11 +45,21 @@ pub fn elem_type(v: &ValueInfoProto) -> Option<i32> {
     }
 }
 
-fn rank(v: &ValueInfoProto) -> Option<usize> {
-    match v.r#type.as_ref()?.value.as_ref()? {
-        type_proto::Value::TensorType(t) => t.shape.as_ref().map(|s| s.dim.len()),
-        _ => None,
-    }
+/// True for a tensor of shape [N, C] whose C is not fixed at 1 (a one-column output is a
+/// regression value or a single score, not a distribution's logits).
+fn is_class_scores(v: &ValueInfoProto) -> bool {
+    let Some(type_proto::Value::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        return false;
+    };
+    let Some(shape) = &t.shape else { return false };
+    let one = |d: &super::proto::tensor_shape_proto::Dimension| {
+        matches!(
+            d.value,
+            Some(super::proto::tensor_shape_proto::dimension::Value::DimValue(1))
+        )
+    };
+    shape.dim.len() == 2 && !shape.dim.get(1).is_some_and(one)
 }
 
 fn is_float(code: i32) -> bool {
@@ -110,7 +121,7 @@ pub fn output_kind(g: &GraphProto, out: &ValueInfoProto, declared: Option<bool>)
     });
     if probs {
         OutputKind::Probabilities
-    } else if rank(out) == Some(2) {
+    } else if is_class_scores(out) {
         OutputKind::Logits
     } else {
         OutputKind::Float

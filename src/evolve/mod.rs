@@ -946,9 +946,13 @@ fn export_ensemble(
         "smd_onnx.ensemble".into(),
         serde_json::Value::Array(recipes).to_string(),
     ));
+    // The scored output's values showed whether it holds probabilities; trust that over the
+    // graph (a softmax can be built from Exp and Div).
+    let scored = &g.parent.record.selection;
     let heads = ensemble::Heads::Combined {
         combine: cfg.combine,
-        probabilities: None,
+        probabilities: (scored.kind == crate::score::OutputKind::Probabilities)
+            .then(|| vec![scored.output.clone()]),
     };
     let built = ensemble::build_from_model(model, &varying, &weights, &heads, &meta)?;
     let inputs = model.input_paths();
