@@ -12,6 +12,7 @@
 #   benches/ensemble.sh
 #   MODELS=digits_cnn KS="4 16" RUNS=1 benches/ensemble.sh
 #
+# A full run takes about 15 minutes on 2 cores.
 # Environment: MODELS (default: mobilenet_7mb digits_cnn), KS ("4 16 64"), MODES ("partition
 # density"), SCOPES ("full head"), RUNS (3), SPEED (1; 0 reports sizes only), NOTE, RESULTS
 # (benches/RESULTS.md; empty: print only), BENCH_DIR (target/bench).

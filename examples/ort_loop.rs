@@ -1,9 +1,10 @@
 //! The floor of the benchmarks: the smallest ort program that runs a model over an `.npz`
 //! (`input`, `labels`) with the same session options as `smd-onnx` (all cores, no spinning,
-//! memory pattern on), batches of 256, accuracy by argmax. `--passes N` runs N passes with the
-//! one session: the cost `smd-onnx evolve` cannot avoid for k children is k + 1 passes.
+//! memory pattern on), batches of `--batch` (256), accuracy by argmax. `--passes N` runs N
+//! passes with the one session: the cost `smd-onnx evolve` cannot avoid for k children is
+//! k + 1 passes.
 //!
-//! `cargo run --release --example ort_loop -- LIBONNXRUNTIME MODEL DATA [--passes N] [--threads N]`
+//! `cargo run --release --example ort_loop -- LIBONNXRUNTIME MODEL DATA [--passes N] [--batch N] [--threads N]`
 
 use std::path::Path;
 use std::time::Instant;
@@ -13,7 +14,7 @@ mod common;
 fn main() -> Result<(), common::Error> {
     let args = common::Args::parse()?;
     let [lib, model, data] = args.positional.as_slice() else {
-        return Err("usage: ort_loop LIB MODEL DATA [--passes N] [--threads N]".into());
+        return Err("usage: ort_loop LIB MODEL DATA [--passes N] [--batch N] [--threads N]".into());
     };
     let t0 = Instant::now();
     let data = common::Data::open(Path::new(data))?;
@@ -23,7 +24,7 @@ fn main() -> Result<(), common::Error> {
     let t1 = Instant::now();
     let mut correct = 0;
     for _ in 0..args.passes {
-        correct = common::pass(&mut session, &data, &xs)?;
+        correct = common::pass(&mut session, &data, &xs, args.batch)?;
     }
     let t2 = Instant::now();
     println!(

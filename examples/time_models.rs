@@ -3,7 +3,7 @@
 //! `--ensemble` model once with one session. Same session options as `smd-onnx`.
 //! Prints one JSON line: seconds for session creation and for inference, for both.
 //!
-//! `cargo run --release --example time_models -- LIBONNXRUNTIME DATA --ensemble E.onnx MODEL... [--threads N]`
+//! `cargo run --release --example time_models -- LIBONNXRUNTIME DATA --ensemble E.onnx MODEL... [--batch N] [--threads N]`
 
 use std::path::Path;
 use std::time::Instant;
@@ -14,7 +14,10 @@ fn main() -> Result<(), common::Error> {
     let args = common::Args::parse()?;
     let (Some(ensemble), [lib, data, models @ ..]) = (&args.ensemble, args.positional.as_slice())
     else {
-        return Err("usage: time_models LIB DATA --ensemble E.onnx MODEL... [--threads N]".into());
+        return Err(
+            "usage: time_models LIB DATA --ensemble E.onnx MODEL... [--batch N] [--threads N]"
+                .into(),
+        );
     };
     let data = common::Data::open(Path::new(data))?;
     let xs = data.inputs()?;
@@ -25,14 +28,14 @@ fn main() -> Result<(), common::Error> {
         let t0 = Instant::now();
         let mut s = common::session(&env, args.threads, Path::new(m))?;
         let t1 = Instant::now();
-        correct.push(common::pass(&mut s, &data, &xs)?);
+        correct.push(common::pass(&mut s, &data, &xs, args.batch)?);
         load += (t1 - t0).as_secs_f64();
         run += t1.elapsed().as_secs_f64();
     }
     let t0 = Instant::now();
     let mut s = common::session(&env, args.threads, Path::new(ensemble))?;
     let t1 = Instant::now();
-    let ens_correct = common::pass(&mut s, &data, &xs)?;
+    let ens_correct = common::pass(&mut s, &data, &xs, args.batch)?;
     let (ens_load, ens_run) = ((t1 - t0).as_secs_f64(), t1.elapsed().as_secs_f64());
     let n = data.labels.len() as f64;
     let member_acc = correct.iter().sum::<usize>() as f64 / (n * correct.len().max(1) as f64);

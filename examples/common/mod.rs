@@ -14,9 +14,6 @@ use smd_onnx::score::arrays::{RawArray, read_arrays};
 /// Boxed error for the examples.
 pub type Error = Box<dyn std::error::Error>;
 
-/// Samples per `run` (as `smd-onnx`'s default `--batch`).
-pub const BATCH: usize = 256;
-
 /// The `input` (float32) and `labels` (int64) arrays of an `.npz` file.
 pub struct Data {
     arrays: Vec<RawArray>,
@@ -98,12 +95,13 @@ pub fn session(env: &Environment, threads: usize, model: &Path) -> Result<Sessio
         .commit_from_file(model)?)
 }
 
-/// One pass over every sample in batches of `BATCH`; returns how many the first output's
+/// One pass over every sample in batches of `batch`; returns how many the first output's
 /// argmax gets right (ties to the lowest index).
-pub fn pass(session: &mut Session, data: &Data, xs: &[f32]) -> Result<usize, Error> {
+pub fn pass(session: &mut Session, data: &Data, xs: &[f32], batch: usize) -> Result<usize, Error> {
     let row: usize = data.row_shape.iter().product();
+    let batch = batch.max(1);
     let mut correct = 0usize;
-    for (xb, lb) in xs.chunks(BATCH * row).zip(data.labels.chunks(BATCH)) {
+    for (xb, lb) in xs.chunks(batch * row).zip(data.labels.chunks(batch)) {
         let mut shape = vec![lb.len()];
         shape.extend_from_slice(&data.row_shape);
         let input = TensorRef::from_array_view((shape, xb))?;
@@ -123,10 +121,13 @@ pub fn pass(session: &mut Session, data: &Data, xs: &[f32]) -> Result<usize, Err
     Ok(correct)
 }
 
-/// Flags shared by the examples: `--threads N` (default: every core), then positionals.
+/// Flags shared by the examples: `--threads N` (default: every core), `--batch N` (default
+/// 256, as `smd-onnx`), `--passes N`, `--ensemble FILE`; the rest are positionals.
 pub struct Args {
     /// Intra-op threads.
     pub threads: usize,
+    /// Samples per `run`.
+    pub batch: usize,
     /// `--passes N` (default 1).
     pub passes: usize,
     /// `--ensemble FILE`, when given.
@@ -140,6 +141,7 @@ impl Args {
     pub fn parse() -> Result<Self, Error> {
         let mut a = Args {
             threads: std::thread::available_parallelism()?.get(),
+            batch: 256,
             passes: 1,
             ensemble: None,
             positional: Vec::new(),
@@ -149,6 +151,7 @@ impl Args {
             let mut value = || it.next().ok_or_else(|| format!("{s} needs a value"));
             match s.as_str() {
                 "--threads" => a.threads = value()?.parse()?,
+                "--batch" => a.batch = value()?.parse()?,
                 "--passes" => a.passes = value()?.parse()?,
                 "--ensemble" => a.ensemble = Some(value()?),
                 _ => a.positional.push(s),
