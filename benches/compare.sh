@@ -7,7 +7,7 @@
 # then `smd-onnx evolve` on mobilenet_7mb with each k of K_MEM (peak RSS independent of k).
 # Wall time (process start included) and peak RSS (/usr/bin/time -v), medians of RUNS runs.
 # Prints a Markdown table, checks the targets of issue 7 and rewrites the `compare.sh` section
-# of benches/RESULTS.md. A full run takes about 35 minutes on 2 cores.
+# of benches/RESULTS.md. A full run takes 20 to 30 minutes on 2 quiet cores.
 #
 #   benches/compare.sh
 #   MODELS="mlp_small mobilenet_7mb" RUNS=1 K=4 K_MEM="4 8" benches/compare.sh
@@ -20,6 +20,7 @@
 #   BATCH      256    samples per run for all three (every tool's default)
 #   K_MEM      "16 64"  the k values of the RSS check (empty: skip it); a k equal to K on a
 #                     MEM_MODEL that is in MODELS reuses the table's runs
+#   SMD_ARGS   extra `smd-onnx evolve` arguments (e.g. "--export none" leaves out the writes)
 #   MEM_MODEL  mobilenet_7mb
 #   MEM_RUNS   RUNS
 #   PEER       ../shared/baseline/smd_reference.py
@@ -35,6 +36,7 @@ RUNS=${RUNS:-3}
 K=${K:-16}
 SIGMA=${SIGMA:-0.05}
 BATCH=${BATCH:-256}
+SMD_ARGS=${SMD_ARGS:-}
 K_MEM=${K_MEM-16 64}
 MEM_RUNS=${MEM_RUNS:-$RUNS}
 MEM_MODEL=${MEM_MODEL:-mobilenet_7mb}
@@ -52,7 +54,7 @@ INFO=$(machine_info)
 echo "$INFO"
 
 floor_cmd() { echo target/release/examples/ort_loop "$LIB" "$MODEL_DIR/$1.onnx" "$(data_of "$1")" --passes $(($2 + 1)) --batch "$BATCH"; }
-smd_cmd() { echo "$SMD" evolve "$MODEL_DIR/$1.onnx" --data "$(data_of "$1")" --children "$2" --sigma "$SIGMA" --batch "$BATCH" --out "$OUT/smd-$1"; }
+smd_cmd() { echo "$SMD" evolve "$MODEL_DIR/$1.onnx" --data "$(data_of "$1")" --children "$2" --sigma "$SIGMA" --batch "$BATCH" --out "$OUT/smd-$1" $SMD_ARGS; }
 peer_cmd() { echo "$PY" "$PEER" "$MODEL_DIR/$1.onnx" "$(data_of "$1")" --children "$2" --sigma "$SIGMA" --batch "$BATCH" --out "$OUT/peer-$1"; }
 
 # `phase_timings REPORT`: the `timings` of an evolve report.json on one line.
@@ -141,7 +143,7 @@ fi
 {
     echo "## evolve vs floor vs Python peer${NOTE:+ ($NOTE)}"
     echo
-    echo "Produced by \`benches/compare.sh\` (MODELS=\"$MODELS\" RUNS=$RUNS K=$K SIGMA=$SIGMA BATCH=$BATCH K_MEM=\"$K_MEM\" MEM_RUNS=$MEM_RUNS). Medians of $RUNS run(s) ($MEM_RUNS for the RSS check). Wall seconds, process start included; peak RSS in MB (10⁶ bytes) from \`/usr/bin/time -v\`. The floor holds a copy of the input array (npz members are not 4-byte aligned), so its RSS is no memory target."
+    echo "Produced by \`benches/compare.sh\` (MODELS=\"$MODELS\" RUNS=$RUNS K=$K SIGMA=$SIGMA BATCH=$BATCH SMD_ARGS=\"$SMD_ARGS\" K_MEM=\"$K_MEM\" MEM_RUNS=$MEM_RUNS). Medians of $RUNS run(s) ($MEM_RUNS for the RSS check). Wall seconds, process start included; peak RSS in MB (10⁶ bytes) from \`/usr/bin/time -v\`. The floor holds a copy of the input array (npz members are not 4-byte aligned), so its RSS is no memory target."
     echo
     echo "$INFO"
     echo
