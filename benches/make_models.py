@@ -7,6 +7,7 @@ Writes into OUT_DIR:
   mobilenet_7mb.onnx    + mobilenet_600.npz  MobileNet-v1-like, ~7 MB, 600 images 3x224x224 (memory target)
   resnet50.onnx         + resnet50_64.npz    ResNet-50-like, ~25M parameters, 64 images (one pass >= 1 s)
   mlp_wide.onnx         + mlp_wide.npz       4096-wide MLP, ~25M parameters, 2,000 samples (large weights, cheap passes)
+                          mobilenet_64.npz   64 images for mobilenet_7mb (ensemble speed, benches/ensemble.sh)
 Every model has input `input`, output `logits` [N, C], BatchNormalization where a CNN has it.
 Data files are uncompressed npz (memory-mappable) with `input` and int64 `labels`.
 """
@@ -126,6 +127,8 @@ def main():
         if not os.path.exists(os.path.join(out, npz)):
             data(os.path.join(out, npz), n, shape, classes)
         print(model, os.path.getsize(os.path.join(out, model)), "bytes")
+    if not os.path.exists(os.path.join(out, "mobilenet_64.npz")):
+        data(os.path.join(out, "mobilenet_64.npz"), 64, [3, 224, 224], 1000)
 
 
 if __name__ == "__main__":
