@@ -12,8 +12,10 @@
 //!
 //! Every strategy's predictions (argmax per sample) are compared with `template`'s.
 //!
-//! `cargo run --release --example strategies -- MODEL DATA.npz [K] [DEVICE] [B] [SIGMA]`
-//! (defaults: 16, cpu, 4, 0.1). Prints one line per strategy: seconds and ratio to the floor.
+//! `cargo run --release --example strategies -- MODEL DATA.npz [K] [DEVICE] [B] [SIGMA] [WHICH]`
+//! (defaults: 16, cpu, 4, 0.1, all; WHICH is a comma-separated subset of `add-initializer`,
+//! `graph-inputs`, `batched`; the floor and template always run). Prints one line per strategy:
+//! seconds and ratio to the floor.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -95,6 +97,10 @@ fn main() -> Res<()> {
     let device = args.get(3).map_or("cpu", String::as_str).parse()?;
     let b: usize = args.get(4).map_or(Ok(4), |s| s.parse())?;
     let sigma: f64 = args.get(5).map_or(Ok(0.1), |s| s.parse())?;
+    let which = args
+        .get(6)
+        .map_or("add-initializer,graph-inputs,batched", String::as_str);
+    let run = |s: &str| which.split(',').any(|w| w == s);
 
     let rt = Runtime::new(&RuntimeConfig {
         device,
@@ -214,125 +220,132 @@ fn main() -> Res<()> {
     };
 
     // AddInitializer overrides, one session per child.
-    let t = Instant::now();
-    let mut preds = Vec::new();
-    for c in 0..k as usize {
-        let cv = child_values(c)?;
-        let overrides = cv
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| Ok((name(i), tensor_value(&name(i), v, &dims(i))?)))
-            .collect::<Res<Vec<_>>>()?;
-        let mut s = rt.session_from_file(model_path, overrides)?;
-        preds.push(predict(&mut s, &data, &[], &outs)?.remove(0));
+    if run("add-initializer") {
+        let t = Instant::now();
+        let mut preds = Vec::new();
+        for c in 0..k as usize {
+            let cv = child_values(c)?;
+            let overrides = cv
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| Ok((name(i), tensor_value(&name(i), v, &dims(i))?)))
+                .collect::<Res<Vec<_>>>()?;
+            let mut s = rt.session_from_file(model_path, overrides)?;
+            preds.push(predict(&mut s, &data, &[], &outs)?.remove(0));
+        }
+        report(
+            "add-initializer",
+            t.elapsed().as_secs_f64(),
+            &agreement(&preds),
+        );
     }
-    report(
-        "add-initializer",
-        t.elapsed().as_secs_f64(),
-        &agreement(&preds),
-    );
 
     // Graph inputs: one session, the mutable tensors fed with every run.
-    let t = Instant::now();
-    let mut proto = onnx::proto::ModelProto::decode(model.bytes())?;
-    if let Some(g) = proto.graph.as_mut() {
-        let names: Vec<String> = (0..selected.len()).map(name).collect();
-        let moved: Vec<onnx::proto::TensorProto> = g
-            .initializer
-            .iter()
-            .filter(|t| names.iter().any(|n| Some(n) == t.name.as_ref()))
-            .cloned()
-            .collect();
-        g.initializer
-            .retain(|t| !names.iter().any(|n| Some(n) == t.name.as_ref()));
-        for t in moved {
-            let d: Vec<Result<i64, &str>> = t.dims.iter().map(|&d| Ok(d)).collect();
-            let dtype = onnx::DType::from_onnx(i64::from(t.data_type.unwrap_or(1)));
-            g.input.push(onnx::build::value_info(
-                t.name.as_deref().unwrap_or(""),
-                dtype,
-                &d,
-            ));
+    if run("graph-inputs") {
+        let t = Instant::now();
+        let mut proto = onnx::proto::ModelProto::decode(model.bytes())?;
+        if let Some(g) = proto.graph.as_mut() {
+            let names: Vec<String> = (0..selected.len()).map(name).collect();
+            let moved: Vec<onnx::proto::TensorProto> = g
+                .initializer
+                .iter()
+                .filter(|t| names.iter().any(|n| Some(n) == t.name.as_ref()))
+                .cloned()
+                .collect();
+            g.initializer
+                .retain(|t| !names.iter().any(|n| Some(n) == t.name.as_ref()));
+            for t in moved {
+                let d: Vec<Result<i64, &str>> = t.dims.iter().map(|&d| Ok(d)).collect();
+                let dtype = onnx::DType::from_onnx(i64::from(t.data_type.unwrap_or(1)));
+                g.input.push(onnx::build::value_info(
+                    t.name.as_deref().unwrap_or(""),
+                    dtype,
+                    &d,
+                ));
+            }
         }
+        let mut s = rt.session_from_memory(&proto.encode_to_vec())?;
+        let mut preds = Vec::new();
+        for c in 0..k as usize {
+            let cv = child_values(c)?;
+            let feeds: Vec<(String, DynValue)> = cv
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| Ok((name(i), tensor_value(&name(i), v, &dims(i))?)))
+                .collect::<Res<_>>()?;
+            let extra: Vec<(String, &DynValue)> =
+                feeds.iter().map(|(n, v)| (n.clone(), v)).collect();
+            preds.push(predict(&mut s, &data, &extra, &outs)?.remove(0));
+        }
+        drop(s);
+        report(
+            "graph-inputs",
+            t.elapsed().as_secs_f64(),
+            &agreement(&preds),
+        );
     }
-    let mut s = rt.session_from_memory(&proto.encode_to_vec())?;
-    let mut preds = Vec::new();
-    for c in 0..k as usize {
-        let cv = child_values(c)?;
-        let feeds: Vec<(String, DynValue)> = cv
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| Ok((name(i), tensor_value(&name(i), v, &dims(i))?)))
-            .collect::<Res<_>>()?;
-        let extra: Vec<(String, &DynValue)> = feeds.iter().map(|(n, v)| (n.clone(), v)).collect();
-        preds.push(predict(&mut s, &data, &extra, &outs)?.remove(0));
-    }
-    drop(s);
-    report(
-        "graph-inputs",
-        t.elapsed().as_secs_f64(),
-        &agreement(&preds),
-    );
 
     // Batched graphs of B members.
-    let t = Instant::now();
-    let proto = ensemble::decode_model(&model)?;
-    let mut preds = Vec::new();
-    for group in (0..k).collect::<Vec<_>>().chunks(b.max(1)) {
-        let varying: Vec<Varying> = (0..selected.len())
-            .map(|i| {
-                let info = &model.tensors()[selected[i]];
-                let changes = group
-                    .iter()
-                    .map(|&c| {
-                        plan.deltas(&Member::Child(c))
-                            .ok()
-                            .and_then(|ds| ds.into_iter().find(|d| d.tensor == i))
-                            .map(|d| {
-                                let mut v = values[i].gather(&d.indices);
-                                let local = mutate::Delta {
-                                    tensor: 0,
-                                    indices: (0..d.indices.len() as u32).collect(),
-                                    values: d.values,
-                                };
-                                let _ = mutate::apply(&mut v, &local);
-                                ensemble::Change {
-                                    indices: d.indices,
-                                    values: v,
-                                }
-                            })
-                    })
-                    .collect();
-                Varying {
-                    addr: TensorAddr {
-                        scope: info.scope.clone(),
-                        name: info.name.clone(),
-                    },
-                    dims: info.dims.clone(),
-                    base: values[i].clone(),
-                    changes,
-                }
-            })
-            .collect();
-        let built = ensemble::compact(
-            &proto,
-            &varying,
-            &vec![1.0; group.len()],
-            &Heads::PerMember {
-                output: output.clone(),
-            },
-            &[],
-        )?;
-        let mut s = rt.session_from_memory(&built.model.encode_to_vec())?;
-        let names: Vec<String> = (0..group.len())
-            .map(|i| format!("smd/member/{i}/{output}"))
-            .collect();
-        preds.extend(predict(&mut s, &data, &[], &names)?);
+    if run("batched") {
+        let t = Instant::now();
+        let proto = ensemble::decode_model(&model)?;
+        let mut preds = Vec::new();
+        for group in (0..k).collect::<Vec<_>>().chunks(b.max(1)) {
+            let varying: Vec<Varying> = (0..selected.len())
+                .map(|i| {
+                    let info = &model.tensors()[selected[i]];
+                    let changes = group
+                        .iter()
+                        .map(|&c| {
+                            plan.deltas(&Member::Child(c))
+                                .ok()
+                                .and_then(|ds| ds.into_iter().find(|d| d.tensor == i))
+                                .map(|d| {
+                                    let mut v = values[i].gather(&d.indices);
+                                    let local = mutate::Delta {
+                                        tensor: 0,
+                                        indices: (0..d.indices.len() as u32).collect(),
+                                        values: d.values,
+                                    };
+                                    let _ = mutate::apply(&mut v, &local);
+                                    ensemble::Change {
+                                        indices: d.indices,
+                                        values: v,
+                                    }
+                                })
+                        })
+                        .collect();
+                    Varying {
+                        addr: TensorAddr {
+                            scope: info.scope.clone(),
+                            name: info.name.clone(),
+                        },
+                        dims: info.dims.clone(),
+                        base: values[i].clone(),
+                        changes,
+                    }
+                })
+                .collect();
+            let built = ensemble::compact(
+                &proto,
+                &varying,
+                &vec![1.0; group.len()],
+                &Heads::PerMember {
+                    output: output.clone(),
+                },
+                &[],
+            )?;
+            let mut s = rt.session_from_memory(&built.model.encode_to_vec())?;
+            let names: Vec<String> = (0..group.len())
+                .map(|i| format!("smd/member/{i}/{output}"))
+                .collect();
+            preds.extend(predict(&mut s, &data, &[], &names)?);
+        }
+        report(
+            &format!("batched (B={b})"),
+            t.elapsed().as_secs_f64(),
+            &agreement(&preds),
+        );
     }
-    report(
-        &format!("batched (B={b})"),
-        t.elapsed().as_secs_f64(),
-        &agreement(&preds),
-    );
     Ok(())
 }

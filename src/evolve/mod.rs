@@ -25,7 +25,7 @@ use crate::ensemble::{self, Combine};
 use crate::mutate::{self, Delta, Member, Plan, Recipe, TensorSpec};
 use crate::onnx::{Model, Selection};
 use crate::runtime::{Runtime, RuntimeConfig};
-use crate::score::{Dataset, Metrics, ModelIo, Predictions, Predictor, Split};
+use crate::score::{Dataset, Labels, Metrics, ModelIo, Predictions, Predictor, Split};
 use crate::{Error, TensorData};
 use journal::{Journal, Record};
 
@@ -294,80 +294,180 @@ struct Scored {
 struct Run {
     model: Model,
     runtime: Runtime,
-    data: Dataset,
+    /// The labels of every sample.
+    labels: Labels,
+    /// What candidates are scored on: the selection rows, then the holdout rows.
+    parts: [Part; 2],
     predictor: Predictor,
     split: Split,
     journal: Journal,
     sessions: sessions::Sessions,
+    /// Build the next candidate's session while the current one runs (GPU devices).
+    pipelined: bool,
     timings: Timings,
 }
 
+/// A candidate to score: its journal id, which member of the generation's plan it is (`None`:
+/// the parent itself), and its weights key (TensorRT's engine cache).
+struct Job {
+    id: String,
+    member: Option<Member>,
+    key: String,
+}
+
 impl Run {
-    /// Builds and scores a candidate (the parent with `deltas`), or takes it from the journal.
-    fn score(
+    /// Builds and scores candidates, in order, taking those already in the journal from it.
+    fn score_all(
         &mut self,
-        id: &str,
         lineage: &Lineage,
-        deltas: &[Delta],
-        weights_key: &str,
-    ) -> Result<Scored, Error> {
+        plan: Option<&Plan>,
+        jobs: &[Job],
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<Scored>, Error> {
         let output = self.predictor.output().to_string();
-        let record =
-            match self
-                .journal
-                .load(id, &self.split.selection, &self.split.holdout, &output)
-            {
-                Some(r) => {
-                    self.timings.per_candidate.push(0.0);
-                    r
-                }
-                None => {
-                    let t = Instant::now();
-                    let Run {
-                        model,
-                        runtime,
-                        data,
-                        predictor,
-                        split,
-                        sessions,
-                        ..
-                    } = self;
-                    let (selection, holdout) = sessions.with_candidate(
-                        runtime,
-                        model,
-                        lineage,
-                        deltas,
-                        weights_key,
-                        |session| {
-                            let selection = predictor.predict(session, data, &split.selection)?;
-                            let holdout = predictor.predict(session, data, &split.holdout)?;
-                            Ok((selection, holdout))
-                        },
-                    )?;
-                    let record = Record {
-                        selection,
-                        holdout,
-                        seconds: t.elapsed().as_secs_f64(),
-                    };
-                    self.journal.save(id, &record)?;
-                    self.timings.per_candidate.push(record.seconds);
-                    record
-                }
+        let mut records: Vec<Option<Record>> = jobs
+            .iter()
+            .map(|j| {
+                self.journal
+                    .load(&j.id, &self.split.selection, &self.split.holdout, &output)
+            })
+            .collect();
+        let pending: Vec<usize> = (0..jobs.len()).filter(|&j| records[j].is_none()).collect();
+        for _ in 0..jobs.len() - pending.len() {
+            progress.tick();
+        }
+        let deltas_of = |p: usize| -> Result<(Vec<Delta>, String), Error> {
+            let job = &jobs[pending[p]];
+            let deltas = match (&job.member, plan) {
+                (Some(m), Some(plan)) => plan.deltas(m)?,
+                _ => Vec::new(),
             };
-        let labels = self.data.labels();
-        let (scores, failure) = match (
-            record.selection.metrics(labels),
-            record.holdout.metrics(labels),
-        ) {
-            (Ok(selection), Ok(holdout)) => (Some(Scores { selection, holdout }), None),
-            (Err(e), _) | (_, Err(e)) => (None, Some(e.to_string())),
+            Ok((deltas, job.key.clone()))
         };
-        Ok(Scored {
-            record,
-            scores,
-            failure,
-        })
+        let Run {
+            model,
+            runtime,
+            parts,
+            predictor,
+            sessions,
+            journal,
+            pipelined,
+            ..
+        } = self;
+        let mut t = Instant::now();
+        let mut seconds = vec![0.0; jobs.len()];
+        sessions.run_all(
+            runtime,
+            model,
+            lineage,
+            pending.len(),
+            &deltas_of,
+            *pipelined,
+            &mut |p, session| {
+                let selection = parts[0].predict(predictor, session)?;
+                let holdout = parts[1].predict(predictor, session)?;
+                let j = pending[p];
+                // With pipelining, building the next session overlaps this one: the time since
+                // the previous candidate finished is what this one cost.
+                let record = Record {
+                    selection,
+                    holdout,
+                    seconds: t.elapsed().as_secs_f64(),
+                };
+                t = Instant::now();
+                journal.save(&jobs[j].id, &record)?;
+                seconds[j] = record.seconds;
+                records[j] = Some(record);
+                progress.tick();
+                Ok(())
+            },
+        )?;
+        self.timings.per_candidate.extend(seconds);
+        let labels = &self.labels;
+        records
+            .into_iter()
+            .map(|r| {
+                let record = r.ok_or_else(|| invalid("internal", "a candidate was not scored"))?;
+                let (scores, failure) = match (
+                    record.selection.metrics(labels),
+                    record.holdout.metrics(labels),
+                ) {
+                    (Ok(selection), Ok(holdout)) => (Some(Scores { selection, holdout }), None),
+                    (Err(e), _) | (_, Err(e)) => (None, Some(e.to_string())),
+                };
+                Ok(Scored {
+                    record,
+                    scores,
+                    failure,
+                })
+            })
+            .collect()
     }
+
+    /// Scores one candidate (see [`Run::score_all`]).
+    fn score(&mut self, lineage: &Lineage, plan: Option<&Plan>, job: Job) -> Result<Scored, Error> {
+        let mut out = self.score_all(lineage, plan, std::slice::from_ref(&job), &mut NoProgress)?;
+        out.pop()
+            .ok_or_else(|| invalid("internal", "a candidate was not scored"))
+    }
+}
+
+/// Rows candidates are scored on.
+struct Part {
+    /// The data: the rows copied contiguously when memory allows (no copy per pass), else
+    /// the whole data set.
+    data: Dataset,
+    /// The rows to predict, in `data`.
+    rows: Vec<usize>,
+    /// The same rows in the data set (what predictions report).
+    original: Vec<usize>,
+}
+
+impl Part {
+    /// The selection and holdout parts of `data`.
+    fn both(data: Dataset, split: &Split) -> Result<[Part; 2], Error> {
+        let total = split.selection.len() + split.holdout.len();
+        if data.bytes_for(total) <= materialize_budget() {
+            let part = |rows: &[usize]| -> Result<Part, Error> {
+                Ok(Part {
+                    data: data.subset(rows)?,
+                    rows: (0..rows.len()).collect(),
+                    original: rows.to_vec(),
+                })
+            };
+            return Ok([part(&split.selection)?, part(&split.holdout)?]);
+        }
+        let part = |rows: &[usize]| Part {
+            data: data.clone(),
+            rows: rows.to_vec(),
+            original: rows.to_vec(),
+        };
+        Ok([part(&split.selection), part(&split.holdout)])
+    }
+
+    /// A model's predictions for these rows (reported with their data set row numbers).
+    fn predict(
+        &self,
+        predictor: &mut Predictor,
+        session: &mut ort::session::Session,
+    ) -> Result<Predictions, Error> {
+        let mut p = predictor.predict(session, &self.data, &self.rows)?;
+        p.rows.clone_from(&self.original);
+        Ok(p)
+    }
+}
+
+/// Bytes of data `evolve` may copy into memory to avoid a copy per pass: half the available
+/// memory, at most 16 GiB (2 GiB when the available memory is unknown).
+fn materialize_budget() -> usize {
+    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with("MemAvailable:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<usize>().ok())
+            .map(|kb| kb.saturating_mul(1024))
+    });
+    available.map_or(2 << 30, |a| (a / 2).min(16 << 30))
 }
 
 /// One generation's outcome.
@@ -399,6 +499,8 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
     let data = Dataset::open(&cfg.data, &io)?;
     let predictor = Predictor::new(&io, &data, cfg.output.as_deref(), cfg.batch)?;
     let split = Split::new(data.labels(), cfg.holdout, cfg.split_seed)?;
+    let labels = data.labels().clone();
+    let parts = Part::both(data, &split)?;
     let parent_hash = model.content_hash()?;
     let values = selected
         .iter()
@@ -418,20 +520,34 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
         recipes: Vec::new(),
     };
     let sessions = sessions::Sessions::new(&model, &lineage, journal.dir().join("candidate.onnx"))?;
+    // On a GPU the CPU idles while a pass runs: build the next session meanwhile. On a CPU the
+    // pass already uses every core. SMD_PIPELINE=1/0 overrides (for measurements and tests).
+    let pipelined = match std::env::var("SMD_PIPELINE").as_deref() {
+        Ok("1") => true,
+        Ok("0") => false,
+        _ => runtime.device().is_gpu(),
+    };
     let mut run = Run {
         model,
         runtime,
-        data,
+        labels,
+        parts,
         predictor,
         split,
         journal,
         sessions,
+        pipelined,
         timings: Timings::default(),
     };
     run.timings.load = start.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let mut parent = run.score("parent", &lineage, &[], &parent_hash)?;
+    let job = Job {
+        id: "parent".into(),
+        member: None,
+        key: parent_hash.clone(),
+    };
+    let mut parent = run.score(&lineage, None, job)?;
     run.timings.parent = t.elapsed().as_secs_f64();
     let original = parent.scores.ok_or_else(|| {
         Error::from(EvolveError::Invalid {
@@ -464,22 +580,28 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
             &format!("generation {}/{}: children", g + 1, cfg.generations),
             u64::from(cfg.mutation.children),
         );
-        let mut children = Vec::new();
-        for i in 0..cfg.mutation.children {
-            let r = recipe(Member::Child(i));
-            let deltas = plan.child(i)?;
-            let key = blake3::hash(r.to_json()?.as_bytes()).to_hex().to_string();
-            let scored = run.score(&format!("g{g}-c{i}"), &lineage, &deltas, &key)?;
+        let jobs = (0..cfg.mutation.children)
+            .map(|i| {
+                let key = blake3::hash(recipe(Member::Child(i)).to_json()?.as_bytes())
+                    .to_hex()
+                    .to_string();
+                Ok(Job {
+                    id: format!("g{g}-c{i}"),
+                    member: Some(Member::Child(i)),
+                    key,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let children = run.score_all(&lineage, Some(&plan), &jobs, progress)?;
+        for (i, scored) in children.iter().enumerate() {
             children_reports.push(ChildReport {
                 generation: g,
-                index: i,
-                recipe: r,
+                index: i as u32,
+                recipe: recipe(Member::Child(i as u32)),
                 selection: scored.scores.map(|s| s.selection),
                 holdout: scored.scores.map(|s| s.holdout),
                 failed: scored.failure.clone(),
             });
-            children.push(scored);
-            progress.tick();
         }
         progress.finish();
         let child_sel: Vec<Option<Metrics>> = children
@@ -500,7 +622,12 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
             let r = recipe(Member::Merged(winners.clone()));
             let deltas = plan.merged(&winners)?;
             let key = blake3::hash(r.to_json()?.as_bytes()).to_hex().to_string();
-            let scored = run.score(&format!("g{g}-merged"), &lineage, &deltas, &key)?;
+            let job = Job {
+                id: format!("g{g}-merged"),
+                member: Some(Member::Merged(winners.clone())),
+                key,
+            };
+            let scored = run.score(&lineage, Some(&plan), job)?;
             merged_report = Some(MergedReport {
                 children: winners.clone(),
                 recipe: r.clone(),
@@ -588,7 +715,7 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
         return Err(invalid("--generations", "must be at least 1"));
     };
     let t = Instant::now();
-    let (ensembles, choices) = ensembles_of(&last, run.data.labels(), cfg.mutation.children)?;
+    let (ensembles, choices) = ensembles_of(&last, &run.labels, cfg.mutation.children)?;
     run.timings.ensembles = t.elapsed().as_secs_f64();
 
     let t = Instant::now();

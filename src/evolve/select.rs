@@ -1,5 +1,7 @@
 //! Choosing on the selection split: the best candidate and greedy ensemble selection.
 
+use rayon::prelude::*;
+
 use crate::score::dataset::Labels;
 use crate::score::{DataError, Metrics, Predictions};
 
@@ -38,7 +40,8 @@ pub struct Greedy {
 /// Greedy forward selection with replacement (Caruana et al., 2004): start empty, repeatedly
 /// add the candidate that makes the running ensemble best on the selection split, for
 /// `steps` steps, and return the best ensemble seen (the earliest among equals).
-/// `candidates` hold selection-split predictions for the same rows.
+/// `candidates` hold selection-split predictions for the same rows. Candidates are tried in
+/// parallel; the choice does not depend on the number of threads.
 pub fn greedy(
     candidates: &[&Predictions],
     labels: &Labels,
@@ -51,50 +54,51 @@ pub fn greedy(
         });
     };
     let regression = first.kind == crate::score::OutputKind::Regression;
-    let values = |p: &Predictions| -> usize {
-        if regression {
-            p.values.len()
-        } else {
-            p.probs.len()
-        }
-    };
-    let len = values(first);
-    let mut sum = vec![0.0f64; len];
+    fn values(p: &Predictions, regression: bool) -> &[f32] {
+        if regression { &p.values } else { &p.probs }
+    }
+    if candidates.iter().any(|p| {
+        values(p, regression).len() != values(first, regression).len() || p.rows != first.rows
+    }) {
+        return Err(DataError::Argument {
+            arg: "members",
+            message: "greedy candidates predicted different rows".into(),
+        });
+    }
+    // The label of each predicted row: a class id, or a regression target.
+    let targets: Vec<f64> = first
+        .rows
+        .iter()
+        .map(|&r| match labels {
+            Labels::Classes(v) => v.get(r).map_or(-1.0, |&c| c as f64),
+            Labels::Targets(v) => v.get(r).copied().unwrap_or(f64::NAN),
+        })
+        .collect();
+    let classes = first.classes.max(1);
+    let mut sum = vec![0.0f64; values(first, regression).len()];
     let mut counts = vec![0u32; candidates.len()];
     let mut best: Option<Greedy> = None;
-    let mut trial = (*first).clone();
     for step in 1..=steps.max(1) {
+        let n = step as f64;
+        let trials: Vec<Metrics> = candidates
+            .par_iter()
+            .map(|p| {
+                if regression {
+                    mse_of_mean(&sum, values(p, regression), n, &targets)
+                } else {
+                    accuracy_nll_of_mean(&sum, values(p, regression), n, &targets, classes)
+                }
+            })
+            .collect();
         let mut pick: Option<(usize, Metrics)> = None;
-        for (c, p) in candidates.iter().enumerate() {
-            if values(p) != len || p.rows != first.rows {
-                return Err(DataError::Argument {
-                    arg: "members",
-                    message: "greedy candidates predicted different rows".into(),
-                });
-            }
-            let src = if regression { &p.values } else { &p.probs };
-            let dst = if regression {
-                &mut trial.values
-            } else {
-                &mut trial.probs
-            };
-            for ((d, s), &v) in dst.iter_mut().zip(&sum).zip(src) {
-                *d = ((s + f64::from(v)) / step as f64) as f32;
-            }
-            trial.kind = p.kind;
-            let m = trial.metrics(labels)?;
+        for (c, m) in trials.into_iter().enumerate() {
             if pick.as_ref().is_none_or(|(_, b)| better(&m, b)) {
                 pick = Some((c, m));
             }
         }
         let Some((c, m)) = pick else { break };
         counts[c] += 1;
-        let src = if regression {
-            &candidates[c].values
-        } else {
-            &candidates[c].probs
-        };
-        for (s, &v) in sum.iter_mut().zip(src) {
+        for (s, &v) in sum.iter_mut().zip(values(candidates[c], regression)) {
             *s += f64::from(v);
         }
         if best.as_ref().is_none_or(|b| better(&m, &b.selection)) {
@@ -108,6 +112,66 @@ pub fn greedy(
         arg: "members",
         message: "greedy selection found no ensemble".into(),
     })
+}
+
+/// Accuracy and NLL of the mean `(sum + add) / n` of probabilities (rows of `classes`), with
+/// the same conventions as [`crate::score::metrics::classification_metrics`] (probabilities
+/// rounded to f32, argmax ties to the lowest class, NLL clamped at 1e-15).
+fn accuracy_nll_of_mean(
+    sum: &[f64],
+    add: &[f32],
+    n: f64,
+    targets: &[f64],
+    classes: usize,
+) -> Metrics {
+    let (mut correct, mut nll) = (0usize, 0.0f64);
+    for ((s, a), &t) in sum
+        .chunks_exact(classes)
+        .zip(add.chunks_exact(classes))
+        .zip(targets)
+    {
+        let p = |j: usize| ((s[j] + f64::from(a[j])) / n) as f32;
+        let mut arg = 0;
+        let mut top = p(0);
+        for j in 1..classes {
+            let v = p(j);
+            if v > top {
+                (arg, top) = (j, v);
+            }
+        }
+        let label = t as usize;
+        if t >= 0.0 && label < classes {
+            correct += usize::from(arg == label);
+            nll -= f64::from(p(label)).max(1e-15).ln();
+        } else {
+            nll -= 1e-15f64.ln();
+        }
+    }
+    let rows = targets.len().max(1) as f64;
+    Metrics {
+        samples: targets.len(),
+        accuracy: Some(correct as f64 / rows),
+        top5_accuracy: None,
+        nll: Some(nll / rows),
+        mse: None,
+    }
+}
+
+/// MSE of the mean `(sum + add) / n` of regression values.
+fn mse_of_mean(sum: &[f64], add: &[f32], n: f64, targets: &[f64]) -> Metrics {
+    let se: f64 = sum
+        .iter()
+        .zip(add)
+        .zip(targets)
+        .map(|((s, &a), t)| (f64::from(((s + f64::from(a)) / n) as f32) - t).powi(2))
+        .sum();
+    Metrics {
+        samples: targets.len(),
+        accuracy: None,
+        top5_accuracy: None,
+        nll: None,
+        mse: Some(se / targets.len().max(1) as f64),
+    }
 }
 
 /// Number of greedy steps for `candidates` candidates: twice the library, within [10, 200].

@@ -50,16 +50,18 @@ fn bytemuck_bytes_mut(w: &mut [u64]) -> &mut [u8] {
     unsafe { std::slice::from_raw_parts_mut(w.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(w)) }
 }
 
+/// A new 8-byte-aligned buffer of `len` bytes, filled by `fill`.
+pub fn aligned_with(len: usize, fill: impl FnOnce(&mut [u8])) -> Bytes {
+    let mut words = vec![0u64; len.div_ceil(8)];
+    if let Some(dst) = bytemuck_bytes_mut(&mut words).get_mut(..len) {
+        fill(dst);
+    }
+    Bytes::from_owner(Aligned { words, len })
+}
+
 /// Copies `src` into a new 8-byte-aligned buffer.
 pub fn aligned_copy(src: &[u8]) -> Bytes {
-    let mut words = vec![0u64; src.len().div_ceil(8)];
-    if let Some(dst) = bytemuck_bytes_mut(&mut words).get_mut(..src.len()) {
-        dst.copy_from_slice(src);
-    }
-    Bytes::from_owner(Aligned {
-        words,
-        len: src.len(),
-    })
+    aligned_with(src.len(), |dst| dst.copy_from_slice(src))
 }
 
 fn invalid(path: &Path, message: String) -> DataError {

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::util::{assert_one_line_error, json_of, smd};
+use crate::util::{assert_one_line_error, json_of, smd, smd_env};
 
 /// Runs evolve with `extra` arguments into `out` and returns the report it printed.
 fn evolve(model: &str, data: &str, out: &Path, extra: &[&str]) -> Value {
@@ -322,4 +322,43 @@ fn bad_runs_are_one_line_errors_and_write_nothing() {
     json_of(&with(&["--children", "2", "--json"]));
     assert_one_line_error(&with(&["--children", "2"]), &[o, "not empty"]);
     json_of(&with(&["--children", "2", "--force", "--json"]));
+}
+
+#[test]
+fn pipelined_session_building_changes_nothing() {
+    // GPU devices build the next child's session while the current one runs; force it on the
+    // CPU and compare with the sequential run: same report (timings aside), same files.
+    let dir = tempfile::tempdir().unwrap();
+    for model in ["digits_cnn_undertrained", "mnist_mlp"] {
+        let data = if model == "mnist_mlp" {
+            "fixtures/mnist_val.npz"
+        } else {
+            "fixtures/digits_val.npz"
+        };
+        let run = |pipeline: &str| -> (Value, Vec<u8>, Vec<u8>) {
+            let out = dir.path().join(format!("{model}-{pipeline}"));
+            let m = format!("models/{model}.onnx");
+            let args = [
+                "evolve",
+                &m,
+                "--data",
+                data,
+                "--children",
+                "6",
+                "--generations",
+                "2",
+                "--out",
+                out.to_str().unwrap(),
+                "--json",
+            ];
+            let mut r = json_of(&smd_env(&args, &[("SMD_PIPELINE", pipeline)]));
+            r.as_object_mut().unwrap().remove("timings");
+            r.as_object_mut().unwrap().remove("outputs");
+            let read = |f: &str| std::fs::read(out.join(f)).unwrap_or_default();
+            (r, read("best.onnx"), read("ensemble.onnx"))
+        };
+        let (a, b) = (run("0"), run("1"));
+        assert_eq!(a.0, b.0, "{model}: reports differ");
+        assert!(a.1 == b.1 && a.2 == b.2, "{model}: outputs differ");
+    }
 }

@@ -17,8 +17,14 @@ pub fn repo(rel: &str) -> PathBuf {
 
 /// Runs the binary with `args` in the repository root and returns its output.
 pub fn smd(args: &[&str]) -> Output {
+    smd_env(args, &[])
+}
+
+/// [`smd`] with extra environment variables.
+pub fn smd_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_smd-onnx"))
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(root())
         .output()
         .expect("run smd-onnx")
