@@ -2,6 +2,7 @@
 
 mod inspect;
 mod model_io;
+mod reliability;
 mod runtime;
 mod score;
 mod util;
