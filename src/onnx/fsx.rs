@@ -172,19 +172,25 @@ pub fn prepare_out_dir(out: &Path, reuse: bool) -> Result<(), ModelError> {
         what: what.into(),
     };
     match std::fs::metadata(out) {
-        Ok(m) if !m.is_dir() => Err(fail("exists and is not a folder")),
+        Ok(m) if !m.is_dir() => return Err(fail("exists and is not a folder")),
         Ok(_) => {
             let mut entries = std::fs::read_dir(out).map_err(io_err(out))?;
             if entries.next().is_some() && !reuse {
                 return Err(fail("is not empty (use --force to replace its outputs)"));
             }
-            Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(out).map_err(io_err(out))
+            std::fs::create_dir_all(out).map_err(io_err(out))?;
         }
-        Err(e) => Err(io_err(out)(e)),
+        Err(e) => return Err(io_err(out)(e)),
     }
+    // Fail now rather than after hours of work: can files be created there? (The probe is
+    // removed when dropped.)
+    tempfile::Builder::new()
+        .prefix(".smd-probe.")
+        .tempfile_in(out)
+        .map(drop)
+        .map_err(|e| fail(&format!("is not writable ({})", e.kind())))
 }
 
 #[cfg(test)]

@@ -1079,3 +1079,44 @@ fn writes_killed_midway_leave_the_old_file() {
         smd_onnx::onnx::fsx::remove_temps(d.path(), Some(&["report.json"])).unwrap();
     }
 }
+
+#[test]
+fn resume_refuses_another_runs_journal_and_inputs_stay_untouched() {
+    let c = Case::new();
+    let (m, d) = (c.model(), c.data_file());
+    let before = snapshot(c.dir.path());
+    let out = c.out();
+    let o = evolve(&m, &d, &out, &["--seed", "1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let done = snapshot(&out);
+    // Other settings: the journal is not theirs; nothing in the folder changes.
+    let o = evolve(&m, &d, &out, &["--seed", "2", "--resume"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("run.json") && err.contains("different run"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&out), done);
+    // The same settings: a finished run resumes to the same outputs without scoring anything.
+    let o = evolve(&m, &d, &out, &["--seed", "1", "--resume"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert!(
+        r["timings"]["per_candidate"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t.as_f64() == Some(0.0)),
+        "{}",
+        r["timings"]
+    );
+    // The inputs were never modified (the scratch folder also holds the outputs now).
+    let after: Vec<_> = snapshot(c.dir.path())
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with("out"))
+        .collect();
+    assert_eq!(after, before);
+}
