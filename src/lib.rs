@@ -16,4 +16,4 @@ pub mod score;
 pub mod tensor;
 
 pub use error::{Error, Result};
-pub use tensor::TensorData;
+pub use tensor::{TensorData, TensorMut};

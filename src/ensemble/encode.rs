@@ -2,11 +2,11 @@
 //! once, and each member's tensor is rebuilt in the graph from them plus its own sparse
 //! difference (ONNX Runtime folds these constant subgraphs when it loads the model).
 
-use super::graph::{TensorAddr, node};
-use super::proto::{
-    AttributeProto, NodeProto, TensorProto, attribute_proto::AttributeType, tensor_proto::DataType,
-};
+use super::graph::TensorAddr;
+use super::proto::{NodeProto, TensorProto};
 use crate::TensorData;
+use crate::onnx::DType;
+use crate::onnx::build::{self, attr_int};
 
 /// One member's change to a varying tensor: flat element indices (ascending) and new values.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,81 +51,34 @@ pub struct Encoded {
     pub encoding: Encoding,
 }
 
-/// ONNX data type code of a float tensor.
-pub fn dtype_code(d: &TensorData) -> i32 {
-    match d {
-        TensorData::F32(_) => DataType::Float as i32,
-        TensorData::F64(_) => DataType::Double as i32,
-        TensorData::F16(_) => DataType::Float16 as i32,
-        TensorData::BF16(_) => DataType::Bfloat16 as i32,
-    }
-}
-
 /// True for the ONNX codes of float32, float64, float16 and bfloat16.
 pub fn is_float_code(code: i32) -> bool {
-    [
-        DataType::Float,
-        DataType::Double,
-        DataType::Float16,
-        DataType::Bfloat16,
-    ]
-    .iter()
-    .any(|d| *d as i32 == code)
-}
-
-/// Bytes per element of a float tensor.
-pub fn elem_size(d: &TensorData) -> usize {
-    match d {
-        TensorData::F32(_) => 4,
-        TensorData::F64(_) => 8,
-        TensorData::F16(_) | TensorData::BF16(_) => 2,
-    }
-}
-
-/// Little-endian bytes of the values.
-pub fn le_bytes(d: &TensorData) -> Vec<u8> {
-    match d {
-        TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::BF16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-    }
-}
-
-/// A raw-data tensor.
-pub fn raw_tensor(name: &str, dims: &[i64], data_type: i32, raw: Vec<u8>) -> TensorProto {
-    TensorProto {
-        name: Some(name.to_string()),
-        dims: dims.to_vec(),
-        data_type: Some(data_type),
-        raw_data: Some(raw.into()),
-        ..Default::default()
-    }
+    DType::from_onnx(i64::from(code)).is_mutable_float()
 }
 
 /// A raw-data tensor holding float values.
 pub fn float_tensor(name: &str, dims: &[i64], d: &TensorData) -> TensorProto {
-    raw_tensor(name, dims, dtype_code(d), le_bytes(d))
+    build::values(name, dims, d)
 }
 
-/// A scalar or 1-d int64 tensor.
-pub fn i64_tensor(name: &str, dims: &[i64], v: &[i64]) -> TensorProto {
-    raw_tensor(
+/// A 1-d or scalar int64 tensor.
+fn i64_tensor(name: &str, dims: &[i64], v: &[i64]) -> TensorProto {
+    build::raw(
         name,
+        DType::I64,
         dims,
-        DataType::Int64 as i32,
         v.iter().flat_map(|x| x.to_le_bytes()).collect(),
     )
 }
 
-/// An int attribute.
-pub fn attr_i(name: &str, i: i64) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Int as i32),
-        i: Some(i),
-        ..Default::default()
-    }
+/// An int32 tensor.
+fn i32_tensor(name: &str, dims: &[i64], v: impl Iterator<Item = i32>) -> TensorProto {
+    build::raw(
+        name,
+        DType::I32,
+        dims,
+        v.flat_map(i32::to_le_bytes).collect(),
+    )
 }
 
 /// Element `j` of `d` as raw bits (for exact comparisons).
@@ -157,14 +110,7 @@ pub fn member_const(i: usize) -> String {
 /// Shared constants the encodings use: member indices and the flat shape `[-1]`.
 pub fn member_constants(members: usize) -> Vec<TensorProto> {
     let mut out: Vec<TensorProto> = (0..members)
-        .map(|i| {
-            raw_tensor(
-                &member_const(i),
-                &[],
-                DataType::Int32 as i32,
-                (i as i32).to_le_bytes().to_vec(),
-            )
-        })
+        .map(|i| i32_tensor(&member_const(i), &[], std::iter::once(i as i32)))
         .collect();
     out.push(i64_tensor(FLAT, &[1], &[-1]));
     out
@@ -178,10 +124,7 @@ pub fn check(v: &Varying) -> Result<(), String> {
     let n = v.base.len();
     for (i, c) in v.changes.iter().enumerate() {
         let Some(c) = c else { continue };
-        if c.values.len() != c.indices.len()
-            || elem_size(&c.values) != elem_size(&v.base)
-            || dtype_code(&c.values) != dtype_code(&v.base)
-        {
+        if c.values.len() != c.indices.len() || c.values.dtype() != v.base.dtype() {
             return Err(format!(
                 "member {i}: change of tensor `{}` does not match its dtype or index count",
                 v.addr.name
@@ -209,7 +152,7 @@ pub fn encode(
     member_name: &dyn Fn(usize) -> String,
 ) -> Encoded {
     let n = v.base.len();
-    let d = elem_size(&v.base);
+    let d = v.base.dtype().raw_bytes(1).unwrap_or(4) as usize;
     let members = v.changes.len();
     let changers: Vec<(usize, &Change)> = v
         .changes
@@ -260,64 +203,102 @@ pub fn encode(
         encoding,
     };
     let shape_name = format!("smd/shape/{id}");
+    // ONNX Runtime's CPU kernels for Where/ScatterElements lack bfloat16: select in float32
+    // and cast back (bfloat16 → float32 → bfloat16 is exact).
+    let widen = v.base.dtype() == DType::BF16;
+    let cast = |out: &mut Encoded, from: &str, to: &str, dtype: DType| {
+        out.nodes.push(build::node(
+            "Cast",
+            to,
+            &[from],
+            &[to],
+            vec![attr_int("to", i64::from(dtype.to_onnx()))],
+        ));
+    };
+    let compute = |out: &mut Encoded, name: &str| -> String {
+        if widen {
+            let w = format!("{name}/f32");
+            cast(out, name, &w, DType::F32);
+            w
+        } else {
+            name.to_string()
+        }
+    };
+    // The value a member's computation writes: its final name, or a float32 one cast back.
+    let result = |i: usize| -> (String, Option<String>) {
+        let m = member_name(i);
+        if widen {
+            (format!("{m}/f32"), Some(m))
+        } else {
+            (m, None)
+        }
+    };
+    let finish = |out: &mut Encoded, pending: Option<String>, computed: &str| {
+        if let Some(m) = pending {
+            cast(out, computed, &m, DType::BF16);
+        }
+    };
+    let base_c = compute(&mut out, base_name);
     match encoding {
         Encoding::OwnerMap => {
             let map_name = format!("smd/map/{id}");
             let mut_name = format!("smd/mut/{id}");
             let map_i32 = format!("smd/map_i32/{id}");
             let map_tensor = if map_elem == 1 {
-                raw_tensor(
+                build::raw(
                     &map_name,
+                    DType::U8,
                     &v.dims,
-                    DataType::Uint8 as i32,
                     owner.iter().map(|&o| o as u8).collect(),
                 )
             } else {
-                raw_tensor(
+                build::raw(
                     &map_name,
+                    DType::U16,
                     &v.dims,
-                    DataType::Uint16 as i32,
                     owner.iter().flat_map(|o| o.to_le_bytes()).collect(),
                 )
             };
             out.initializers.push(map_tensor);
             out.initializers
                 .push(float_tensor(&mut_name, &v.dims, &mutated));
-            out.nodes.push(node(
+            let mut_c = compute(&mut out, &mut_name);
+            out.nodes.push(build::node(
                 "Cast",
+                &format!("smd/cast/{id}"),
                 &[&map_name],
                 &[&map_i32],
-                &format!("smd/cast/{id}"),
-                vec![attr_i("to", DataType::Int32 as i64)],
+                vec![attr_int("to", i64::from(DType::I32.to_onnx()))],
             ));
             for &(i, _) in &changers {
                 let eq = format!("smd/eq{i}/{id}");
-                out.nodes.push(node(
+                out.nodes.push(build::node(
                     "Equal",
+                    &eq,
                     &[&map_i32, &member_const(i)],
                     &[&eq],
-                    &eq,
                     Vec::new(),
                 ));
-                let m = member_name(i);
-                out.nodes.push(node(
+                let (m, pending) = result(i);
+                out.nodes.push(build::node(
                     "Where",
-                    &[&eq, &mut_name, base_name],
-                    &[&m],
                     &format!("smd/where{i}/{id}"),
+                    &[&eq, &mut_c, &base_c],
+                    &[&m],
                     Vec::new(),
                 ));
+                finish(&mut out, pending, &m);
             }
         }
         Encoding::SharedValues | Encoding::Sparse => {
             let flat = format!("smd/flat/{id}");
             out.initializers
                 .push(i64_tensor(&shape_name, &[v.dims.len() as i64], &v.dims));
-            out.nodes.push(node(
+            out.nodes.push(build::node(
                 "Reshape",
-                &[base_name, FLAT],
-                &[&flat],
                 &flat,
+                &[&base_c, FLAT],
+                &[&flat],
                 Vec::new(),
             ));
             let mut_flat = format!("smd/mut_flat/{id}");
@@ -325,55 +306,55 @@ pub fn encode(
                 let mut_name = format!("smd/mut/{id}");
                 out.initializers
                     .push(float_tensor(&mut_name, &v.dims, &mutated));
-                out.nodes.push(node(
+                let mut_c = compute(&mut out, &mut_name);
+                out.nodes.push(build::node(
                     "Reshape",
-                    &[&mut_name, FLAT],
-                    &[&mut_flat],
                     &mut_flat,
+                    &[&mut_c, FLAT],
+                    &[&mut_flat],
                     Vec::new(),
                 ));
             }
             for &(i, c) in &changers {
                 let idx = format!("smd/idx{i}/{id}");
                 let len = c.indices.len() as i64;
-                out.initializers.push(raw_tensor(
+                out.initializers.push(i32_tensor(
                     &idx,
                     &[len],
-                    DataType::Int32 as i32,
-                    c.indices
-                        .iter()
-                        .flat_map(|x| (*x as i32).to_le_bytes())
-                        .collect(),
+                    c.indices.iter().map(|&x| x as i32),
                 ));
                 let vals = format!("smd/val{i}/{id}");
-                if encoding == Encoding::SharedValues {
-                    out.nodes.push(node(
+                let vals = if encoding == Encoding::SharedValues {
+                    out.nodes.push(build::node(
                         "Gather",
+                        &vals,
                         &[&mut_flat, &idx],
                         &[&vals],
-                        &vals,
-                        vec![attr_i("axis", 0)],
+                        vec![attr_int("axis", 0)],
                     ));
+                    vals
                 } else {
                     out.initializers
                         .push(float_tensor(&vals, &[len], &c.values));
-                }
+                    compute(&mut out, &vals)
+                };
                 let scattered = format!("smd/scatter{i}/{id}");
-                out.nodes.push(node(
+                out.nodes.push(build::node(
                     "ScatterElements",
+                    &scattered,
                     &[&flat, &idx, &vals],
                     &[&scattered],
-                    &scattered,
-                    vec![attr_i("axis", 0)],
+                    vec![attr_int("axis", 0)],
                 ));
-                let m = member_name(i);
-                out.nodes.push(node(
+                let (m, pending) = result(i);
+                out.nodes.push(build::node(
                     "Reshape",
+                    &format!("smd/reshape{i}/{id}"),
                     &[&scattered, &shape_name],
                     &[&m],
-                    &format!("smd/reshape{i}/{id}"),
                     Vec::new(),
                 ));
+                finish(&mut out, pending, &m);
             }
         }
     }

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::proto::{AttributeProto, GraphProto, NodeProto, TensorProto, ValueInfoProto};
+use crate::onnx::build;
 
 /// Where a tensor lives: the scope path of its graph ("" for the main graph, else e.g.
 /// `If_0/then_branch`, nested with `/`) and its name.
@@ -490,25 +491,7 @@ pub fn copy_node(
 
 /// An `Identity` node.
 pub fn identity(input: &str, output: &str, name: &str) -> NodeProto {
-    node("Identity", &[input], &[output], name, Vec::new())
-}
-
-/// A default-domain node.
-pub fn node(
-    op: &str,
-    inputs: &[&str],
-    outputs: &[&str],
-    name: &str,
-    attribute: Vec<AttributeProto>,
-) -> NodeProto {
-    NodeProto {
-        op_type: Some(op.to_string()),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: outputs.iter().map(|s| s.to_string()).collect(),
-        name: (!name.is_empty()).then(|| name.to_string()),
-        attribute,
-        ..Default::default()
-    }
+    build::node("Identity", name, &[input], &[output], Vec::new())
 }
 
 /// Removes nodes whose outputs nothing needs (graph outputs are needed; a node is needed when
@@ -539,7 +522,7 @@ mod tests {
     use super::*;
 
     fn n(op: &str, i: &[&str], o: &[&str]) -> NodeProto {
-        node(op, i, o, "", Vec::new())
+        build::node(op, "", i, o, Vec::new())
     }
 
     #[test]
@@ -570,7 +553,7 @@ mod tests {
         let mid = GraphProto {
             node: vec![
                 n("Relu", &["outer1"], &["x"]),
-                node("If", &["c"], &["z"], "", vec![attr]),
+                build::node("If", "", &["c"], &["z"], vec![attr]),
             ],
             ..Default::default()
         };

@@ -2,11 +2,11 @@
 
 use std::collections::HashMap;
 
-use super::encode::{attr_i, raw_tensor};
-use super::graph::node;
 use super::proto::{
     GraphProto, NodeProto, TensorProto, ValueInfoProto, tensor_proto::DataType, type_proto,
 };
+use crate::onnx::DType;
+use crate::onnx::build::{self, attr_int};
 
 /// How float outputs are combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -28,7 +28,8 @@ pub enum Combine {
 pub enum OutputKind {
     /// Probabilities (produced by Softmax or Sigmoid, or declared so).
     Probabilities,
-    /// Log-probabilities or logits: a float tensor of rank 2 that is not a probability.
+    /// Log-probabilities or logits: a float tensor of shape [N, C] (C ≠ 1) that is not a
+    /// probability.
     Logits,
     /// Any other float tensor.
     Float,
@@ -44,11 +45,21 @@ pub fn elem_type(v: &ValueInfoProto) -> Option<i32> {
     }
 }
 
-fn rank(v: &ValueInfoProto) -> Option<usize> {
-    match v.r#type.as_ref()?.value.as_ref()? {
-        type_proto::Value::TensorType(t) => t.shape.as_ref().map(|s| s.dim.len()),
-        _ => None,
-    }
+/// True for a tensor of shape [N, C] whose C is not fixed at 1 (a one-column output is a
+/// regression value or a single score, not a distribution's logits).
+fn is_class_scores(v: &ValueInfoProto) -> bool {
+    let Some(type_proto::Value::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        return false;
+    };
+    let Some(shape) = &t.shape else { return false };
+    let one = |d: &super::proto::tensor_shape_proto::Dimension| {
+        matches!(
+            d.value,
+            Some(super::proto::tensor_shape_proto::dimension::Value::DimValue(1))
+        )
+    };
+    shape.dim.len() == 2 && !shape.dim.get(1).is_some_and(one)
 }
 
 fn is_float(code: i32) -> bool {
@@ -110,7 +121,7 @@ pub fn output_kind(g: &GraphProto, out: &ValueInfoProto, declared: Option<bool>)
     });
     if probs {
         OutputKind::Probabilities
-    } else if rank(out) == Some(2) {
+    } else if is_class_scores(out) {
         OutputKind::Logits
     } else {
         OutputKind::Float
@@ -141,14 +152,17 @@ pub fn combine(
     let mean = |g: &mut GraphProto, xs: &[String], dst: &str| {
         let refs: Vec<&str> = xs.iter().map(String::as_str).collect();
         if equal {
-            g.node.push(node("Mean", &refs, &[dst], dst, Vec::new()));
+            g.node
+                .push(build::node("Mean", dst, &refs, &[dst], Vec::new()));
         } else {
             let scaled: Vec<String> = (0..xs.len()).map(|i| format!("{dst}/scaled{i}")).collect();
             for ((x, c), s) in xs.iter().zip(&consts).zip(&scaled) {
-                g.node.push(node("Mul", &[x, c], &[s], s, Vec::new()));
+                g.node
+                    .push(build::node("Mul", s, &[x, c], &[s], Vec::new()));
             }
             let refs: Vec<&str> = scaled.iter().map(String::as_str).collect();
-            g.node.push(node("Sum", &refs, &[dst], dst, Vec::new()));
+            g.node
+                .push(build::node("Sum", dst, &refs, &[dst], Vec::new()));
         }
     };
     match (kind, mode) {
@@ -159,34 +173,47 @@ pub fn combine(
                 .map(|i| tag(&format!("logp{i}")))
                 .collect();
             for (x, l) in members.iter().zip(&logp) {
-                g.node
-                    .push(node("LogSoftmax", &[x], &[l], l, vec![attr_i("axis", 1)]));
+                g.node.push(build::node(
+                    "LogSoftmax",
+                    l,
+                    &[x],
+                    &[l],
+                    vec![attr_int("axis", 1)],
+                ));
             }
             let m = tag("max");
             let refs: Vec<&str> = logp.iter().map(String::as_str).collect();
-            g.node.push(node("Max", &refs, &[&m], &m, Vec::new()));
+            g.node
+                .push(build::node("Max", &m, &refs, &[&m], Vec::new()));
             let exps: Vec<String> = (0..members.len())
                 .map(|i| tag(&format!("exp{i}")))
                 .collect();
             for (l, e) in logp.iter().zip(&exps) {
                 let d = format!("{e}/sub");
-                g.node.push(node("Sub", &[l, &m], &[&d], &d, Vec::new()));
-                g.node.push(node("Exp", &[&d], &[e], e, Vec::new()));
+                g.node
+                    .push(build::node("Sub", &d, &[l, &m], &[&d], Vec::new()));
+                g.node.push(build::node("Exp", e, &[&d], &[e], Vec::new()));
             }
             let s = tag("mean");
             mean(g, &exps, &s);
             let lg = tag("log");
-            g.node.push(node("Log", &[&s], &[&lg], &lg, Vec::new()));
             g.node
-                .push(node("Add", &[&lg, &m], &[out], &tag("add"), Vec::new()));
+                .push(build::node("Log", &lg, &[&s], &[&lg], Vec::new()));
+            g.node.push(build::node(
+                "Add",
+                &tag("add"),
+                &[&lg, &m],
+                &[out],
+                Vec::new(),
+            ));
         }
         (OutputKind::Other, _) => {
             let first = members.first().map(String::as_str).unwrap_or("");
-            g.node.push(node(
+            g.node.push(build::node(
                 "Identity",
+                &tag("first"),
                 &[first],
                 &[out],
-                &tag("first"),
                 Vec::new(),
             ));
         }
@@ -205,5 +232,5 @@ fn scalar(name: &str, code: i32, v: f64) -> TensorProto {
     } else {
         (v as f32).to_le_bytes().to_vec()
     };
-    raw_tensor(name, &[], code, raw)
+    build::raw(name, DType::from_onnx(i64::from(code)), &[], raw)
 }

@@ -50,7 +50,7 @@ pub enum Heads {
     Combined {
         /// How float outputs are combined.
         combine: Combine,
-        /// Outputs known to hold probabilities (else recognised from the graph).
+        /// Outputs known to hold probabilities (the others are recognised from the graph).
         probabilities: Option<Vec<String>>,
     },
     /// One output per member, `smd/member/<i>/<output>`, for output `output` only (to score
@@ -353,7 +353,11 @@ fn add_heads(
                 if inputs.contains(o) {
                     continue;
                 }
-                let declared = probabilities.as_ref().map(|p| p.iter().any(|x| x == o));
+                let declared = probabilities
+                    .iter()
+                    .flatten()
+                    .any(|x| x == o)
+                    .then_some(true);
                 let kind = heads::output_kind(parent, out, declared);
                 if kind == OutputKind::Other {
                     notices.push(format!("output `{o}` cannot be averaged; the ensemble takes it from the first member"));

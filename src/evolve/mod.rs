@@ -10,6 +10,7 @@
 mod journal;
 mod report;
 mod select;
+mod sessions;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -300,16 +301,17 @@ struct Run {
     predictor: Predictor,
     split: Split,
     journal: Journal,
+    sessions: sessions::Sessions,
     timings: Timings,
 }
 
 impl Run {
-    /// Builds and scores a candidate (the parent when `changes` is empty), or takes it from
-    /// the journal.
+    /// Builds and scores a candidate (the parent with `deltas`), or takes it from the journal.
     fn score(
         &mut self,
         id: &str,
-        changes: &[(usize, TensorData)],
+        lineage: &Lineage,
+        deltas: &[Delta],
         weights_key: &str,
     ) -> Result<Scored, Error> {
         let output = self.predictor.output().to_string();
@@ -324,14 +326,27 @@ impl Run {
                 }
                 None => {
                     let t = Instant::now();
-                    let mut session = self.session(changes, weights_key)?;
-                    let selection =
-                        self.predictor
-                            .predict(&mut session, &self.data, &self.split.selection)?;
-                    let holdout =
-                        self.predictor
-                            .predict(&mut session, &self.data, &self.split.holdout)?;
-                    drop(session);
+                    let Run {
+                        model,
+                        runtime,
+                        data,
+                        predictor,
+                        split,
+                        sessions,
+                        ..
+                    } = self;
+                    let (selection, holdout) = sessions.with_candidate(
+                        runtime,
+                        model,
+                        lineage,
+                        deltas,
+                        weights_key,
+                        |session| {
+                            let selection = predictor.predict(session, data, &split.selection)?;
+                            let holdout = predictor.predict(session, data, &split.holdout)?;
+                            Ok((selection, holdout))
+                        },
+                    )?;
                     let record = Record {
                         selection,
                         holdout,
@@ -355,36 +370,6 @@ impl Run {
             scores,
             failure,
         })
-    }
-
-    /// An ONNX Runtime session for the model with `changes` applied.
-    fn session(
-        &self,
-        changes: &[(usize, TensorData)],
-        weights_key: &str,
-    ) -> Result<ort::session::Session, Error> {
-        if changes.is_empty() {
-            return Ok(self.runtime.session_from_file_keyed(
-                self.model.path(),
-                Vec::new(),
-                Some(weights_key),
-            )?);
-        }
-        if self.model.has_external_data() {
-            // External data is resolved next to the model file: write the candidate to the
-            // journal's scratch file (atomically replaced for each candidate).
-            let path = self.journal.dir().join("candidate.onnx");
-            crate::onnx::write_child(&self.model, changes, &path)?;
-            return Ok(self.runtime.session_from_file_keyed(
-                &path,
-                Vec::new(),
-                Some(weights_key),
-            )?);
-        }
-        let bytes = crate::onnx::child_bytes(&self.model, changes)?;
-        Ok(self
-            .runtime
-            .session_from_memory_keyed(&bytes, Some(weights_key))?)
     }
 }
 
@@ -412,7 +397,7 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
         }
         .into());
     }
-    let io = ModelIo::from_file(&cfg.model)?;
+    let io = ModelIo::from_model(&model);
     let runtime = Runtime::new(&cfg.runtime)?;
     let data = Dataset::open(&cfg.data, &io)?;
     let predictor = Predictor::new(&io, &data, cfg.output.as_deref(), cfg.batch)?;
@@ -428,17 +413,6 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
     };
     let run_key = run_key(cfg, &parent_hash, predictor.output())?;
     let journal = Journal::open(&cfg.out, &run_key, cfg.resume)?;
-    let mut run = Run {
-        model,
-        runtime,
-        data,
-        predictor,
-        split,
-        journal,
-        timings: Timings::default(),
-    };
-    run.timings.load = start.elapsed().as_secs_f64();
-
     let mut lineage = Lineage {
         changed: vec![false; selected.len()],
         tensors: selected,
@@ -446,8 +420,21 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
         hash: parent_hash.clone(),
         recipes: Vec::new(),
     };
+    let sessions = sessions::Sessions::new(&model, &lineage, journal.dir().join("candidate.onnx"))?;
+    let mut run = Run {
+        model,
+        runtime,
+        data,
+        predictor,
+        split,
+        journal,
+        sessions,
+        timings: Timings::default(),
+    };
+    run.timings.load = start.elapsed().as_secs_f64();
+
     let t = Instant::now();
-    let mut parent = run.score("parent", &[], &parent_hash)?;
+    let mut parent = run.score("parent", &lineage, &[], &parent_hash)?;
     run.timings.parent = t.elapsed().as_secs_f64();
     if parent.scores.is_none() {
         // Nothing worth resuming: leave the output folder as it was.
@@ -488,9 +475,8 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
         for i in 0..cfg.mutation.children {
             let r = recipe(Member::Child(i));
             let deltas = plan.child(i)?;
-            let changes = lineage.changes(&deltas)?;
             let key = blake3::hash(r.to_json()?.as_bytes()).to_hex().to_string();
-            let scored = run.score(&format!("g{g}-c{i}"), &changes, &key)?;
+            let scored = run.score(&format!("g{g}-c{i}"), &lineage, &deltas, &key)?;
             children_reports.push(ChildReport {
                 generation: g,
                 index: i,
@@ -520,9 +506,8 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
         if winners.len() >= 2 {
             let r = recipe(Member::Merged(winners.clone()));
             let deltas = plan.merged(&winners)?;
-            let changes = lineage.changes(&deltas)?;
             let key = blake3::hash(r.to_json()?.as_bytes()).to_hex().to_string();
-            let scored = run.score(&format!("g{g}-merged"), &changes, &key)?;
+            let scored = run.score(&format!("g{g}-merged"), &lineage, &deltas, &key)?;
             merged_report = Some(MergedReport {
                 children: winners.clone(),
                 recipe: r.clone(),
@@ -577,6 +562,7 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
         let gen_parent = parent;
         if let Some((scored, deltas, r, index)) = next {
             let lineage_next = lineage.descend(&deltas, r)?;
+            run.sessions.descend(&deltas)?;
             if let Some(s) = scored.scores {
                 best = Some(BestReport {
                     generation: g,
@@ -953,9 +939,13 @@ fn export_ensemble(
         "smd_onnx.ensemble".into(),
         serde_json::Value::Array(recipes).to_string(),
     ));
+    // The scored output's values showed whether it holds probabilities; trust that over the
+    // graph (a softmax can be built from Exp and Div).
+    let scored = &g.parent.record.selection;
     let heads = ensemble::Heads::Combined {
         combine: cfg.combine,
-        probabilities: None,
+        probabilities: (scored.kind == crate::score::OutputKind::Probabilities)
+            .then(|| vec![scored.output.clone()]),
     };
     let built = ensemble::build_from_model(model, &varying, &weights, &heads, &meta)?;
     let inputs = model.input_paths();

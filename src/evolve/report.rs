@@ -303,6 +303,14 @@ impl Report {
                 )),
             }
         }
+        if let Some(m) = self.generations.last().and_then(|g| g.merged.as_ref()) {
+            let list: Vec<String> = m.children.iter().map(u32::to_string).collect();
+            let name = format!("merged ({})", list.join(","));
+            match &m.scores {
+                Some(sc) => row(&mut s, &name, sc, &base),
+                None => s.push_str(&format!("{name:<22} failed\n")),
+            }
+        }
         for e in &self.ensembles {
             row(&mut s, &format!("ensemble {}", e.name), &e.scores, &base);
         }

@@ -1,7 +1,7 @@
 //! Adding deltas to tensor values, and the tensor statistics the scale rule uses.
 
 use super::{Delta, MutateError};
-use crate::TensorData;
+use crate::tensor::{TensorData, TensorMut};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
@@ -35,6 +35,11 @@ fn check(len: usize, delta: &Delta) -> Result<(), MutateError> {
 /// A δ of zero (either sign) leaves the element's bits untouched, so σ = 0 is an exact copy
 /// (even for −0.0 and NaN payloads).
 pub fn apply(values: &mut TensorData, delta: &Delta) -> Result<(), MutateError> {
+    apply_to(values.as_mut(), delta)
+}
+
+/// [`apply`] on values held elsewhere (e.g. inside an ONNX Runtime value).
+pub fn apply_to(values: TensorMut<'_>, delta: &Delta) -> Result<(), MutateError> {
     check(values.len(), delta)?;
     let pairs = delta
         .indices
@@ -43,28 +48,28 @@ pub fn apply(values: &mut TensorData, delta: &Delta) -> Result<(), MutateError> 
         .filter(|&(_, &d)| d != 0.0);
     // Indices are checked above; `get_mut` keeps this panic-free regardless.
     match values {
-        TensorData::F32(v) => {
+        TensorMut::F32(v) => {
             for (&j, &d) in pairs {
                 if let Some(w) = v.get_mut(j as usize) {
                     *w += d;
                 }
             }
         }
-        TensorData::F64(v) => {
+        TensorMut::F64(v) => {
             for (&j, &d) in pairs {
                 if let Some(w) = v.get_mut(j as usize) {
                     *w += f64::from(d);
                 }
             }
         }
-        TensorData::F16(v) => {
+        TensorMut::F16(v) => {
             for (&j, &d) in pairs {
                 if let Some(w) = v.get_mut(j as usize) {
                     *w = f16::from_f32(w.to_f32() + d);
                 }
             }
         }
-        TensorData::BF16(v) => {
+        TensorMut::BF16(v) => {
             for (&j, &d) in pairs {
                 if let Some(w) = v.get_mut(j as usize) {
                     *w = bf16::from_f32(w.to_f32() + d);

@@ -48,7 +48,7 @@ mod radix;
 mod recipe;
 mod simd;
 
-pub use apply::{apply, apply_all, child_tensors, tensor_std};
+pub use apply::{apply, apply_all, apply_to, child_tensors, tensor_std};
 pub use config::{Config, MAX_CHILDREN, Mode, ScaleRule, Subspaces};
 pub use plan::{Delta, Plan, TensorSpec, tensor_list_digest};
 pub use recipe::{Member, ModeName, RECIPE_FORMAT, Recipe};

@@ -22,6 +22,16 @@ pub fn raw(name: &str, dtype: DType, dims: &[i64], raw: Vec<u8>) -> TensorProto 
     }
 }
 
+/// A tensor holding `data` in `raw_data` (its dtype is the data's).
+pub fn values(name: &str, dims: &[i64], data: &crate::TensorData) -> TensorProto {
+    raw(
+        name,
+        data.dtype(),
+        dims,
+        super::values::encode_le(data, 0, data.len()).into_owned(),
+    )
+}
+
 /// A float32 tensor in `raw_data`.
 pub fn f32_raw(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
     raw(name, DType::F32, dims, bytemuck::cast_slice(v).to_vec())
@@ -170,6 +180,14 @@ pub fn attr_floats(name: &str, v: &[f32]) -> AttributeProto {
     AttributeProto {
         floats: v.to_vec(),
         ..attr(name, AttributeType::Floats)
+    }
+}
+
+/// An int attribute.
+pub fn attr_int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        i: Some(v),
+        ..attr(name, AttributeType::Int)
     }
 }
 

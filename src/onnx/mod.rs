@@ -35,7 +35,8 @@ pub use facts::{Dim, ModelFacts, Opset, ValueFacts, ValueType};
 pub use index::{Location, Mutability, Storage, TensorInfo};
 pub use select::Selection;
 pub use writer::{
-    SMD_META_PREFIX, child_bytes, write_child, write_child_to, write_child_with_metadata,
+    SMD_META_PREFIX, TEMPLATE_LOCATION, child_bytes, external_template, write_child,
+    write_child_to, write_child_with_metadata,
 };
 
 use crate::tensor::TensorData;

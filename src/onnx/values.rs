@@ -217,13 +217,3 @@ pub(crate) fn bits16(data: &TensorData, i: usize) -> Option<u16> {
         _ => None,
     }
 }
-
-/// The dtype a [`TensorData`] holds.
-pub(crate) fn data_dtype(data: &TensorData) -> DType {
-    match data {
-        TensorData::F32(_) => DType::F32,
-        TensorData::F64(_) => DType::F64,
-        TensorData::F16(_) => DType::F16,
-        TensorData::BF16(_) => DType::BF16,
-    }
-}

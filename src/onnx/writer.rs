@@ -13,7 +13,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::index::{Location, Payload, TensorInfo};
-use super::values::{bits16, data_dtype, encode_le};
+use super::values::{bits16, encode_le};
 use super::wire::{self, LenPrefix};
 use super::{Model, ModelError, fsx};
 use crate::tensor::TensorData;
@@ -58,7 +58,7 @@ fn validate<'m, 'd>(
         if t.location == Location::SparseInitializer {
             return Err(err("sparse tensors cannot be changed".into()));
         }
-        let dd = data_dtype(data);
+        let dd = data.dtype();
         if dd != t.dtype {
             return Err(err(format!(
                 "new values are {dd}, the tensor is {}",
@@ -321,6 +321,82 @@ fn metadata_edits<'d>(
         chain: Vec::new(),
     });
     Ok(edits)
+}
+
+/// The `location` that [`external_template`] gives the tensors it takes out.
+pub const TEMPLATE_LOCATION: &str = "smd-onnx-values-in-memory";
+
+/// The model with the payloads of `tensors` taken out and marked as external data, so that
+/// ONNX Runtime takes their values from the caller (`AddExternalInitializers`), which it does
+/// before optimizing the graph. Scoring a child then needs neither a copy of the model nor a
+/// protobuf parse of its weights. Only main-graph initializers stored in `raw_data` qualify;
+/// `None` when one of `tensors` does not.
+pub fn external_template(model: &Model, tensors: &[usize]) -> Result<Option<Vec<u8>>, ModelError> {
+    let bytes = model.bytes();
+    let mut edits = Vec::new();
+    for &i in tensors {
+        let Some(t) = model.tensors().get(i) else {
+            return Ok(None);
+        };
+        let (Payload::Raw { start, len }, Location::Initializer, true) =
+            (&t.payload, t.location, t.scope.is_empty())
+        else {
+            return Ok(None);
+        };
+        let Some(own) = t.ancestors.last().copied() else {
+            return Ok(None);
+        };
+        // The raw_data field: key 0x4A (field 9, length-delimited), then the length varint.
+        let width = wire::varint_len(*len) as u64;
+        let Some(key_pos) = start.checked_sub(width + 1) else {
+            return Ok(None);
+        };
+        let key_ok = bytes.get(key_pos as usize) == Some(&0x4A);
+        let len_ok = wire::varint_at(bytes, key_pos as usize + 1, *start as usize).ok()
+            == Some((*len, width as usize));
+        if !key_ok || !len_ok {
+            return Ok(None);
+        }
+        edits.push(Edit {
+            repl: Repl {
+                start: key_pos,
+                end: start + len,
+                bytes: Cow::Borrowed(&[]),
+            },
+            chain: t.ancestors.clone(),
+        });
+        // Appended at the end of the tensor, so they win over any earlier `data_location`.
+        let mut extra = Vec::new();
+        for (k, v) in [
+            ("location", TEMPLATE_LOCATION.to_string()),
+            ("offset", "0".to_string()),
+            ("length", len.to_string()),
+        ] {
+            let mut entry = Vec::new();
+            for (field, s) in [(1u64, k), (2u64, v.as_str())] {
+                wire::put_varint(&mut entry, (field << 3) | 2);
+                wire::put_varint(&mut entry, s.len() as u64);
+                entry.extend_from_slice(s.as_bytes());
+            }
+            wire::put_varint(&mut extra, (13 << 3) | 2);
+            wire::put_varint(&mut extra, entry.len() as u64);
+            extra.extend(entry);
+        }
+        extra.extend([(14 << 3), 1]); // data_location = EXTERNAL
+        let end = own.pos + u64::from(own.width) + own.len;
+        edits.push(Edit {
+            repl: Repl {
+                start: end,
+                end,
+                bytes: Cow::Owned(extra),
+            },
+            chain: t.ancestors.clone(),
+        });
+    }
+    let repls = finish_plan(model, edits)?;
+    let mut out = Vec::with_capacity(bytes.len() / 8);
+    stream(bytes, &repls, &mut out).map_err(|source| ModelError::Write { source })?;
+    Ok(Some(out))
 }
 
 /// Key prefix of the metadata entries smd-onnx writes (and replaces in children).

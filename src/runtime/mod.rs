@@ -144,6 +144,22 @@ pub enum RuntimeError {
     },
 }
 
+impl RuntimeError {
+    /// Names `path` in a session error about bytes built in memory from that model file
+    /// (errors must name the file the user gave).
+    pub fn for_model(self, path: &Path) -> Self {
+        match self {
+            RuntimeError::Session { path: p, message } if p == Path::new("<memory>") => {
+                RuntimeError::Session {
+                    path: path.to_path_buf(),
+                    message,
+                }
+            }
+            e => e,
+        }
+    }
+}
+
 /// Where a session runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Device {
@@ -553,6 +569,39 @@ impl Runtime {
             .map_err(|e| self.session_error(Path::new("<memory>"), e))
     }
 
+    /// A session for model bytes whose external initializers (see
+    /// [`crate::onnx::external_template`]) are the given values: ONNX Runtime uses them as if
+    /// they were in the file, before optimizing the graph. `folder` resolves the model's other
+    /// external data (the original model's folder).
+    pub fn session_from_template(
+        &self,
+        bytes: &[u8],
+        initializers: &[(String, std::sync::Arc<DynValue>)],
+        folder: Option<&Path>,
+        weights_key: Option<&str>,
+    ) -> Result<Session, RuntimeError> {
+        let mut b = self.builder(weights_key)?;
+        for (name, value) in initializers {
+            b = b
+                .with_external_initializer(name, value.clone())
+                .map_err(|e| RuntimeError::Value {
+                    name: name.clone(),
+                    message: ort_msg(e),
+                })?;
+        }
+        if let Some(dir) = folder {
+            b = b
+                .with_config_entry(
+                    "session.model_external_initializers_file_folder_path",
+                    dir.to_string_lossy(),
+                )
+                .map_err(|e| RuntimeError::Ort(ort_msg(e)))?;
+        }
+        take_ort_log();
+        b.commit_from_memory(bytes)
+            .map_err(|e| self.session_error(Path::new("<memory>"), e))
+    }
+
     fn session_error(&self, path: &Path, e: ort::Error) -> RuntimeError {
         let mut message = ort_msg(e);
         if self.device.is_gpu()
@@ -754,6 +803,36 @@ pub fn tensor_value(name: &str, data: TensorData, dims: &[i64]) -> Result<DynVal
         TensorData::BF16(v) => Tensor::from_array((shape, v)).map(|t| t.into_dyn()),
     };
     v.map_err(|e| bad(ort_msg(e)))
+}
+
+/// Mutable access to the values of a float tensor value made by [`tensor_value`].
+pub fn tensor_mut(value: &mut DynValue) -> Option<crate::TensorMut<'_>> {
+    use crate::TensorMut;
+    use half::{bf16, f16};
+    // One extraction per type: the value knows its element type, only one succeeds.
+    let kind = value.dtype().clone();
+    match kind {
+        ort::value::ValueType::Tensor { ty, .. } => match ty {
+            ort::value::TensorElementType::Float32 => value
+                .try_extract_tensor_mut::<f32>()
+                .ok()
+                .map(|(_, v)| TensorMut::F32(v)),
+            ort::value::TensorElementType::Float64 => value
+                .try_extract_tensor_mut::<f64>()
+                .ok()
+                .map(|(_, v)| TensorMut::F64(v)),
+            ort::value::TensorElementType::Float16 => value
+                .try_extract_tensor_mut::<f16>()
+                .ok()
+                .map(|(_, v)| TensorMut::F16(v)),
+            ort::value::TensorElementType::Bfloat16 => value
+                .try_extract_tensor_mut::<bf16>()
+                .ok()
+                .map(|(_, v)| TensorMut::BF16(v)),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 #[cfg(test)]

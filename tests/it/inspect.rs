@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use prost::Message;
 use smd_onnx::onnx::DType;
@@ -11,22 +10,12 @@ use smd_onnx::onnx::build::*;
 use smd_onnx::onnx::proto::{ModelProto, TensorProto};
 
 use crate::model_io::fixtures;
-use crate::util::{repo, smd};
-
-fn stdout_json(o: &Output) -> serde_json::Value {
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).expect("one JSON object on stdout")
-}
+use crate::util::{assert_one_line_error, json_of, repo, smd};
 
 fn inspect_json(model: &Path, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["inspect", "--json", model.to_str().unwrap()];
     args.extend_from_slice(extra);
-    stdout_json(&smd(&args))
+    json_of(&smd(&args))
 }
 
 type Entry = (String, Vec<i64>, u64, String);
@@ -192,19 +181,6 @@ fn table_shows_facts_tensors_and_totals() {
         s.contains("external \"digits_mlp_external.onnx.data\""),
         "{s}"
     );
-}
-
-/// Exit code 2, stderr one line starting `error:` that contains each of `needles`, no panic.
-fn assert_one_line_error(o: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.starts_with("error: "), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "{n:?} not in {err}");
-    }
-    assert!(o.stdout.is_empty());
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {

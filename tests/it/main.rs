@@ -1,7 +1,10 @@
 //! Integration tests: they run the `smd-onnx` binary.
 
+mod ensemble;
+mod evolve;
 mod inspect;
 mod model_io;
+mod mutate;
 mod reliability;
 mod runtime;
 mod score;

@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::util::root;
+use crate::util::{assert_one_line_error, json_of, root, smd};
 
 fn smd_env(args: &[&str], cache: Option<&Path>) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_smd-onnx"));
@@ -16,27 +16,9 @@ fn smd_env(args: &[&str], cache: Option<&Path>) -> Output {
     c.output().expect("run smd-onnx")
 }
 
-fn ok_json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON object")
-}
-
-fn one_line_error(out: &Output) -> String {
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "one line: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    err
-}
-
 #[test]
 fn runtime_reports_library_version_and_providers() {
-    let j = ok_json(&smd_env(&["runtime", "--json"], None));
+    let j = json_of(&smd_env(&["runtime", "--json"], None));
     assert_eq!(j["check"], "ok");
     assert_eq!(j["device"], "cpu");
     assert_eq!(j["providers"], serde_json::json!(["CPUExecutionProvider"]));
@@ -57,7 +39,7 @@ fn runtime_reports_library_version_and_providers() {
 
 /// The source reported by `runtime --json` with the cache at `cache`.
 fn source(cache: &Path) -> String {
-    let j = ok_json(&smd_env(&["runtime", "--json"], Some(cache)));
+    let j = json_of(&smd_env(&["runtime", "--json"], Some(cache)));
     assert_eq!(j["version"], smd_onnx::runtime::ORT_VERSION);
     j["source"].as_str().unwrap().to_string()
 }
@@ -92,7 +74,7 @@ fn fresh_cache_is_fetched_verified_reused_and_repaired() {
         .count();
     assert_eq!(fetched, 1, "exactly one process fetches");
     for o in [&a, &b] {
-        let j = ok_json(o);
+        let j = json_of(o);
         assert_eq!(j["samples"], 60);
     }
     let dir = smd_onnx::runtime::provision::cache_dir(&cache, smd_onnx::runtime::Flavor::Cpu);
@@ -129,38 +111,28 @@ fn fresh_cache_is_fetched_verified_reused_and_repaired() {
 
 #[test]
 fn explicit_library_is_used() {
-    let j = ok_json(&smd_env(&["runtime", "--json"], None));
+    let j = json_of(&smd_env(&["runtime", "--json"], None));
     let lib = j["library"].as_str().unwrap().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_smd-onnx"))
         .args(["runtime", "--json", "--ort-lib", &lib])
         .output()
         .unwrap();
-    let k = ok_json(&out);
+    let k = json_of(&out);
     assert_eq!(k["source"], "explicit");
     let out = Command::new(env!("CARGO_BIN_EXE_smd-onnx"))
         .args(["runtime", "--json"])
         .env("ORT_DYLIB_PATH", &lib)
         .output()
         .unwrap();
-    assert_eq!(ok_json(&out)["source"], "env_var");
-    let err = one_line_error(
-        &Command::new(env!("CARGO_BIN_EXE_smd-onnx"))
-            .args(["runtime", "--ort-lib", "/nonexistent/libonnxruntime.so"])
-            .output()
-            .unwrap(),
+    assert_eq!(json_of(&out)["source"], "env_var");
+    assert_one_line_error(
+        &smd(&["runtime", "--ort-lib", "/nonexistent/libonnxruntime.so"]),
+        &["/nonexistent/libonnxruntime.so"],
     );
-    assert!(err.contains("/nonexistent/libonnxruntime.so"), "{err}");
     // Not an ONNX Runtime library.
-    let err = one_line_error(
-        &Command::new(env!("CARGO_BIN_EXE_smd-onnx"))
-            .args(["runtime", "--ort-lib", "Cargo.toml"])
-            .current_dir(root())
-            .output()
-            .unwrap(),
-    );
-    assert!(
-        err.contains("Cargo.toml") && err.contains("cannot load ONNX Runtime"),
-        "{err}"
+    assert_one_line_error(
+        &smd(&["runtime", "--ort-lib", "Cargo.toml"]),
+        &["Cargo.toml", "cannot load ONNX Runtime"],
     );
 }
 
@@ -173,20 +145,20 @@ fn gpu_devices_never_fall_back_to_cpu() {
         assert_eq!(j["providers"][0], "CUDAExecutionProvider");
         return;
     }
-    let err = one_line_error(&cuda);
+    let err = assert_one_line_error(&cuda, &[]);
     assert!(
         err.contains("libcuda.so.1") || err.contains("GPU libraries"),
         "{err}"
     );
     // With the CPU-only library named explicitly, the missing provider is the reason.
-    let j = ok_json(&smd_env(&["runtime", "--json"], None));
+    let j = json_of(&smd_env(&["runtime", "--json"], None));
     let lib = j["library"].as_str().unwrap();
     for dev in ["cuda", "tensorrt:0"] {
         let out = Command::new(env!("CARGO_BIN_EXE_smd-onnx"))
             .args(["runtime", "--device", dev, "--ort-lib", lib])
             .output()
             .unwrap();
-        let err = one_line_error(&out);
+        let err = assert_one_line_error(&out, &[]);
         assert!(
             err.contains(lib) && err.contains("ExecutionProvider"),
             "{err}"

@@ -8,7 +8,7 @@ use smd_onnx::score::DType;
 use smd_onnx::score::arrays::write_npz;
 use smd_onnx::score::spec::linear_model;
 
-use crate::util::{repo, root};
+use crate::util::{assert_one_line_error, json_of, repo, root};
 
 fn score(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_smd-onnx"))
@@ -17,29 +17,6 @@ fn score(args: &[&str]) -> Output {
         .current_dir(root())
         .output()
         .expect("run smd-onnx")
-}
-
-fn json_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
-}
-
-/// Exit code 2 and exactly one stderr line, `error: ...`, containing every `needle`.
-fn assert_one_line_error(out: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "one line expected: {err}");
-    assert!(lines[0].starts_with("error: "), "{err}");
-    for n in needles {
-        assert!(lines[0].contains(n), "{n:?} not in {err}");
-    }
-    assert!(out.stdout.is_empty(), "no partial output");
 }
 
 fn close(a: f64, b: f64, tol: f64) -> bool {
@@ -417,7 +394,7 @@ fn bad_arguments_are_one_line_errors() {
     assert_one_line_error(&with(&["--device", "quantum"]), &["--device"]);
     // Not a model.
     let out = score(&["fixtures/iris_val.npz", "--data", "fixtures/iris_val.npz"]);
-    assert_one_line_error(&out, &["fixtures/iris_val.npz", "not an ONNX model"]);
+    assert_one_line_error(&out, &["fixtures/iris_val.npz", "not a valid ONNX model"]);
 }
 
 #[test]

@@ -3,22 +3,49 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use serde_json::Value;
+
 /// The repository root.
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A path under the repository root.
-#[allow(dead_code)]
 pub fn repo(rel: &str) -> PathBuf {
     root().join(rel)
 }
 
-/// Runs the binary with `args` and returns its output.
-#[allow(dead_code)]
+/// Runs the binary with `args` in the repository root and returns its output.
 pub fn smd(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_smd-onnx"))
         .args(args)
+        .current_dir(root())
         .output()
         .expect("run smd-onnx")
+}
+
+/// The JSON object a successful command printed on stdout.
+pub fn json_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
+}
+
+/// Exit code 2, exactly one stderr line `error: ...` containing every `needle`, no panic, and
+/// nothing on stdout. Returns the line.
+pub fn assert_one_line_error(out: &Output, needles: &[&str]) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "{n:?} not in error: {err}");
+    }
+    assert!(out.stdout.is_empty(), "no partial output");
+    err
 }

@@ -1,0 +1,174 @@
+//! Turning candidates into ONNX Runtime sessions, at the cost of one session build each.
+//!
+//! ONNX Runtime has no way to change weights in a live session, and `AddInitializer` overrides
+//! are applied after graph optimization (a Conv fused with a BatchNormalization silently keeps
+//! the file's weights). External initializers are injected before optimization, so the fast
+//! path gives ONNX Runtime the model with its mutable tensors taken out as external data
+//! ([`crate::onnx::external_template`]) and their values from buffers smd-onnx owns: a
+//! candidate's sparse changes are applied to those buffers in place, the session is built and
+//! used, and the changes are undone. No copy of the model, no protobuf parse of its weights.
+//! Models whose mutable tensors cannot be external (Constant nodes, subgraphs, typed storage)
+//! get a byte-faithful copy of the model per candidate instead.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ort::session::Session;
+use ort::value::DynValue;
+
+use super::{EvolveError, Lineage};
+use crate::mutate::{self, Delta};
+use crate::onnx::Model;
+use crate::runtime::{Runtime, tensor_mut, tensor_value};
+use crate::{Error, TensorData};
+
+/// How candidates become sessions.
+pub(super) enum Sessions {
+    /// The template model and the current parent's values of its external initializers, in
+    /// lineage tensor order.
+    Template {
+        bytes: Vec<u8>,
+        folder: Option<PathBuf>,
+        values: Vec<(String, Arc<DynValue>)>,
+    },
+    /// A copy of the model per candidate.
+    Copies {
+        /// Scratch file for models with external data (resolved next to the model file).
+        scratch: PathBuf,
+    },
+}
+
+fn internal(message: String) -> Error {
+    EvolveError::Invalid {
+        arg: "internal",
+        message,
+    }
+    .into()
+}
+
+impl Sessions {
+    /// The fast path when every mutable tensor of `lineage` can be an external initializer.
+    pub(super) fn new(
+        model: &Model,
+        lineage: &Lineage,
+        scratch: PathBuf,
+    ) -> Result<Sessions, Error> {
+        let Some(bytes) = crate::onnx::external_template(model, &lineage.tensors)? else {
+            return Ok(Sessions::Copies { scratch });
+        };
+        let mut values = Vec::with_capacity(lineage.tensors.len());
+        for (&t, v) in lineage.tensors.iter().zip(&lineage.values) {
+            let info = &model.tensors()[t];
+            values.push((
+                info.name.clone(),
+                Arc::new(tensor_value(&info.name, v.clone(), &info.dims)?),
+            ));
+        }
+        let folder = model
+            .path()
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty());
+        Ok(Sessions::Template {
+            bytes,
+            folder,
+            values,
+        })
+    }
+
+    /// Calls `f` with a session for the current parent with `deltas` applied.
+    pub(super) fn with_candidate<T>(
+        &mut self,
+        runtime: &Runtime,
+        model: &Model,
+        lineage: &Lineage,
+        deltas: &[Delta],
+        weights_key: &str,
+        f: impl FnOnce(&mut Session) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        match self {
+            Sessions::Template {
+                bytes,
+                folder,
+                values,
+            } => {
+                let saved = apply_in_place(values, deltas)?;
+                let result = runtime
+                    .session_from_template(bytes, values, folder.as_deref(), Some(weights_key))
+                    .map_err(|e| Error::from(e.for_model(model.path())))
+                    .and_then(|mut s| f(&mut s));
+                // Undo the candidate's changes: the session (and its references) is gone.
+                restore(values, deltas, &saved)?;
+                result
+            }
+            Sessions::Copies { scratch } => {
+                let changes = lineage.changes(deltas)?;
+                let mut session = if changes.is_empty() {
+                    runtime.session_from_file_keyed(model.path(), Vec::new(), Some(weights_key))?
+                } else if model.has_external_data() {
+                    // External data is resolved next to the model file: write the candidate to
+                    // the scratch file (replaced atomically for each candidate).
+                    crate::onnx::write_child(model, &changes, scratch)?;
+                    runtime.session_from_file_keyed(scratch, Vec::new(), Some(weights_key))?
+                } else {
+                    let bytes = crate::onnx::child_bytes(model, &changes)?;
+                    runtime
+                        .session_from_memory_keyed(&bytes, Some(weights_key))
+                        .map_err(|e| e.for_model(model.path()))?
+                };
+                f(&mut session)
+            }
+        }
+    }
+
+    /// Makes `deltas` part of the parent: the next generation starts from that candidate.
+    pub(super) fn descend(&mut self, deltas: &[Delta]) -> Result<(), Error> {
+        if let Sessions::Template { values, .. } = self {
+            apply_in_place(values, deltas)?;
+        }
+        Ok(())
+    }
+}
+
+/// Mutable access to value `i` (no session may hold it).
+fn value_mut(
+    values: &mut [(String, Arc<DynValue>)],
+    i: usize,
+) -> Result<crate::TensorMut<'_>, Error> {
+    let (name, v) = values
+        .get_mut(i)
+        .ok_or_else(|| internal(format!("no mutable tensor {i}")))?;
+    let name = name.clone();
+    let v = Arc::get_mut(v)
+        .ok_or_else(|| internal(format!("tensor `{name}` is still in use by a session")))?;
+    tensor_mut(v).ok_or_else(|| internal(format!("tensor `{name}` is not a float tensor")))
+}
+
+/// Applies `deltas` to the values in place; returns the values they replaced.
+fn apply_in_place(
+    values: &mut [(String, Arc<DynValue>)],
+    deltas: &[Delta],
+) -> Result<Vec<TensorData>, Error> {
+    let mut saved = Vec::with_capacity(deltas.len());
+    for d in deltas {
+        let v = value_mut(values, d.tensor)?;
+        saved.push(v.gather(&d.indices));
+        mutate::apply_to(v, d)?;
+    }
+    Ok(saved)
+}
+
+/// Puts back the values [`apply_in_place`] replaced.
+fn restore(
+    values: &mut [(String, Arc<DynValue>)],
+    deltas: &[Delta],
+    saved: &[TensorData],
+) -> Result<(), Error> {
+    // In reverse, in case two deltas touch the same elements.
+    for (d, old) in deltas.iter().zip(saved).rev() {
+        if !value_mut(values, d.tensor)?.scatter(&d.indices, old) {
+            return Err(internal("restoring a tensor of another dtype".into()));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! `smd-onnx evolve` end to end on the fixtures: report, exports, re-scoring, generations.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::util::{assert_one_line_error, json_of, smd};
+
+/// Runs evolve with `extra` arguments into `out` and returns the report it printed.
+fn evolve(model: &str, data: &str, out: &Path, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "evolve",
+        model,
+        "--data",
+        data,
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let report = json_of(&smd(&args));
+    let on_disk: Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report, on_disk, "--json prints the report.json it wrote");
+    report
+}
+
+/// `score --split <part> --json` metrics of a model.
+fn score(model: &Path, data: &str, part: &str) -> Value {
+    json_of(&smd(&[
+        "score",
+        model.to_str().unwrap(),
+        "--data",
+        data,
+        "--split",
+        part,
+        "--json",
+    ]))["metrics"]
+        .clone()
+}
+
+#[test]
+fn evolve_reports_children_best_ensembles_and_writes_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let r = evolve(
+        "models/digits_cnn_undertrained.onnx",
+        "fixtures/digits_val.npz",
+        &out,
+        &["--children", "8"],
+    );
+    for key in [
+        "smd_onnx",
+        "runtime",
+        "parent",
+        "children",
+        "best",
+        "ensembles",
+        "outputs",
+        "timings",
+        "generations",
+    ] {
+        assert!(r.get(key).is_some(), "report has {key}");
+    }
+    assert_eq!(r["runtime"]["device"], "cpu");
+    assert_eq!(
+        r["samples"]["selection"].as_u64().unwrap() + r["samples"]["holdout"].as_u64().unwrap(),
+        600
+    );
+    let children = r["children"].as_array().unwrap();
+    assert_eq!(children.len(), 8);
+    for (i, c) in children.iter().enumerate() {
+        assert_eq!(c["index"], i);
+        assert_eq!(c["recipe"]["member"]["child"], i);
+        assert_eq!(c["recipe"]["parent"], r["parent_hash"]);
+        assert!(c["selection"]["accuracy"].is_f64() && c["holdout"]["nll"].is_f64());
+    }
+    let names: Vec<&str> = r["ensembles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["mean", "mean+parent", "greedy", "greedy+parent"]);
+    let mean = &r["ensembles"][0];
+    assert_eq!(mean["members"].as_array().unwrap().len(), 8);
+    assert!(out.join("ensemble.onnx").exists());
+    assert_eq!(
+        r["outputs"]["ensemble"],
+        out.join("ensemble.onnx").display().to_string()
+    );
+    // The best child, when there is one, beats the parent on the selection split.
+    match r["best"].as_object() {
+        Some(best) => {
+            assert!(out.join("best.onnx").exists());
+            let acc = |v: &Value| v["selection"]["accuracy"].as_f64().unwrap();
+            assert!(acc(&best["scores"]) >= acc(&r["parent"]));
+        }
+        None => assert!(!out.join("best.onnx").exists()),
+    }
+    // The human summary names the parent, children, ensembles and the verdict.
+    let text = smd(&[
+        "evolve",
+        "models/digits_cnn_undertrained.onnx",
+        "--data",
+        "fixtures/digits_val.npz",
+        "--children",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+        "--resume",
+    ]);
+    let text = String::from_utf8(json_text(&text)).unwrap();
+    for needle in [
+        "parent",
+        "child 7",
+        "ensemble greedy",
+        "Best:",
+        "wrote report",
+    ] {
+        assert!(text.contains(needle), "{needle:?} in summary:\n{text}");
+    }
+}
+
+/// Stdout of a successful run.
+fn json_text(out: &std::process::Output) -> Vec<u8> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout.clone()
+}
+
+#[test]
+fn rescoring_the_exports_reproduces_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let data = "fixtures/digits_val.npz";
+    let r = evolve(
+        "models/digits_cnn_undertrained.onnx",
+        data,
+        &out,
+        &["--children", "8", "--seed", "3"],
+    );
+    let best = r["best"]
+        .as_object()
+        .expect("a child beats the undertrained parent with seed 3");
+    // Exactly the holdout metrics in the report: same rows, same batches, same bytes.
+    let hold = score(&out.join("best.onnx"), data, "holdout");
+    for m in ["accuracy", "nll", "top5_accuracy"] {
+        assert_eq!(hold[m], best["scores"]["holdout"][m], "{m}");
+    }
+    let sel = score(&out.join("best.onnx"), data, "selection");
+    assert_eq!(sel["accuracy"], best["scores"]["selection"]["accuracy"]);
+    // The exported ensemble computes the ensemble of predictions the report scored.
+    let kind = r["outputs"]["ensemble_kind"].as_str().unwrap();
+    let e = r["ensembles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == kind)
+        .unwrap();
+    let hold = score(&out.join("ensemble.onnx"), data, "holdout");
+    assert_eq!(hold["accuracy"], e["scores"]["holdout"]["accuracy"]);
+    let (a, b) = (
+        hold["nll"].as_f64().unwrap(),
+        e["scores"]["holdout"]["nll"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-5, "ensemble nll {a} vs report {b}");
+}
+
+#[test]
+fn a_parent_no_child_beats_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    // Noise ten times each tensor's spread destroys every child.
+    let r = evolve(
+        "models/digits_cnn.onnx",
+        "fixtures/digits_val.npz",
+        &out,
+        &["--children", "4", "--sigma", "10"],
+    );
+    assert!(r["best"].is_null());
+    assert_eq!(r["generations"][0]["kept"], "parent");
+    assert!(!out.join("best.onnx").exists());
+    let text = smd(&[
+        "evolve",
+        "models/digits_cnn.onnx",
+        "--data",
+        "fixtures/digits_val.npz",
+        "--children",
+        "4",
+        "--sigma",
+        "10",
+        "--out",
+        out.to_str().unwrap(),
+        "--resume",
+    ]);
+    let text = String::from_utf8(json_text(&text)).unwrap();
+    assert!(text.contains("no child beat the parent"), "{text}");
+}
+
+#[test]
+fn generations_continue_from_the_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let r = evolve(
+        "models/mnist_mlp.onnx",
+        "fixtures/mnist_val.npz",
+        &out,
+        &[
+            "--children",
+            "4",
+            "--generations",
+            "3",
+            "--static",
+            "--sigma",
+            "0.2",
+        ],
+    );
+    let gens = r["generations"].as_array().unwrap();
+    assert_eq!(gens.len(), 3);
+    assert_eq!(r["children"].as_array().unwrap().len(), 12);
+    // Each generation's parent is the previous one's kept model.
+    for w in gens.windows(2) {
+        if w[0]["kept"] == "parent" {
+            assert_eq!(w[1]["parent_hash"], w[0]["parent_hash"]);
+            assert_eq!(w[1]["parent"], w[0]["parent"]);
+        } else {
+            assert_ne!(w[1]["parent_hash"], w[0]["parent_hash"]);
+        }
+    }
+    if let Some(best) = r["best"].as_object() {
+        let changed = gens.iter().filter(|g| g["kept"] != "parent").count();
+        assert_eq!(best["lineage"].as_array().unwrap().len(), changed);
+        let hold = score(&out.join("best.onnx"), "fixtures/mnist_val.npz", "holdout");
+        assert_eq!(hold["accuracy"], best["scores"]["holdout"]["accuracy"]);
+        assert_eq!(hold["nll"], best["scores"]["holdout"]["nll"]);
+    }
+    assert_eq!(r["settings"]["subspaces"], "static");
+}
+
+#[test]
+fn every_fixture_evolves_end_to_end() {
+    let cases = [
+        ("digits_cnn", "digits_val"),
+        ("mnist_mlp", "mnist_val"),
+        ("digits_mlp_fp16", "digits_flat_val"),
+        ("digits_mlp_bf16", "digits_flat_val"),
+        ("digits_mlp_typed", "digits_flat_val"),
+        ("digits_mlp_external", "digits_flat_val"),
+        ("digits_if_const", "digits_flat_val"),
+        ("digits_batch1", "digits_flat_val"),
+        ("digits_two_inputs", "digits_two_inputs_val"),
+        ("iris_skl_mlp", "iris_val"),
+        ("diabetes_skl_mlp", "diabetes_val"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (model, data) in cases {
+        let out = dir.path().join(model);
+        let (m, d) = (
+            format!("models/{model}.onnx"),
+            format!("fixtures/{data}.npz"),
+        );
+        let r = evolve(&m, &d, &out, &["--children", "4", "--export", "both"]);
+        assert_eq!(r["children"].as_array().unwrap().len(), 4, "{model}");
+        assert!(
+            r["children"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["failed"].is_null()),
+            "{model}: {r}"
+        );
+        let ens = out.join("ensemble.onnx");
+        assert!(ens.exists(), "{model}");
+        // The ensemble is a drop-in: it scores on the parent's data like the parent.
+        let all = score(&ens, &d, "holdout");
+        assert!(all["samples"].as_u64().unwrap() > 0, "{model}");
+        if let Some(best) = r["best"].as_object() {
+            let hold = score(&out.join("best.onnx"), &d, "holdout");
+            for m in ["accuracy", "nll", "mse"] {
+                assert_eq!(hold.get(m), best["scores"]["holdout"].get(m), "{model} {m}");
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_runs_are_one_line_errors_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = out.to_str().unwrap();
+    let base = [
+        "evolve",
+        "models/digits_cnn.onnx",
+        "--data",
+        "fixtures/digits_val.npz",
+        "--out",
+        o,
+    ];
+    let with = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend_from_slice(extra);
+        smd(&a)
+    };
+    assert_one_line_error(&with(&["--sigma", "0"]), &["--sigma"]);
+    assert_one_line_error(&with(&["--sigma", "NaN"]), &["--sigma"]);
+    assert_one_line_error(&with(&["--children", "0"]), &["--children"]);
+    assert_one_line_error(&with(&["--holdout", "1"]), &["--holdout"]);
+    assert_one_line_error(&with(&["--generations", "0"]), &["--generations"]);
+    assert_one_line_error(
+        &with(&["--include", "no-such-tensor"]),
+        &["models/digits_cnn.onnx", "no mutable tensors"],
+    );
+    assert!(
+        !out.exists() || std::fs::read_dir(&out).unwrap().next().is_none(),
+        "nothing written"
+    );
+    // A finished run's folder is not reused without --force or --resume.
+    json_of(&with(&["--children", "2", "--json"]));
+    assert_one_line_error(&with(&["--children", "2"]), &[o, "not empty"]);
+    json_of(&with(&["--children", "2", "--force", "--json"]));
+}
