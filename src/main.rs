@@ -17,9 +17,26 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             // One line: the chain joined with ": ", newlines flattened so hostile text cannot forge lines.
-            let msg = format!("{err:#}").replace(['\n', '\r'], " ");
+            let msg = one_line(&err);
             eprintln!("error: {msg}");
             ExitCode::from(2)
         }
     }
+}
+
+/// The error chain joined with ": ", on one line. A cause its parent's message already ends
+/// with (errors shaped `"{path}: {source}"`) is not repeated.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if msg.ends_with(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg.replace(['\n', '\r'], " ")
 }

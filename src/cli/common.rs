@@ -76,7 +76,12 @@ pub struct DataArgs {
     #[arg(long, value_name = "NAME")]
     pub output: Option<String>,
     /// Fraction of the samples held out for reporting (never used for selection).
-    #[arg(long, default_value_t = 0.5, value_name = "F")]
+    #[arg(
+        long,
+        default_value_t = 0.5,
+        value_name = "F",
+        allow_negative_numbers = true
+    )]
     pub holdout: f64,
     /// Seed of the label-stratified selection/holdout split.
     #[arg(long, default_value_t = 0, value_name = "S")]
@@ -87,17 +92,33 @@ pub struct DataArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct MutationArgs {
     /// Children per generation (k): the number of sparse sub-mutations.
-    #[arg(long, short = 'k', default_value_t = 16, value_name = "K")]
+    #[arg(
+        long,
+        short = 'k',
+        default_value_t = 16,
+        value_name = "K",
+        allow_negative_numbers = true
+    )]
     pub children: u32,
     /// How the mutation is decomposed: partition (disjoint subspaces that sum to one dense
     /// mutation), density (each child mutates its own random fraction), layer (whole tensors).
     #[arg(long, value_enum, default_value = "partition")]
     pub mode: ModeArg,
     /// Fraction of each tensor a child mutates in density mode.
-    #[arg(long, default_value_t = 0.1, value_name = "P")]
+    #[arg(
+        long,
+        default_value_t = 0.1,
+        value_name = "P",
+        allow_negative_numbers = true
+    )]
     pub density: f64,
     /// Noise scale σ, relative to each tensor's standard deviation (see --absolute-sigma).
-    #[arg(long, default_value_t = 0.1, value_name = "SIGMA")]
+    #[arg(
+        long,
+        default_value_t = 0.1,
+        value_name = "SIGMA",
+        allow_negative_numbers = true
+    )]
     pub sigma: f64,
     /// σ is an absolute standard deviation, not relative to each tensor's.
     #[arg(long)]

@@ -195,5 +195,36 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", report.summary());
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(exit_code(&report))
+}
+
+/// 0 when every generation had at least one child to choose from (failed children are
+/// excluded and listed in the report: a normal outcome with a large σ); 1 ("partial") when
+/// every child of some generation failed, so that generation selected nothing and its
+/// ensembles could not be built.
+fn exit_code(report: &smd_onnx::evolve::Report) -> ExitCode {
+    let failed = report
+        .children
+        .iter()
+        .filter(|c| c.failed.is_some())
+        .count();
+    if failed == 0 {
+        return ExitCode::SUCCESS;
+    }
+    let total = report.children.len();
+    eprintln!(
+        "warning: {failed} of {total} children failed (see `failed` in the report); they take no part in selection or ensembles"
+    );
+    let empty_generation = report.generations.iter().any(|g| {
+        report
+            .children
+            .iter()
+            .filter(|c| c.generation == g.generation)
+            .all(|c| c.failed.is_some())
+    });
+    if empty_generation {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -38,7 +38,10 @@ enum Command {
 
 /// Parses the command line and runs the chosen command.
 pub fn run() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Score(a) => score::run(a),
@@ -47,4 +50,34 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Evolve(a) => evolve::run(a),
         Command::Ensemble(a) => ensemble::run(a),
     }
+}
+
+/// Help and version go to stdout as clap prints them; a usage error becomes one line (like
+/// every other error), keeping clap's tips but not its usage block.
+fn usage_error(e: clap::Error) -> anyhow::Result<ExitCode> {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more"))
+        .collect();
+    let mut line = String::new();
+    for p in parts {
+        if !line.is_empty() {
+            // "...were not provided:" is followed by the list it announces.
+            line.push_str(if line.ends_with(':') { " " } else { "; " });
+        }
+        line.push_str(p);
+    }
+    let line = line.strip_prefix("error: ").unwrap_or(&line);
+    Err(anyhow::anyhow!("{line} (see --help)"))
 }

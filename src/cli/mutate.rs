@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use smd_onnx::mutate::{Member, Plan, Recipe, Subspaces, TensorSpec, tensor_std};
 use smd_onnx::onnx::{Model, write_child_with_metadata};
 
@@ -71,25 +70,65 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(i) => vec![i],
         None => (0..cfg.children).collect(),
     };
+    let path_of = |i: u32| args.out.join(format!("child_{i:0width$}.onnx"));
+    // Refuse before writing anything, rather than after some children are written.
+    let inputs = model.input_paths();
+    let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
+    for &i in &children {
+        smd_onnx::onnx::fsx::ensure_not_input(&path_of(i), &inputs)?;
+    }
+    let mut written: Vec<PathBuf> = Vec::new();
     for i in children {
-        let deltas = plan.child(i)?;
-        let mut changes = Vec::new();
-        for d in &deltas {
-            let mut v = values[d.tensor].clone();
-            smd_onnx::mutate::apply(&mut v, d)?;
-            changes.push((selected[d.tensor], v));
-        }
-        let recipe = Recipe::new(
+        let path = path_of(i);
+        match write_one(
+            &model,
             &plan,
-            hash.clone(),
-            args.selection.describe(),
-            Member::Child(i),
-        );
-        let meta = smd_onnx::evolve::recipe_meta(&[recipe], &hash)?;
-        let path = args.out.join(format!("child_{i:0width$}.onnx"));
-        write_child_with_metadata(&model, &changes, &meta, &path)
-            .with_context(|| format!("writing child {i}"))?;
+            &values,
+            &selected,
+            &hash,
+            &args.selection,
+            i,
+            &path,
+        ) {
+            Ok(paths) => written.extend(paths),
+            Err(e) => {
+                // No partial set of children: remove what this run wrote.
+                for p in &written {
+                    let _ = std::fs::remove_file(p);
+                }
+                return Err(e.context(format!("writing child {i}")));
+            }
+        }
         println!("{}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Builds child `i` and writes it to `path`; returns the files written.
+#[allow(clippy::too_many_arguments)]
+fn write_one(
+    model: &Model,
+    plan: &Plan,
+    values: &[smd_onnx::TensorData],
+    selected: &[usize],
+    hash: &str,
+    selection: &SelectionArgs,
+    i: u32,
+    path: &std::path::Path,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let deltas = plan.child(i)?;
+    let mut changes = Vec::new();
+    for d in &deltas {
+        let mut v = values[d.tensor].clone();
+        smd_onnx::mutate::apply(&mut v, d)?;
+        changes.push((selected[d.tensor], v));
+    }
+    let recipe = Recipe::new(
+        plan,
+        hash.to_string(),
+        selection.describe(),
+        Member::Child(i),
+    );
+    let meta = smd_onnx::evolve::recipe_meta(&[recipe], hash)?;
+    Ok(write_child_with_metadata(model, &changes, &meta, path)?)
 }

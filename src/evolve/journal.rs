@@ -25,10 +25,12 @@ pub struct Record {
     pub seconds: f64,
 }
 
-/// The journal folder of one run.
+/// The journal folder of one run. It is created with the first record, so a run that fails
+/// before scoring anything (e.g. a model ONNX Runtime refuses) leaves the output folder empty.
 #[derive(Debug)]
 pub struct Journal {
     dir: PathBuf,
+    run_key: String,
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> Error {
@@ -41,7 +43,8 @@ fn io_err(path: &Path, e: std::io::Error) -> Error {
 
 impl Journal {
     /// Opens the journal in `out`. With `resume`, an existing journal must have been written
-    /// for the same `run_key`; without it, any old journal is cleared.
+    /// for the same `run_key`; without it, any old journal is cleared. Temporary files left by
+    /// an interrupted write are removed.
     pub fn open(out: &Path, run_key: &str, resume: bool) -> Result<Journal, Error> {
         let dir = out.join(".smd-journal");
         let key_file = dir.join("run.json");
@@ -55,21 +58,38 @@ impl Journal {
                     }
                     .into());
                 }
-                return Ok(Journal { dir });
+                fsx::remove_temps(&dir, None)?;
             }
         } else if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
         }
-        std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-        let text = serde_json::json!({ "run_key": run_key }).to_string();
+        Ok(Journal {
+            dir,
+            run_key: run_key.to_string(),
+        })
+    }
+
+    /// Creates the folder and its key file unless they exist.
+    fn create(&self) -> Result<(), Error> {
+        let key_file = self.dir.join("run.json");
+        if key_file.is_file() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| io_err(&self.dir, e))?;
+        let text = serde_json::json!({ "run_key": self.run_key }).to_string();
         fsx::write_atomic(&key_file, |w| {
             w.write_all(text.as_bytes())
                 .map_err(|e| io_err(&key_file, e))
-        })?;
-        Ok(Journal { dir })
+        })
     }
 
-    /// The journal folder (scratch files go there too).
+    /// Removes the journal (best effort): for a run that fails before anything in it could
+    /// be reused.
+    pub fn discard(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// The journal folder (scratch files go there too); created on first use.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -93,6 +113,7 @@ impl Journal {
 
     /// Saves candidate `id` atomically.
     pub fn save(&self, id: &str, rec: &Record) -> Result<(), Error> {
+        self.create()?;
         let path = self.path(id);
         let bytes = encode(rec);
         fsx::write_atomic(&path, |w| w.write_all(&bytes).map_err(|e| io_err(&path, e)))

@@ -171,13 +171,14 @@ fn invalid(arg: &'static str, message: impl Into<String>) -> Error {
 }
 
 fn check_config(cfg: &EvolveConfig) -> Result<(), Error> {
-    cfg.mutation.validate()?;
+    // Before the mutation's own checks, which allow σ = 0 (for `mutate`).
     if !(cfg.mutation.sigma.is_finite() && cfg.mutation.sigma > 0.0) {
         return Err(invalid(
             "--sigma",
             format!("must be a finite number > 0, got {}", cfg.mutation.sigma),
         ));
     }
+    cfg.mutation.validate()?;
     if cfg.generations == 0 {
         return Err(invalid("--generations", "must be at least 1"));
     }
@@ -207,6 +208,8 @@ fn prepare_out(cfg: &EvolveConfig, inputs: &[PathBuf]) -> Result<(), Error> {
     for name in [BEST_FILE, ENSEMBLE_FILE, REPORT_FILE] {
         crate::onnx::fsx::ensure_not_input(&cfg.out.join(name), &inputs)?;
     }
+    // Temporary files of a killed run (they can be model-sized).
+    crate::onnx::fsx::remove_temps(&cfg.out, Some(&[BEST_FILE, ENSEMBLE_FILE, REPORT_FILE]))?;
     Ok(())
 }
 
@@ -549,6 +552,10 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
     };
     let mut parent = run.score(&lineage, None, job)?;
     run.timings.parent = t.elapsed().as_secs_f64();
+    if parent.scores.is_none() {
+        // Nothing worth resuming: leave the output folder as it was.
+        run.journal.discard();
+    }
     let original = parent.scores.ok_or_else(|| {
         Error::from(EvolveError::Invalid {
             arg: "model",

@@ -95,7 +95,7 @@ impl Sessions {
                 let saved = apply_in_place(values, deltas)?;
                 let result = runtime
                     .session_from_template(bytes, values, folder.as_deref(), Some(weights_key))
-                    .map_err(Error::from)
+                    .map_err(|e| Error::from(e.for_model(model.path())))
                     .and_then(|mut s| f(&mut s));
                 // Undo the candidate's changes: the session (and its references) is gone.
                 restore(values, deltas, &saved)?;
@@ -112,7 +112,9 @@ impl Sessions {
                     runtime.session_from_file_keyed(scratch, Vec::new(), Some(weights_key))?
                 } else {
                     let bytes = crate::onnx::child_bytes(model, &changes)?;
-                    runtime.session_from_memory_keyed(&bytes, Some(weights_key))?
+                    runtime
+                        .session_from_memory_keyed(&bytes, Some(weights_key))
+                        .map_err(|e| e.for_model(model.path()))?
                 };
                 f(&mut session)
             }

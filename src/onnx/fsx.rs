@@ -21,16 +21,59 @@ fn folder_of(path: &Path) -> PathBuf {
     }
 }
 
+/// Suffix of the temporary files: `.<final name>.<random>.tmp`, hidden, in the same folder.
+const TEMP_SUFFIX: &str = ".tmp";
+
 fn temp_for(path: &Path) -> Result<tempfile::NamedTempFile, ModelError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(folder_of(path))
-        .map_err(io_err(path))
+    let prefix = format!(".{name}.");
+    let mut b = tempfile::Builder::new();
+    b.prefix(&prefix).suffix(TEMP_SUFFIX);
+    // tempfile creates 0600 files; outputs get the permissions any new file gets (0666 minus
+    // the umask, e.g. 0644), as `File::create` would: the mode goes to open(2), which applies
+    // the umask.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    b.tempfile_in(folder_of(path)).map_err(io_err(path))
+}
+
+/// Removes the temporary files an interrupted [`write_atomic`] left in `dir` (a killed
+/// process cannot clean up): hidden `.<name>.<random>.tmp` files, only those whose `<name>`
+/// starts with one of `names` when given. A missing folder is fine.
+pub fn remove_temps(dir: &Path, names: Option<&[&str]>) -> Result<(), ModelError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    for e in entries {
+        let e = e.map_err(io_err(dir))?;
+        let file_name = e.file_name();
+        let Some(name) = file_name.to_str() else {
+            continue;
+        };
+        let Some(inner) = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(TEMP_SUFFIX))
+        else {
+            continue;
+        };
+        let ours = names.is_none_or(|ns| {
+            ns.iter()
+                .any(|n| inner.strip_prefix(n).is_some_and(|r| r.starts_with('.')))
+        });
+        if ours && e.file_type().is_ok_and(|t| t.is_file()) {
+            let p = e.path();
+            std::fs::remove_file(&p).map_err(io_err(&p))?;
+        }
+    }
+    Ok(())
 }
 
 fn commit(tmp: tempfile::NamedTempFile, path: &Path) -> Result<(), ModelError> {
@@ -85,7 +128,10 @@ pub(crate) fn copy_atomic(
     patch: impl FnOnce(&mut File) -> std::io::Result<()>,
 ) -> Result<(), ModelError> {
     let mut tmp = temp_for(dst)?;
+    // `fs::copy` gives the copy the source's permissions: keep those of a new file.
+    let perms = tmp.as_file().metadata().map_err(io_err(dst))?.permissions();
     std::fs::copy(src, tmp.path()).map_err(io_err(src))?;
+    std::fs::set_permissions(tmp.path(), perms).map_err(io_err(dst))?;
     patch(tmp.as_file_mut()).map_err(io_err(dst))?;
     commit(tmp, dst)
 }
@@ -126,19 +172,25 @@ pub fn prepare_out_dir(out: &Path, reuse: bool) -> Result<(), ModelError> {
         what: what.into(),
     };
     match std::fs::metadata(out) {
-        Ok(m) if !m.is_dir() => Err(fail("exists and is not a folder")),
+        Ok(m) if !m.is_dir() => return Err(fail("exists and is not a folder")),
         Ok(_) => {
             let mut entries = std::fs::read_dir(out).map_err(io_err(out))?;
             if entries.next().is_some() && !reuse {
                 return Err(fail("is not empty (use --force to replace its outputs)"));
             }
-            Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(out).map_err(io_err(out))
+            std::fs::create_dir_all(out).map_err(io_err(out))?;
         }
-        Err(e) => Err(io_err(out)(e)),
+        Err(e) => return Err(io_err(out)(e)),
     }
+    // Fail now rather than after hours of work: can files be created there? (The probe is
+    // removed when dropped.)
+    tempfile::Builder::new()
+        .prefix(".smd-probe.")
+        .tempfile_in(out)
+        .map(drop)
+        .map_err(|e| fail(&format!("is not writable ({})", e.kind())))
 }
 
 #[cfg(test)]
@@ -166,6 +218,58 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"hello");
         let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn outputs_get_the_permissions_of_a_new_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        // What the umask makes of a new file, whatever it is.
+        let plain = d.path().join("plain");
+        File::create(&plain).unwrap();
+        let want = std::fs::metadata(&plain).unwrap().permissions().mode() & 0o777;
+        let p = d.path().join("out.bin");
+        write_atomic::<_, ModelError>(&p, |w| w.write_all(b"x").map_err(io_err(&p))).unwrap();
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            want
+        );
+        // A copy does not inherit a read-only source's mode.
+        let src = d.path().join("src");
+        std::fs::write(&src, b"abc").unwrap();
+        std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o400)).unwrap();
+        let dst = d.path().join("dst");
+        copy_atomic(&src, &dst, |_| Ok(())).unwrap();
+        assert_eq!(std::fs::read(&dst).unwrap(), b"abc");
+        assert_eq!(
+            std::fs::metadata(&dst).unwrap().permissions().mode() & 0o777,
+            want
+        );
+    }
+
+    #[test]
+    fn removes_only_its_own_temps() {
+        let d = tempfile::tempdir().unwrap();
+        for n in [
+            ".best.onnx.a1b2c3.tmp",
+            ".report.json.zzzzzz.tmp",
+            ".mine.tmp",
+            "best.onnx",
+            "x.tmp",
+        ] {
+            std::fs::write(d.path().join(n), b"").unwrap();
+        }
+        remove_temps(d.path(), Some(&["best.onnx", "report.json"])).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".mine.tmp", "best.onnx", "x.tmp"]);
+        remove_temps(d.path(), None).unwrap();
+        assert!(!d.path().join(".mine.tmp").exists());
+        assert!(remove_temps(&d.path().join("absent"), None).is_ok());
     }
 
     #[test]

@@ -543,6 +543,20 @@ pub fn write_child_with_metadata(
     edits.extend(metadata_edits(model, meta)?);
     let repls = finish_plan(model, edits)?;
 
+    // An older `out` would name the data written next: a crash in between would leave it
+    // loading new weights under its old metadata. Without it, a crash leaves no model file.
+    if !ext_paths.is_empty() {
+        match std::fs::remove_file(out) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(ModelError::Io {
+                    path: out.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    }
     let mut written: Vec<PathBuf> = Vec::new();
     let result = (|| {
         for (f, dst) in model.external_files().iter().zip(&ext_paths) {

@@ -144,6 +144,22 @@ pub enum RuntimeError {
     },
 }
 
+impl RuntimeError {
+    /// Names `path` in a session error about bytes built in memory from that model file
+    /// (errors must name the file the user gave).
+    pub fn for_model(self, path: &Path) -> Self {
+        match self {
+            RuntimeError::Session { path: p, message } if p == Path::new("<memory>") => {
+                RuntimeError::Session {
+                    path: path.to_path_buf(),
+                    message,
+                }
+            }
+            e => e,
+        }
+    }
+}
+
 /// Where a session runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Device {

@@ -5,6 +5,7 @@ mod evolve;
 mod inspect;
 mod model_io;
 mod mutate;
+mod reliability;
 mod runtime;
 mod score;
 mod util;
