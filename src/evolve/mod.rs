@@ -305,8 +305,6 @@ struct Run {
     split: Split,
     journal: Journal,
     sessions: sessions::Sessions,
-    /// Build the next candidate's session while the current one runs (GPU devices).
-    pipelined: bool,
     timings: Timings,
 }
 
@@ -354,7 +352,6 @@ impl Run {
             predictor,
             sessions,
             journal,
-            pipelined,
             ..
         } = self;
         let mut t = Instant::now();
@@ -365,7 +362,6 @@ impl Run {
             lineage,
             pending.len(),
             &deltas_of,
-            *pipelined,
             &mut |p, session| {
                 let selection = parts[0].predict(predictor, session)?;
                 let holdout = parts[1].predict(predictor, session)?;
@@ -522,7 +518,6 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
         hash: parent_hash.clone(),
         recipes: Vec::new(),
     };
-    let sessions = sessions::Sessions::new(&model, &lineage, journal.dir().join("candidate.onnx"))?;
     // On a GPU the CPU idles while a pass runs: build the next session meanwhile. On a CPU the
     // pass already uses every core. SMD_PIPELINE=1/0 overrides (for measurements and tests).
     let pipelined = match std::env::var("SMD_PIPELINE").as_deref() {
@@ -530,6 +525,12 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
         Ok("0") => false,
         _ => runtime.device().is_gpu(),
     };
+    let sessions = sessions::Sessions::new(
+        &model,
+        &lineage,
+        journal.dir().join("candidate.onnx"),
+        pipelined,
+    )?;
     let mut run = Run {
         model,
         runtime,
@@ -539,7 +540,6 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
         split,
         journal,
         sessions,
-        pipelined,
         timings: Timings::default(),
     };
     run.timings.load = start.elapsed().as_secs_f64();

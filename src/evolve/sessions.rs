@@ -30,6 +30,8 @@ pub(super) enum Sessions {
         bytes: Vec<u8>,
         folder: Option<PathBuf>,
         values: Vec<(String, Arc<DynValue>)>,
+        /// Build the next candidate's session while the current one runs.
+        pipelined: bool,
     },
     /// A copy of the model per candidate.
     Copies {
@@ -47,11 +49,13 @@ fn internal(message: String) -> Error {
 }
 
 impl Sessions {
-    /// The fast path when every mutable tensor of `lineage` can be an external initializer.
+    /// The fast path when every mutable tensor of `lineage` can be an external initializer
+    /// (`pipelined`: see [`Sessions::run_all`]).
     pub(super) fn new(
         model: &Model,
         lineage: &Lineage,
         scratch: PathBuf,
+        pipelined: bool,
     ) -> Result<Sessions, Error> {
         let Some(bytes) = crate::onnx::external_template(model, &lineage.tensors)? else {
             return Ok(Sessions::Copies { scratch });
@@ -73,6 +77,7 @@ impl Sessions {
             bytes,
             folder,
             values,
+            pipelined,
         })
     }
 
@@ -91,6 +96,7 @@ impl Sessions {
                 bytes,
                 folder,
                 values,
+                ..
             } => {
                 let saved = apply_in_place(values, deltas)?;
                 let result = runtime
@@ -122,7 +128,7 @@ impl Sessions {
     }
 
     /// Scores `n` candidates: `deltas_of(j)` gives candidate `j`'s changes and `f(j, session)`
-    /// uses its session, in order. With `pipelined` (and the template path), the next
+    /// uses its session, in order. When pipelined (the template path only), the next
     /// candidate's session is built on another thread while `f` runs the current one, on a
     /// second set of values: on a GPU, building a session costs a fifth of a pass over
     /// thousands of images and the CPU is idle meanwhile.
@@ -133,11 +139,15 @@ impl Sessions {
         lineage: &Lineage,
         n: usize,
         deltas_of: &(dyn Fn(usize) -> Result<(Vec<Delta>, String), Error> + Sync),
-        pipelined: bool,
         f: &mut dyn FnMut(usize, &mut Session) -> Result<(), Error>,
     ) -> Result<(), Error> {
         match self {
-            Sessions::Template { bytes, folder, .. } if pipelined && n > 1 => {
+            Sessions::Template {
+                bytes,
+                folder,
+                pipelined: true,
+                ..
+            } if n > 1 => {
                 let (bytes, folder) = (&*bytes, folder.as_deref());
                 // Two value sets, each used by at most one live session.
                 let sets: Vec<Vec<(String, TensorData, Vec<i64>)>> = (0..2)
