@@ -14,7 +14,8 @@
 //!
 //! `cargo run --release --example strategies -- MODEL DATA.npz [K] [DEVICE] [B] [SIGMA] [WHICH]`
 //! (defaults: 16, cpu, 4, 0.1, all; WHICH is a comma-separated subset of `add-initializer`,
-//! `graph-inputs`, `batched`; the floor and template always run). Prints one line per strategy:
+//! `graph-inputs`, `batched`; the floor and template always run; `floor` runs the floor alone).
+//! Prints one line per strategy:
 //! seconds and ratio to the floor.
 
 use std::path::Path;
@@ -177,6 +178,9 @@ fn main() -> Res<()> {
         );
     };
 
+    if which == "floor" {
+        return Ok(());
+    }
     // Template (evolve's way): in-place values, one session per child.
     let t = Instant::now();
     let template = onnx::external_template(&model, &selected)?
