@@ -111,12 +111,13 @@ impl Journal {
         decode(&bytes, selection, holdout, output)
     }
 
-    /// Saves candidate `id` atomically.
+    /// Saves candidate `id` atomically. Not synced to disk: a record lost to a power cut is
+    /// scored again, and a damaged one fails its checksum.
     pub fn save(&self, id: &str, rec: &Record) -> Result<(), Error> {
         self.create()?;
         let path = self.path(id);
         let bytes = encode(rec);
-        fsx::write_atomic(&path, |w| w.write_all(&bytes).map_err(|e| io_err(&path, e)))
+        fsx::write_atomic_cache(&path, |w| w.write_all(&bytes).map_err(|e| io_err(&path, e)))
     }
 }
 

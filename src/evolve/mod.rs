@@ -356,31 +356,31 @@ impl Run {
         } = self;
         let mut t = Instant::now();
         let mut seconds = vec![0.0; jobs.len()];
-        sessions.run_all(
-            runtime,
-            model,
-            lineage,
-            pending.len(),
-            &deltas_of,
-            &mut |p, session| {
-                let selection = parts[0].predict(predictor, session)?;
-                let holdout = parts[1].predict(predictor, session)?;
-                let j = pending[p];
-                // With pipelining, building the next session overlaps this one: the time since
-                // the previous candidate finished is what this one cost.
-                let record = Record {
-                    selection,
-                    holdout,
-                    seconds: t.elapsed().as_secs_f64(),
-                };
-                t = Instant::now();
-                journal.save(&jobs[j].id, &record)?;
-                seconds[j] = record.seconds;
-                records[j] = Some(record);
-                progress.tick();
-                Ok(())
-            },
-        )?;
+        let warm_up = predictor.warm_up(&parts[0].data, &parts[0].rows);
+        let warm = |s: &mut ort::session::Session| -> Result<(), Error> { Ok(warm_up(s)?) };
+        let batch = sessions::Jobs {
+            n: pending.len(),
+            deltas_of: &deltas_of,
+            warm: &warm,
+        };
+        sessions.run_all(runtime, model, lineage, &batch, &mut |p, session| {
+            let selection = parts[0].predict(predictor, session)?;
+            let holdout = parts[1].predict(predictor, session)?;
+            let j = pending[p];
+            // With pipelining, building the next session overlaps this one: the time since
+            // the previous candidate finished is what this one cost.
+            let record = Record {
+                selection,
+                holdout,
+                seconds: t.elapsed().as_secs_f64(),
+            };
+            t = Instant::now();
+            journal.save(&jobs[j].id, &record)?;
+            seconds[j] = record.seconds;
+            records[j] = Some(record);
+            progress.tick();
+            Ok(())
+        })?;
         self.timings.per_candidate.extend(seconds);
         let labels = &self.labels;
         records

@@ -22,6 +22,16 @@ use crate::onnx::Model;
 use crate::runtime::{Runtime, tensor_mut, tensor_value};
 use crate::{Error, TensorData};
 
+/// Candidates to score with [`Sessions::run_all`].
+pub(super) struct Jobs<'a> {
+    /// How many.
+    pub n: usize,
+    /// Candidate `j`'s changes to the parent and its weights key.
+    pub deltas_of: &'a (dyn Fn(usize) -> Result<(Vec<Delta>, String), Error> + Sync),
+    /// Runs a first batch through a new session (pipelined path only).
+    pub warm: &'a (dyn Fn(&mut Session) -> Result<(), Error> + Sync),
+}
+
 /// How candidates become sessions.
 pub(super) enum Sessions {
     /// The template model and the current parent's values of its external initializers, in
@@ -127,20 +137,21 @@ impl Sessions {
         }
     }
 
-    /// Scores `n` candidates: `deltas_of(j)` gives candidate `j`'s changes and `f(j, session)`
-    /// uses its session, in order. When pipelined (the template path only), the next
-    /// candidate's session is built on another thread while `f` runs the current one, on a
-    /// second set of values: on a GPU, building a session costs a fifth of a pass over
-    /// thousands of images and the CPU is idle meanwhile.
+    /// Scores `jobs.n` candidates: `jobs.deltas_of(j)` gives candidate `j`'s changes and
+    /// `f(j, session)` uses its session, in order. When pipelined (the template path only),
+    /// another thread builds and warms up the next candidate's session (`jobs.warm`) while `f`
+    /// runs the current one, on a second set of values, and drops used sessions: on a GPU,
+    /// building, first-running and releasing a session cost a fifth of a pass over thousands
+    /// of images, while the CPU is idle.
     pub(super) fn run_all(
         &mut self,
         runtime: &Runtime,
         model: &Model,
         lineage: &Lineage,
-        n: usize,
-        deltas_of: &(dyn Fn(usize) -> Result<(Vec<Delta>, String), Error> + Sync),
+        jobs: &Jobs<'_>,
         f: &mut dyn FnMut(usize, &mut Session) -> Result<(), Error>,
     ) -> Result<(), Error> {
+        let n = jobs.n;
         match self {
             Sessions::Template {
                 bytes,
@@ -166,7 +177,7 @@ impl Sessions {
                 std::thread::scope(|scope| -> Result<(), Error> {
                     let (ready_tx, ready_rx) =
                         std::sync::mpsc::sync_channel::<Result<(usize, Session), Error>>(1);
-                    let (done_tx, done_rx) = std::sync::mpsc::channel::<usize>();
+                    let (done_tx, done_rx) = std::sync::mpsc::channel::<Session>();
                     scope.spawn(move || {
                         let produce = || -> Result<(), Error> {
                             let mut sets: Vec<Vec<(String, Arc<DynValue>)>> = sets
@@ -187,27 +198,29 @@ impl Sessions {
                             for j in 0..n {
                                 let set = j % 2;
                                 if j >= 2 {
-                                    // Wait until candidate j-2's session is gone, then undo it.
-                                    if done_rx.recv().is_err() {
+                                    // Candidate j-2's session comes back used: release it here,
+                                    // then undo its changes.
+                                    let Ok(used) = done_rx.recv() else {
                                         return Ok(());
-                                    }
+                                    };
+                                    drop(used);
                                     if let Some((deltas, saved)) = applied[set].take() {
                                         restore(&mut sets[set], &deltas, &saved)?;
                                     }
                                 }
-                                let (deltas, key) = deltas_of(j)?;
+                                let (deltas, key) = (jobs.deltas_of)(j)?;
                                 let saved = apply_in_place(&mut sets[set], &deltas)?;
                                 applied[set] = Some((deltas, saved));
-                                let session = runtime.session_from_template(
-                                    bytes,
-                                    &sets[set],
-                                    folder,
-                                    Some(&key),
-                                )?;
+                                let mut session = runtime
+                                    .session_from_template(bytes, &sets[set], folder, Some(&key))
+                                    .map_err(|e| e.for_model(model.path()))?;
+                                (jobs.warm)(&mut session)?;
                                 if ready_tx.send(Ok((j, session))).is_err() {
                                     return Ok(());
                                 }
                             }
+                            // Release the last sessions on this thread too.
+                            while done_rx.recv().is_ok() {}
                             Ok(())
                         };
                         if let Err(e) = produce() {
@@ -219,16 +232,16 @@ impl Sessions {
                             .recv()
                             .map_err(|_| internal("the session builder stopped".into()))??;
                         let result = f(j, &mut session);
-                        drop(session);
-                        let _ = done_tx.send(j);
+                        let _ = done_tx.send(session);
                         result?;
                     }
+                    drop(done_tx);
                     Ok(())
                 })
             }
             _ => {
                 for j in 0..n {
-                    let (deltas, key) = deltas_of(j)?;
+                    let (deltas, key) = (jobs.deltas_of)(j)?;
                     self.with_candidate(runtime, model, lineage, &deltas, &key, |s| f(j, s))?;
                 }
                 Ok(())

@@ -76,20 +76,23 @@ pub fn remove_temps(dir: &Path, names: Option<&[&str]>) -> Result<(), ModelError
     Ok(())
 }
 
-fn commit(tmp: tempfile::NamedTempFile, path: &Path) -> Result<(), ModelError> {
-    tmp.as_file().sync_all().map_err(io_err(path))?;
+fn commit(tmp: tempfile::NamedTempFile, path: &Path, durable: bool) -> Result<(), ModelError> {
+    if durable {
+        tmp.as_file().sync_all().map_err(io_err(path))?;
+    }
     tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
     // Make the rename itself durable; not every platform can sync a folder, so best effort.
-    if let Ok(d) = File::open(folder_of(path)) {
+    if durable && let Ok(d) = File::open(folder_of(path)) {
         let _ = d.sync_all();
     }
     Ok(())
 }
 
-/// Writes `path` atomically: `f` writes the contents to a buffered temporary file in the same
-/// folder, which is then synced and renamed over `path`. If `f` fails, nothing is written.
-pub fn write_atomic<T, E>(
+/// Writes the contents `f` produces to a temporary file and renames it over `path`, synced
+/// to disk first when `durable`.
+fn write_via_temp<T, E>(
     path: &Path,
+    durable: bool,
     f: impl FnOnce(&mut dyn Write) -> Result<T, E>,
 ) -> Result<T, E>
 where
@@ -102,8 +105,34 @@ where
         w.flush().map_err(io_err(path))?;
         value
     };
-    commit(tmp, path)?;
+    commit(tmp, path, durable)?;
     Ok(value)
+}
+
+/// Writes `path` atomically: `f` writes the contents to a buffered temporary file in the same
+/// folder, which is then synced and renamed over `path`. If `f` fails, nothing is written.
+pub fn write_atomic<T, E>(
+    path: &Path,
+    f: impl FnOnce(&mut dyn Write) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<ModelError>,
+{
+    write_via_temp(path, true, f)
+}
+
+/// Like [`write_atomic`] without syncing to disk: a process crash still leaves the old file
+/// or the new one, never a partial one, but a power loss may lose or empty the new file. For
+/// files whose loss only costs recomputation and whose corruption is detected (the journal's
+/// checksummed records): syncing each one costs more than writing it.
+pub fn write_atomic_cache<T, E>(
+    path: &Path,
+    f: impl FnOnce(&mut dyn Write) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<ModelError>,
+{
+    write_via_temp(path, false, f)
 }
 
 /// Like [`write_atomic`], but first refuses to write over any of `inputs` (e.g.
@@ -133,7 +162,7 @@ pub(crate) fn copy_atomic(
     std::fs::copy(src, tmp.path()).map_err(io_err(src))?;
     std::fs::set_permissions(tmp.path(), perms).map_err(io_err(dst))?;
     patch(tmp.as_file_mut()).map_err(io_err(dst))?;
-    commit(tmp, dst)
+    commit(tmp, dst, true)
 }
 
 /// True when `a` and `b` are the same existing file (same device and inode on Unix).

@@ -141,6 +141,33 @@ impl Predictor {
         self.batch
     }
 
+    /// A warm-up for new sessions: runs the first batch of `rows` through a session and
+    /// discards the result. A GPU session's first run sets up its kernels and memory; doing
+    /// that on another thread while the previous session is busy hides the cost. Returns a
+    /// closure that can be shared between threads.
+    pub fn warm_up<'a>(
+        &self,
+        ds: &'a Dataset,
+        rows: &'a [usize],
+    ) -> impl Fn(&mut Session) -> Result<(), DataError> + Sync + 'a {
+        let (batch, pad_to, model) = (self.batch.max(1), self.pad_to, self.model.clone());
+        move |session: &mut Session| {
+            let first = rows.get(..batch.min(rows.len())).unwrap_or_default();
+            if first.is_empty() {
+                return Ok(());
+            }
+            let mut batcher = Batcher::default();
+            let (inputs, _) = batcher.inputs(ds, first, pad_to)?;
+            session
+                .run(inputs)
+                .map(drop)
+                .map_err(|e| DataError::Inference {
+                    path: model.clone(),
+                    message: e.message().replace(['\n', '\r'], " "),
+                })
+        }
+    }
+
     /// Classes declared by the model's output, if fixed.
     pub fn static_classes(&self) -> Option<usize> {
         self.static_classes
