@@ -71,12 +71,15 @@ impl Data {
     }
 }
 
-/// The ort environment on the given `libonnxruntime`.
+/// The ort environment on the given `libonnxruntime`, with one CPU arena shared by its sessions
+/// (as `smd-onnx` has).
 pub fn environment(lib: &str) -> Result<Environment, Error> {
-    Ok(ort::init_from(lib)?
+    let env = ort::init_from(lib)?
         .with_telemetry(false)
         .build()
-        .map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    smd_onnx::runtime::share_cpu_arena(&env)?;
+    Ok(env)
 }
 
 /// A CPU session with `smd-onnx`'s session options.
@@ -91,6 +94,8 @@ pub fn session(env: &Environment, threads: usize, model: &Path) -> Result<Sessio
         .with_inter_op_spinning(false)
         .map_err(|e| e.to_string())?
         .with_memory_pattern(true)
+        .map_err(|e| e.to_string())?
+        .with_env_allocators()
         .map_err(|e| e.to_string())?
         .commit_from_file(model)?)
 }

@@ -59,6 +59,23 @@ pub fn subgraphs<'a>(
     out
 }
 
+/// [`subgraphs`], mutably.
+pub fn subgraphs_mut<'a>(
+    parent: &str,
+    node: &'a mut NodeProto,
+    index: usize,
+) -> Vec<(String, &'a mut GraphProto)> {
+    let scopes: Vec<String> = subgraphs(parent, node, index)
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    let graphs = node
+        .attribute
+        .iter_mut()
+        .flat_map(|a| a.g.iter_mut().chain(a.graphs.iter_mut()));
+    scopes.into_iter().zip(graphs).collect()
+}
+
 /// Names defined in `g` itself (inputs, initializers, node outputs), not in its subgraphs.
 pub fn defined_names(g: &GraphProto) -> HashSet<String> {
     let mut defs = HashSet::new();
@@ -150,19 +167,6 @@ pub fn for_each_tensor_mut(
     for j in 0..g.node.len() {
         let n = &g.node[j];
         let constant = is_constant(n).then(|| n.output.first().cloned()).flatten();
-        let subs: Vec<(usize, Option<usize>, String)> = n
-            .attribute
-            .iter()
-            .enumerate()
-            .flat_map(|(ai, a)| {
-                let one =
-                    a.g.as_ref()
-                        .map(|_| (ai, None, subgraph_scope(scope, n, j, a, None)));
-                let many = (0..a.graphs.len())
-                    .map(move |gj| (ai, Some(gj), subgraph_scope(scope, n, j, a, Some(gj))));
-                one.into_iter().chain(many)
-            })
-            .collect();
         let n = &mut g.node[j];
         for a in &mut n.attribute {
             let is_value = a.name.as_deref() == Some("value");
@@ -182,16 +186,8 @@ pub fn for_each_tensor_mut(
                 f(None, t);
             }
         }
-        for (ai, gj, sub_scope) in subs {
-            let a = &mut n.attribute[ai];
-            match gj {
-                None => {
-                    if let Some(sg) = a.g.as_mut() {
-                        for_each_tensor_mut(sg, &sub_scope, f);
-                    }
-                }
-                Some(gj) => for_each_tensor_mut(&mut a.graphs[gj], &sub_scope, f),
-            }
+        for (sub_scope, sg) in subgraphs_mut(scope, n, j) {
+            for_each_tensor_mut(sg, &sub_scope, f);
         }
     }
 }
@@ -216,29 +212,10 @@ pub fn set_constant_value(
             }];
             return true;
         }
-        let subs: Vec<(usize, Option<usize>, String)> = n
-            .attribute
-            .iter()
-            .enumerate()
-            .flat_map(|(ai, a)| {
-                let one =
-                    a.g.as_ref()
-                        .map(|_| (ai, None, subgraph_scope(scope, n, j, a, None)));
-                let many = (0..a.graphs.len())
-                    .map(move |gj| (ai, Some(gj), subgraph_scope(scope, n, j, a, Some(gj))));
-                one.into_iter().chain(many)
-            })
-            .filter(|(_, _, s)| addr.scope == *s || addr.scope.starts_with(&format!("{s}/")))
-            .collect();
-        for (ai, gj, sub_scope) in subs {
-            let a = &mut g.node[j].attribute[ai];
-            let sg = match gj {
-                None => a.g.as_mut(),
-                Some(gj) => a.graphs.get_mut(gj),
-            };
-            if let Some(sg) = sg
-                && set_constant_value(sg, &sub_scope, addr, value.clone())
-            {
+        for (sub_scope, sg) in subgraphs_mut(scope, &mut g.node[j], j) {
+            let inside =
+                addr.scope == sub_scope || addr.scope.starts_with(&format!("{sub_scope}/"));
+            if inside && set_constant_value(sg, &sub_scope, addr, value.clone()) {
                 return true;
             }
         }

@@ -39,7 +39,8 @@ pub struct Greedy {
 
 /// Greedy forward selection with replacement (Caruana et al., 2004): start empty, repeatedly
 /// add the candidate that makes the running ensemble best on the selection split, for
-/// `steps` steps, and return the best ensemble seen (the earliest among equals).
+/// at most `steps` steps, and return the best ensemble seen (the earliest among equals). It
+/// stops early once [`PATIENCE`] steps in a row have not improved on the best.
 /// `candidates` hold selection-split predictions for the same rows. Candidates are tried in
 /// parallel; the choice does not depend on the number of threads.
 pub fn greedy(
@@ -78,18 +79,22 @@ pub fn greedy(
     let mut sum = vec![0.0f64; values(first, regression).len()];
     let mut counts = vec![0u32; candidates.len()];
     let mut best: Option<Greedy> = None;
+    let mut since_best = 0;
     for step in 1..=steps.max(1) {
         let n = step as f64;
-        let trials: Vec<Metrics> = candidates
-            .par_iter()
-            .map(|p| {
-                if regression {
-                    mse_of_mean(&sum, values(p, regression), n, &targets)
-                } else {
-                    accuracy_nll_of_mean(&sum, values(p, regression), n, &targets, classes)
-                }
-            })
-            .collect();
+        let trial = |p: &&Predictions| {
+            if regression {
+                mse_of_mean(&sum, values(p, regression), n, &targets)
+            } else {
+                accuracy_nll_of_mean(&sum, values(p, regression), n, &targets, classes)
+            }
+        };
+        // Threads pay off once a trial is more than a few microseconds of work.
+        let trials: Vec<Metrics> = if sum.len() >= 1 << 14 {
+            candidates.par_iter().map(trial).collect()
+        } else {
+            candidates.iter().map(trial).collect()
+        };
         let mut pick: Option<(usize, Metrics)> = None;
         for (c, m) in trials.into_iter().enumerate() {
             if pick.as_ref().is_none_or(|(_, b)| better(&m, b)) {
@@ -106,6 +111,12 @@ pub fn greedy(
                 counts: counts.clone(),
                 selection: m,
             });
+            since_best = 0;
+        } else {
+            since_best += 1;
+            if since_best >= PATIENCE {
+                break;
+            }
         }
     }
     best.ok_or_else(|| DataError::Argument {
@@ -115,8 +126,9 @@ pub fn greedy(
 }
 
 /// Accuracy and NLL of the mean `(sum + add) / n` of probabilities (rows of `classes`), with
-/// the same conventions as [`crate::score::metrics::classification_metrics`] (probabilities
-/// rounded to f32, argmax ties to the lowest class, NLL clamped at 1e-15).
+/// the conventions of [`crate::score::metrics::classification_metrics`] (argmax ties to the
+/// lowest class, the label's probability rounded to f32, NLL clamped at 1e-15). For ranking
+/// greedy candidates; reported metrics are computed from the weighted mean itself.
 fn accuracy_nll_of_mean(
     sum: &[f64],
     add: &[f32],
@@ -130,22 +142,23 @@ fn accuracy_nll_of_mean(
         .zip(add.chunks_exact(classes))
         .zip(targets)
     {
-        let p = |j: usize| ((s[j] + f64::from(a[j])) / n) as f32;
+        // The argmax of the mean is the argmax of the sum: no division per element.
         let mut arg = 0;
-        let mut top = p(0);
-        for j in 1..classes {
-            let v = p(j);
+        let mut top = f64::NEG_INFINITY;
+        for (j, (&sj, &aj)) in s.iter().zip(a).enumerate() {
+            let v = sj + f64::from(aj);
             if v > top {
                 (arg, top) = (j, v);
             }
         }
         let label = t as usize;
-        if t >= 0.0 && label < classes {
-            correct += usize::from(arg == label);
-            nll -= f64::from(p(label)).max(1e-15).ln();
+        let p = if t >= 0.0 && label < classes {
+            ((s[label] + f64::from(a[label])) / n) as f32
         } else {
-            nll -= 1e-15f64.ln();
-        }
+            0.0
+        };
+        correct += usize::from(t >= 0.0 && arg == label);
+        nll -= f64::from(p).max(1e-15).ln();
     }
     let rows = targets.len().max(1) as f64;
     Metrics {
@@ -173,6 +186,9 @@ fn mse_of_mean(sum: &[f64], add: &[f32], n: f64, targets: &[f64]) -> Metrics {
         mse: Some(se / targets.len().max(1) as f64),
     }
 }
+
+/// Greedy steps without improvement after which selection stops.
+pub const PATIENCE: usize = 8;
 
 /// Number of greedy steps for `candidates` candidates: twice the library, within [10, 200].
 pub fn greedy_steps(candidates: usize) -> usize {

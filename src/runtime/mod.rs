@@ -460,6 +460,7 @@ impl Runtime {
         let b = b.with_intra_op_spinning(false).map_err(map)?;
         let b = b.with_inter_op_spinning(false).map_err(map)?;
         let b = b.with_memory_pattern(true).map_err(map)?;
+        let b = b.with_env_allocators().map_err(map)?;
         let eps = self.execution_providers(weights_key)?;
         if eps.is_empty() {
             return b
@@ -737,6 +738,10 @@ fn load(library: &Path) -> Result<Arc<Loaded>, RuntimeError> {
             message: ort_msg(e),
         })?;
     env.set_log_level(ort_level_from_env());
+    share_cpu_arena(&env).map_err(|message| RuntimeError::Load {
+        path: canon.clone(),
+        message,
+    })?;
     let l = Arc::new(Loaded {
         env,
         library: canon,
@@ -744,6 +749,38 @@ fn load(library: &Path) -> Result<Arc<Loaded>, RuntimeError> {
     });
     *slot = Some(l.clone());
     Ok(l)
+}
+
+/// Registers one CPU memory arena in the environment, which every session uses
+/// (`session.use_env_allocators`). A session with its own arena faults its memory in on its
+/// first run (half a second per child session for a MobileNet at batch 256 on 2 cores); sessions
+/// built one after another on a shared arena reuse the memory the previous one left.
+pub fn share_cpu_arena(env: &Environment) -> Result<(), String> {
+    use ort::AsPointer;
+    use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+    let mem = MemoryInfo::new(
+        AllocationDevice::CPU,
+        0,
+        AllocatorType::Arena,
+        MemoryType::Default,
+    )
+    .map_err(|e| e.message().to_string())?;
+    let api = ort::api();
+    // SAFETY: both pointers are live ORT objects; a null arena configuration asks for the
+    // defaults. The returned status, when not null, is read and released here.
+    unsafe {
+        let status =
+            (api.CreateAndRegisterAllocator)(env.ptr().cast_mut(), mem.ptr(), std::ptr::null());
+        let status = status.0;
+        if status.is_null() {
+            return Ok(());
+        }
+        let msg = std::ffi::CStr::from_ptr((api.GetErrorMessage)(status))
+            .to_string_lossy()
+            .into_owned();
+        (api.ReleaseStatus)(status);
+        Err(format!("registering the shared CPU arena: {msg}"))
+    }
 }
 
 /// ONNX Runtime's own version string (`OrtGetApiBase()->GetVersionString()`).

@@ -243,19 +243,7 @@ fn generations_continue_from_the_winner() {
 
 #[test]
 fn every_fixture_evolves_end_to_end() {
-    let cases = [
-        ("digits_cnn", "digits_val"),
-        ("mnist_mlp", "mnist_val"),
-        ("digits_mlp_fp16", "digits_flat_val"),
-        ("digits_mlp_bf16", "digits_flat_val"),
-        ("digits_mlp_typed", "digits_flat_val"),
-        ("digits_mlp_external", "digits_flat_val"),
-        ("digits_if_const", "digits_flat_val"),
-        ("digits_batch1", "digits_flat_val"),
-        ("digits_two_inputs", "digits_two_inputs_val"),
-        ("iris_skl_mlp", "iris_val"),
-        ("diabetes_skl_mlp", "diabetes_val"),
-    ];
+    let cases = crate::ensemble::FIXTURES;
     let dir = tempfile::tempdir().unwrap();
     for (model, data) in cases {
         let out = dir.path().join(model);
