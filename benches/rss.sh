@@ -8,8 +8,9 @@
 #   KS="4 16 64 256" benches/rss.sh
 #   SMD=target/debug/smd-onnx benches/rss.sh   # another binary, no build
 #
-# When benches/score_overhead.sh has generated its VGG-style CNN (target/score-overhead/), it is
-# measured too: a bigger model shows whether child models pile up in memory.
+# When benches/make_models.py has generated its models (target/bench/models/, e.g. by
+# benches/compare.sh), the 7 MB MobileNet on 600 images of 3×224×224 is measured too: a bigger
+# model shows whether child models pile up in memory (issue 7's 1.5 GB target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KS=${KS:-"4 16 64"}
@@ -37,8 +38,8 @@ cases=(
     "models/digits_cnn_undertrained.onnx fixtures/digits_val.npz"
     "models/mnist_mlp.onnx fixtures/mnist_val.npz"
 )
-if [ -f target/score-overhead/cnn.onnx ]; then
-    cases+=("target/score-overhead/cnn.onnx target/score-overhead/data.npz")
+if [ -f target/bench/models/mobilenet_7mb.onnx ]; then
+    cases+=("target/bench/models/mobilenet_7mb.onnx target/bench/models/mobilenet_600.npz")
 fi
 
 printf '%-40s %6s %14s %8s\n' model k "peak RSS MiB" "wall s"

@@ -69,9 +69,10 @@ pub struct DataArgs {
     /// Labelled data: an .npz file (or a folder of .npy files) with one array per model input and `labels`.
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
-    /// Samples per inference run (a model with a fixed batch dimension uses that).
-    #[arg(long, default_value_t = 256, value_name = "N")]
-    pub batch: usize,
+    /// Samples per inference run (default: 256, or fewer so that a batch's inputs take at most
+    /// 64 MiB; a model with a fixed batch dimension uses that).
+    #[arg(long, value_name = "N")]
+    pub batch: Option<usize>,
     /// The output to score (default: the first float output of shape [N, C]).
     #[arg(long, value_name = "NAME")]
     pub output: Option<String>,

@@ -43,7 +43,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let ds = Dataset::open(&args.data.data, &io)?;
     let split = Split::new(ds.labels(), args.data.holdout, args.data.split_seed)?;
     let rows = split.rows(part);
-    let mut predictor = Predictor::new(&io, &ds, args.data.output.as_deref(), args.data.batch)?;
+    let batch = args.data.batch.unwrap_or_else(|| ds.default_batch());
+    let mut predictor = Predictor::new(&io, &ds, args.data.output.as_deref(), batch)?;
     let t_load = t0.elapsed();
 
     let rt = Runtime::new(&config)?;

@@ -116,8 +116,8 @@ pub struct EvolveConfig {
     pub holdout: f64,
     /// Split seed.
     pub split_seed: u64,
-    /// Samples per run.
-    pub batch: usize,
+    /// Samples per run (default: [`Dataset::default_batch`]).
+    pub batch: Option<usize>,
     /// The scored output (default: the first float output of shape [N, C]).
     pub output: Option<String>,
     /// Write `best.onnx` when a candidate beats the parent.
@@ -188,7 +188,7 @@ fn check_config(cfg: &EvolveConfig) -> Result<(), Error> {
             format!("must be in (0, 1), got {}", cfg.holdout),
         ));
     }
-    if cfg.batch == 0 {
+    if cfg.batch == Some(0) {
         return Err(invalid("--batch", "must be at least 1"));
     }
     Ok(())
@@ -496,7 +496,8 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
     let io = ModelIo::from_model(&model);
     let runtime = Runtime::new(&cfg.runtime)?;
     let data = Dataset::open(&cfg.data, &io)?;
-    let predictor = Predictor::new(&io, &data, cfg.output.as_deref(), cfg.batch)?;
+    let batch = cfg.batch.unwrap_or_else(|| data.default_batch());
+    let predictor = Predictor::new(&io, &data, cfg.output.as_deref(), batch)?;
     let split = Split::new(data.labels(), cfg.holdout, cfg.split_seed)?;
     let labels = data.labels().clone();
     let parts = Part::both(data, &split)?;
@@ -509,7 +510,7 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
         tensors: selected.len(),
         elements: values.iter().map(|v| v.len() as u64).sum(),
     };
-    let run_key = run_key(cfg, &parent_hash, predictor.output())?;
+    let run_key = run_key(cfg, &parent_hash, predictor.output(), batch)?;
     let journal = Journal::open(&cfg.out, &run_key, cfg.resume)?;
     let mut lineage = Lineage {
         changed: vec![false; selected.len()],
@@ -774,7 +775,7 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
             selection: run.split.selection.len(),
             holdout: run.split.holdout.len(),
         },
-        settings: settings(cfg),
+        settings: settings(cfg, run.predictor.batch()),
         mutable,
         parent: original,
         generations,
@@ -822,7 +823,7 @@ fn clone_scored(s: &Scored) -> Scored {
 }
 
 /// The run's identity for the journal: model, data, and every setting that changes results.
-fn run_key(cfg: &EvolveConfig, parent_hash: &str, output: &str) -> Result<String, Error> {
+fn run_key(cfg: &EvolveConfig, parent_hash: &str, output: &str, batch: usize) -> Result<String, Error> {
     let data_hash = hash_path(&cfg.data)?;
     let m = &cfg.mutation;
     let text = format!(
@@ -838,7 +839,7 @@ fn run_key(cfg: &EvolveConfig, parent_hash: &str, output: &str) -> Result<String
         cfg.selection_text,
         cfg.holdout,
         cfg.split_seed,
-        cfg.batch,
+        batch,
         cfg.runtime.device
     );
     Ok(blake3::hash(text.as_bytes()).to_hex().to_string())
@@ -878,7 +879,7 @@ fn hash_path(p: &Path) -> Result<String, Error> {
     Ok(h.finalize().to_hex().to_string())
 }
 
-fn settings(cfg: &EvolveConfig) -> Settings {
+fn settings(cfg: &EvolveConfig, batch: usize) -> Settings {
     let m = &cfg.mutation;
     let (mode, density) = match m.mode {
         mutate::Mode::Partition => ("partition", None),
@@ -898,7 +899,7 @@ fn settings(cfg: &EvolveConfig) -> Settings {
         selection: cfg.selection_text.clone(),
         holdout: cfg.holdout,
         split_seed: cfg.split_seed,
-        batch: cfg.batch,
+        batch,
     }
 }
 

@@ -329,6 +329,14 @@ impl Dataset {
         })
     }
 
+    /// The batch size used when none is given: 256 samples, or fewer so that a batch's inputs
+    /// take at most 64 MiB (a model's activations grow with its inputs: a MobileNet on
+    /// 3×224×224 images at batch 256 needs over a gigabyte).
+    pub fn default_batch(&self) -> usize {
+        const INPUT_BYTES: usize = 64 << 20;
+        (INPUT_BYTES / self.bytes_for(1).max(1)).clamp(1, 256)
+    }
+
     /// Bytes the samples `rows` take once converted to the types the model is fed.
     pub fn bytes_for(&self, rows: usize) -> usize {
         self.inputs
