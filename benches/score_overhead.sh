@@ -5,6 +5,9 @@
 #
 #   benches/score_overhead.sh                          # mobilenet_7mb, 600 images, best of 3
 #   MODEL=mlp_small REPS=5 benches/score_overhead.sh
+#   MODEL=resnet50 IMAGES=320 benches/score_overhead.sh   # one pass ≥ 5 s on 2 cores
+#
+# IMAGES=N (image models only) scores N random images instead of the model's data file.
 #
 # Models and data come from benches/make_models.py (MODEL: mlp_small, mobilenet_7mb, resnet50,
 # mlp_wide), generated into target/bench/models (git-ignored) with the venv of benches/lib.sh.
@@ -21,6 +24,14 @@ LIB=$(ort_library)
 echo "library: $LIB"
 ONNX=$MODEL_DIR/$MODEL.onnx
 DATA=$(data_of "$MODEL")
+if [ -n "${IMAGES:-}" ]; then
+    DATA=$MODEL_DIR/images_$IMAGES.npz
+    [ -f "$DATA" ] || "$PY" -c "
+import numpy as np, sys
+rng = np.random.default_rng(0)
+np.savez(sys.argv[1], input=rng.standard_normal(($IMAGES, 3, 224, 224), dtype=np.float32),
+         labels=rng.integers(0, 1000, $IMAGES).astype(np.int64))" "$DATA"
+fi
 
 best_score=; best_loop=; best_cs=; best_cl=
 for i in $(seq "$REPS"); do

@@ -823,7 +823,12 @@ fn clone_scored(s: &Scored) -> Scored {
 }
 
 /// The run's identity for the journal: model, data, and every setting that changes results.
-fn run_key(cfg: &EvolveConfig, parent_hash: &str, output: &str, batch: usize) -> Result<String, Error> {
+fn run_key(
+    cfg: &EvolveConfig,
+    parent_hash: &str,
+    output: &str,
+    batch: usize,
+) -> Result<String, Error> {
     let data_hash = hash_path(&cfg.data)?;
     let m = &cfg.mutation;
     let text = format!(
