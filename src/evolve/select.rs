@@ -82,21 +82,48 @@ pub fn greedy(
     let mut since_best = 0;
     for step in 1..=steps.max(1) {
         let n = step as f64;
-        let trial = |p: &&Predictions| {
-            if regression {
-                mse_of_mean(&sum, values(p, regression), n, &targets)
+        // Threads pay off once a trial is more than a few microseconds of work.
+        let parallel = sum.len() >= 1 << 14;
+        let map = |f: &(dyn Fn(usize) -> Metrics + Sync), of: &[usize]| -> Vec<Metrics> {
+            if parallel {
+                of.par_iter().map(|&c| f(c)).collect()
             } else {
-                accuracy_nll_of_mean(&sum, values(p, regression), n, &targets, classes)
+                of.iter().map(|&c| f(c)).collect()
             }
         };
-        // Threads pay off once a trial is more than a few microseconds of work.
-        let trials: Vec<Metrics> = if sum.len() >= 1 << 14 {
-            candidates.par_iter().map(trial).collect()
+        let all: Vec<usize> = (0..candidates.len()).collect();
+        let (tried, trials) = if regression {
+            let mse = |c: usize| mse_of_mean(&sum, values(candidates[c], true), n, &targets);
+            (all.clone(), map(&mse, &all))
         } else {
-            candidates.iter().map(trial).collect()
+            // NLL only breaks accuracy ties: it is computed (a logarithm per row) for the
+            // candidates tied at the top accuracy alone, which gives the same pick.
+            let acc = |c: usize| accuracy_of_mean(&sum, &candidates[c].probs, &targets, classes);
+            let accuracies = map(&acc, &all);
+            let top = accuracies
+                .iter()
+                .filter_map(|m| m.accuracy)
+                .fold(f64::NEG_INFINITY, f64::max);
+            let tied: Vec<usize> = all
+                .iter()
+                .copied()
+                .filter(|&c| accuracies[c].accuracy == Some(top))
+                .collect();
+            let full = |c: usize| Metrics {
+                nll: Some(nll_of_mean(
+                    &sum,
+                    &candidates[c].probs,
+                    n,
+                    &targets,
+                    classes,
+                )),
+                ..accuracies[c]
+            };
+            let trials = map(&full, &tied);
+            (tied, trials)
         };
         let mut pick: Option<(usize, Metrics)> = None;
-        for (c, m) in trials.into_iter().enumerate() {
+        for (&c, m) in tried.iter().zip(trials) {
             if pick.as_ref().is_none_or(|(_, b)| better(&m, b)) {
                 pick = Some((c, m));
             }
@@ -125,18 +152,11 @@ pub fn greedy(
     })
 }
 
-/// Accuracy and NLL of the mean `(sum + add) / n` of probabilities (rows of `classes`), with
-/// the conventions of [`crate::score::metrics::classification_metrics`] (argmax ties to the
-/// lowest class, the label's probability rounded to f32, NLL clamped at 1e-15). For ranking
-/// greedy candidates; reported metrics are computed from the weighted mean itself.
-fn accuracy_nll_of_mean(
-    sum: &[f64],
-    add: &[f32],
-    n: f64,
-    targets: &[f64],
-    classes: usize,
-) -> Metrics {
-    let (mut correct, mut nll) = (0usize, 0.0f64);
+/// Accuracy of the mean of probabilities `sum + add` (rows of `classes`; argmax ties to the
+/// lowest class, as in [`crate::score::metrics::classification_metrics`]). For ranking greedy
+/// candidates; reported metrics are computed from the weighted mean itself.
+fn accuracy_of_mean(sum: &[f64], add: &[f32], targets: &[f64], classes: usize) -> Metrics {
+    let mut correct = 0usize;
     for ((s, a), &t) in sum
         .chunks_exact(classes)
         .zip(add.chunks_exact(classes))
@@ -151,23 +171,36 @@ fn accuracy_nll_of_mean(
                 (arg, top) = (j, v);
             }
         }
-        let label = t as usize;
-        let p = if t >= 0.0 && label < classes {
-            ((s[label] + f64::from(a[label])) / n) as f32
-        } else {
-            0.0
-        };
-        correct += usize::from(t >= 0.0 && arg == label);
-        nll -= f64::from(p).max(1e-15).ln();
+        correct += usize::from(t >= 0.0 && arg == t as usize);
     }
-    let rows = targets.len().max(1) as f64;
     Metrics {
         samples: targets.len(),
-        accuracy: Some(correct as f64 / rows),
+        accuracy: Some(correct as f64 / targets.len().max(1) as f64),
         top5_accuracy: None,
-        nll: Some(nll / rows),
+        nll: None,
         mse: None,
     }
+}
+
+/// NLL of the mean `(sum + add) / n` of probabilities, with the conventions of
+/// [`crate::score::metrics::classification_metrics`] (the label's probability rounded to f32,
+/// clamped at 1e-15).
+fn nll_of_mean(sum: &[f64], add: &[f32], n: f64, targets: &[f64], classes: usize) -> f64 {
+    let nll: f64 = sum
+        .chunks_exact(classes)
+        .zip(add.chunks_exact(classes))
+        .zip(targets)
+        .map(|((s, a), &t)| {
+            let label = t as usize;
+            let p = if t >= 0.0 && label < classes {
+                ((s[label] + f64::from(a[label])) / n) as f32
+            } else {
+                0.0
+            };
+            -f64::from(p).max(1e-15).ln()
+        })
+        .sum();
+    nll / targets.len().max(1) as f64
 }
 
 /// MSE of the mean `(sum + add) / n` of regression values.
@@ -272,5 +305,67 @@ mod tests {
             .collect();
         let mean = Predictions::weighted_mean(&w).unwrap();
         assert_eq!(mean.metrics(&labels).unwrap().accuracy, Some(1.0));
+    }
+
+    /// Greedy selection that computes every candidate's accuracy and NLL at every step.
+    fn greedy_reference(candidates: &[&Predictions], targets: &[f64], steps: usize) -> Vec<u32> {
+        let classes = candidates[0].classes;
+        let mut sum = vec![0.0f64; candidates[0].probs.len()];
+        let mut counts = vec![0u32; candidates.len()];
+        let mut best: Option<(Vec<u32>, Metrics)> = None;
+        let mut since_best = 0;
+        for step in 1..=steps {
+            let n = step as f64;
+            let mut pick: Option<(usize, Metrics)> = None;
+            for (c, p) in candidates.iter().enumerate() {
+                let m = Metrics {
+                    nll: Some(nll_of_mean(&sum, &p.probs, n, targets, classes)),
+                    ..accuracy_of_mean(&sum, &p.probs, targets, classes)
+                };
+                if pick.as_ref().is_none_or(|(_, b)| better(&m, b)) {
+                    pick = Some((c, m));
+                }
+            }
+            let (c, m) = pick.unwrap();
+            counts[c] += 1;
+            for (s, &v) in sum.iter_mut().zip(&candidates[c].probs) {
+                *s += f64::from(v);
+            }
+            if best.as_ref().is_none_or(|(_, b)| better(&m, b)) {
+                best = Some((counts.clone(), m));
+                since_best = 0;
+            } else {
+                since_best += 1;
+                if since_best >= PATIENCE {
+                    break;
+                }
+            }
+        }
+        best.unwrap().0
+    }
+
+    proptest::proptest! {
+        /// Computing NLL only for the candidates tied on accuracy picks what computing it for
+        /// every candidate picks. Probabilities on a coarse grid make ties common.
+        #[test]
+        fn greedy_matches_the_full_computation(
+            grid in proptest::collection::vec(0u8..4, 6 * 3 * 5),
+            labels in proptest::collection::vec(0i64..3, 5),
+        ) {
+            let cands: Vec<Predictions> = grid
+                .chunks(3 * 5)
+                .map(|g| {
+                    let mut p = preds(&[]);
+                    p.rows = (0..5).collect();
+                    p.classes = 3;
+                    p.probs = g.iter().map(|&v| f32::from(v) / 4.0).collect();
+                    p
+                })
+                .collect();
+            let refs: Vec<&Predictions> = cands.iter().collect();
+            let targets: Vec<f64> = labels.iter().map(|&l| l as f64).collect();
+            let g = greedy(&refs, &Labels::Classes(labels), 12).unwrap();
+            proptest::prop_assert_eq!(g.counts, greedy_reference(&refs, &targets, 12));
+        }
     }
 }
