@@ -12,15 +12,19 @@ use crate::Error;
 use crate::onnx::fsx;
 use crate::score::{OutputKind, Predictions};
 
-const MAGIC: &[u8; 8] = b"SMDJRN01";
+const MAGIC: &[u8; 8] = b"SMDJRN02";
+
+/// The holdout kind byte of a record whose holdout rows were not scored.
+const NOT_SCORED: u8 = 255;
 
 /// A scored candidate: its predictions on both parts of the split.
 #[derive(Debug, Clone)]
 pub struct Record {
     /// Predictions for the selection rows.
     pub selection: Predictions,
-    /// Predictions for the holdout rows.
-    pub holdout: Predictions,
+    /// Predictions for the holdout rows; `None` when they were not scored (a merged candidate
+    /// that did not win on the selection rows).
+    pub holdout: Option<Predictions>,
     /// Seconds spent building and scoring it.
     pub seconds: f64,
 }
@@ -133,21 +137,32 @@ fn encode(rec: &Record) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(MAGIC);
     b.push(kind_code(rec.selection.kind));
-    b.push(kind_code(rec.holdout.kind));
+    b.push(
+        rec.holdout
+            .as_ref()
+            .map_or(NOT_SCORED, |h| kind_code(h.kind)),
+    );
+    let none = Vec::new();
+    let (hold_probs, hold_values) = rec
+        .holdout
+        .as_ref()
+        .map_or((&none, &none), |h| (&h.probs, &h.values));
+    let (hold_nf, hold_first) = rec
+        .holdout
+        .as_ref()
+        .map_or((0, None), |h| (h.non_finite_rows, h.first_non_finite));
     for v in [
         rec.selection.classes,
         rec.selection.probs.len(),
         rec.selection.values.len(),
-        rec.holdout.probs.len(),
-        rec.holdout.values.len(),
+        hold_probs.len(),
+        hold_values.len(),
         rec.selection.non_finite_rows,
         rec.selection
             .first_non_finite
             .map_or(u64::MAX as usize, |r| r),
-        rec.holdout.non_finite_rows,
-        rec.holdout
-            .first_non_finite
-            .map_or(u64::MAX as usize, |r| r),
+        hold_nf,
+        hold_first.map_or(u64::MAX as usize, |r| r),
     ] {
         b.extend_from_slice(&(v as u64).to_le_bytes());
     }
@@ -155,8 +170,8 @@ fn encode(rec: &Record) -> Vec<u8> {
     for part in [
         &rec.selection.probs,
         &rec.selection.values,
-        &rec.holdout.probs,
-        &rec.holdout.values,
+        hold_probs,
+        hold_values,
     ] {
         for x in part {
             b.extend_from_slice(&x.to_le_bytes());
@@ -186,7 +201,10 @@ fn decode(bytes: &[u8], selection: &[usize], holdout: &[usize], output: &str) ->
         _ => None,
     };
     let sel_kind = kind(*take(1)?.first()?)?;
-    let hold_kind = kind(*take(1)?.first()?)?;
+    let hold_kind = match *take(1)?.first()? {
+        NOT_SCORED => None,
+        c => Some(kind(c)?),
+    };
     let mut words = [0usize; 9];
     for w in &mut words {
         *w = usize::try_from(u64::from_le_bytes(take(8)?.try_into().ok()?)).unwrap_or(usize::MAX);
@@ -216,7 +234,7 @@ fn decode(bytes: &[u8], selection: &[usize], holdout: &[usize], output: &str) ->
     };
     let rec = Record {
         selection: part(selection, sel_kind, sel_probs, sel_values, snf, sfirst),
-        holdout: part(holdout, hold_kind, hold_probs, hold_values, hnf, hfirst),
+        holdout: hold_kind.map(|k| part(holdout, k, hold_probs, hold_values, hnf, hfirst)),
         seconds,
     };
     // A record for other rows (a changed split) is not this run's.
@@ -228,7 +246,7 @@ fn decode(bytes: &[u8], selection: &[usize], holdout: &[usize], output: &str) ->
         };
         per_row == p.rows.len()
     };
-    (fits(&rec.selection) && fits(&rec.holdout)).then_some(rec)
+    (fits(&rec.selection) && rec.holdout.as_ref().is_none_or(fits)).then_some(rec)
 }
 
 #[cfg(test)]
@@ -254,7 +272,7 @@ mod tests {
         let j = Journal::open(dir.path(), "k1", false).unwrap();
         let rec = Record {
             selection: preds(&[0, 2], vec![0.1, 0.9, 0.5, 0.5]),
-            holdout: preds(&[1], vec![1.0, 0.0]),
+            holdout: Some(preds(&[1], vec![1.0, 0.0])),
             seconds: 1.5,
         };
         j.save("g0-c1", &rec).unwrap();
@@ -271,6 +289,14 @@ mod tests {
         b[20] ^= 1;
         std::fs::write(&p, b).unwrap();
         assert!(j.load("g0-c1", &[0, 2], &[1], "y").is_none(), "corrupt");
+        let selection_only = Record {
+            holdout: None,
+            ..rec.clone()
+        };
+        j.save("g0-merged", &selection_only).unwrap();
+        let back = j.load("g0-merged", &[0, 2], &[1], "y").unwrap();
+        assert_eq!(back.selection, rec.selection);
+        assert!(back.holdout.is_none());
         // Resuming needs the same run key; a fresh open clears the journal.
         assert!(Journal::open(dir.path(), "other", true).is_err());
         assert!(Journal::open(dir.path(), "k1", true).is_ok());

@@ -287,8 +287,12 @@ impl Lineage {
 }
 
 /// A scored candidate.
+#[derive(Clone)]
 struct Scored {
     record: Record,
+    /// Its metrics on the selection rows (`None`: it failed there).
+    selection: Option<Metrics>,
+    /// Its metrics on both parts (`None`: it failed, or its holdout rows were not scored).
     scores: Option<Scores>,
     failure: Option<String>,
 }
@@ -309,11 +313,14 @@ struct Run {
 }
 
 /// A candidate to score: its journal id, which member of the generation's plan it is (`None`:
-/// the parent itself), and its weights key (TensorRT's engine cache).
+/// the parent itself), its weights key (TensorRT's engine cache), and, for a candidate that
+/// matters only if it wins, the selection metrics it must beat for its holdout rows to be
+/// scored (a pass over rows that would never be reported is saved).
 struct Job {
     id: String,
     member: Option<Member>,
     key: String,
+    holdout_if_beats: Option<Metrics>,
 }
 
 impl Run {
@@ -352,6 +359,7 @@ impl Run {
             predictor,
             sessions,
             journal,
+            labels,
             ..
         } = self;
         let mut t = Instant::now();
@@ -364,9 +372,17 @@ impl Run {
             warm: &warm,
         };
         sessions.run_all(runtime, model, lineage, &batch, &mut |p, session| {
-            let selection = parts[0].predict(predictor, session)?;
-            let holdout = parts[1].predict(predictor, session)?;
             let j = pending[p];
+            let selection = parts[0].predict(predictor, session)?;
+            let wins = |bar: &Metrics| {
+                selection
+                    .metrics(labels)
+                    .is_ok_and(|m| select::better(&m, bar))
+            };
+            let holdout = match &jobs[j].holdout_if_beats {
+                Some(bar) if !wins(bar) => None,
+                _ => Some(parts[1].predict(predictor, session)?),
+            };
             // With pipelining, building the next session overlaps this one: the time since
             // the previous candidate finished is what this one cost.
             let record = Record {
@@ -387,15 +403,19 @@ impl Run {
             .into_iter()
             .map(|r| {
                 let record = r.ok_or_else(|| invalid("internal", "a candidate was not scored"))?;
-                let (scores, failure) = match (
-                    record.selection.metrics(labels),
-                    record.holdout.metrics(labels),
-                ) {
-                    (Ok(selection), Ok(holdout)) => (Some(Scores { selection, holdout }), None),
-                    (Err(e), _) | (_, Err(e)) => (None, Some(e.to_string())),
+                let holdout = record.holdout.as_ref().map(|h| h.metrics(labels));
+                let (selection, scores, failure) = match (record.selection.metrics(labels), holdout)
+                {
+                    (Ok(selection), Some(Ok(holdout))) => {
+                        (Some(selection), Some(Scores { selection, holdout }), None)
+                    }
+                    (Ok(selection), None) => (Some(selection), None, None),
+                    (Ok(selection), Some(Err(e))) => (Some(selection), None, Some(e.to_string())),
+                    (Err(e), _) => (None, None, Some(e.to_string())),
                 };
                 Ok(Scored {
                     record,
+                    selection,
                     scores,
                     failure,
                 })
@@ -550,6 +570,7 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
         id: "parent".into(),
         member: None,
         key: parent_hash.clone(),
+        holdout_if_beats: None,
     };
     let mut parent = run.score(&lineage, None, job)?;
     run.timings.parent = t.elapsed().as_secs_f64();
@@ -597,6 +618,7 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
                     id: format!("g{g}-c{i}"),
                     member: Some(Member::Child(i)),
                     key,
+                    holdout_if_beats: None,
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;
@@ -623,52 +645,49 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
                     .is_some_and(|m| select::better(&m, &gen_parent_scores.selection))
             })
             .collect();
-        // The merged candidate: every child that beat the parent, applied together.
+        // The next parent: the best child if it beats the parent on the selection split
+        // (elitism), or the merged candidate if it beats both.
+        let mut kept = "parent".to_string();
+        let mut next: Option<(Scored, Vec<Delta>, Recipe, Option<u32>)> = None;
+        if let Some(b) = best_child.filter(|&b| winners.contains(&(b as u32))) {
+            let b = b as u32;
+            next = Some((
+                children[b as usize].clone(),
+                plan.child(b)?,
+                recipe(Member::Child(b)),
+                Some(b),
+            ));
+            kept = format!("child {b}");
+        }
+        // The merged candidate: every child that beat the parent, applied together. Its
+        // holdout rows are scored only if it wins on the selection rows.
         let mut merged_report = None;
-        let mut merged: Option<(Scored, Vec<Delta>, Recipe)> = None;
         if winners.len() >= 2 {
             let r = recipe(Member::Merged(winners.clone()));
-            let deltas = plan.merged(&winners)?;
             let key = blake3::hash(r.to_json()?.as_bytes()).to_hex().to_string();
+            let bar = next
+                .as_ref()
+                .and_then(|(n, ..)| n.selection)
+                .unwrap_or(gen_parent_scores.selection);
             let job = Job {
                 id: format!("g{g}-merged"),
                 member: Some(Member::Merged(winners.clone())),
                 key,
+                holdout_if_beats: Some(bar),
             };
             let scored = run.score(&lineage, Some(&plan), job)?;
             merged_report = Some(MergedReport {
                 children: winners.clone(),
                 recipe: r.clone(),
-                scores: scored.scores,
+                selection: scored.selection,
+                holdout: scored.scores.map(|s| s.holdout),
+                failed: scored.failure.clone(),
             });
-            merged = Some((scored, deltas, r));
-        }
-        // The next parent: the best of the best child and the merged candidate, if it beats
-        // the parent on the selection split (elitism).
-        let mut kept = "parent".to_string();
-        let mut next: Option<(Scored, Vec<Delta>, Recipe, Option<u32>)> = None;
-        if let Some(b) = best_child.filter(|&b| winners.contains(&(b as u32))) {
-            let b = b as u32;
-            let r = recipe(Member::Child(b));
-            next = Some((
-                clone_scored(&children[b as usize]),
-                plan.child(b)?,
-                r,
-                Some(b),
-            ));
-            kept = format!("child {b}");
-        }
-        if let Some((m, deltas, r)) = merged {
-            let beats = |s: &Scored, o: &Scored| match (s.scores, o.scores) {
-                (Some(a), Some(b)) => select::better(&a.selection, &b.selection),
-                (Some(_), None) => true,
-                _ => false,
-            };
-            if next.as_ref().is_none_or(|(n, ..)| beats(&m, n))
-                && m.scores
-                    .is_some_and(|s| select::better(&s.selection, &gen_parent_scores.selection))
+            if scored
+                .scores
+                .is_some_and(|s| select::better(&s.selection, &bar))
             {
-                next = Some((m, deltas, r, None));
+                next = Some((scored, plan.merged(&winners)?, r, None));
                 kept = "merged".into();
             }
         }
@@ -708,7 +727,7 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
             lineage = lineage_next;
             parent = scored;
         } else {
-            parent = clone_scored(&gen_parent);
+            parent = gen_parent.clone();
         }
         last = Some(Generation {
             plan,
@@ -811,14 +830,6 @@ fn remove_stale(p: &Path) -> Result<(), Error> {
             source: e,
         }
         .into()),
-    }
-}
-
-fn clone_scored(s: &Scored) -> Scored {
-    Scored {
-        record: s.record.clone(),
-        scores: s.scores,
-        failure: s.failure.clone(),
     }
 }
 
@@ -950,15 +961,18 @@ fn ensembles_of(
             Some(i) => &g.children[i as usize].record,
         }
     };
+    let unscored = || invalid("internal", "an ensemble member has no holdout predictions");
     let mut add = |name: &str, members: Choice| -> Result<(), Error> {
-        let part = |f: &dyn Fn(&Record) -> &Predictions| -> Result<Metrics, Error> {
-            let w: Vec<(&Predictions, f64)> =
-                members.iter().map(|&(who, w)| (f(preds(who)), w)).collect();
+        let part = |f: &dyn Fn(&Record) -> Option<&Predictions>| -> Result<Metrics, Error> {
+            let w = members
+                .iter()
+                .map(|&(who, w)| Ok((f(preds(who)).ok_or_else(unscored)?, w)))
+                .collect::<Result<Vec<(&Predictions, f64)>, Error>>()?;
             Ok(Predictions::weighted_mean(&w)?.metrics(labels)?)
         };
         let scores = Scores {
-            selection: part(&|r| &r.selection)?,
-            holdout: part(&|r| &r.holdout)?,
+            selection: part(&|r| Some(&r.selection))?,
+            holdout: part(&|r| r.holdout.as_ref())?,
         };
         reports.push(EnsembleReport {
             name: name.into(),

@@ -40,8 +40,14 @@ pub struct MergedReport {
     pub children: Vec<u32>,
     /// Its recipe.
     pub recipe: Recipe,
-    /// Its scores (absent when it failed).
-    pub scores: Option<Scores>,
+    /// Its metrics on the selection rows (absent when it failed).
+    pub selection: Option<Metrics>,
+    /// Its metrics on the holdout rows: scored only when it won on the selection rows (it is
+    /// then the next parent), so absent otherwise.
+    pub holdout: Option<Metrics>,
+    /// Why it failed (e.g. NaN outputs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 /// One generation.
@@ -306,9 +312,25 @@ impl Report {
         if let Some(m) = self.generations.last().and_then(|g| g.merged.as_ref()) {
             let list: Vec<String> = m.children.iter().map(u32::to_string).collect();
             let name = format!("merged ({})", list.join(","));
-            match &m.scores {
-                Some(sc) => row(&mut s, &name, sc, &base),
-                None => s.push_str(&format!("{name:<22} failed\n")),
+            match (&m.selection, &m.holdout, &m.failed) {
+                (Some(sel), Some(hold), _) => row(
+                    &mut s,
+                    &name,
+                    &Scores {
+                        selection: *sel,
+                        holdout: *hold,
+                    },
+                    &base,
+                ),
+                (Some(sel), None, None) => s.push_str(&format!(
+                    "{name:<22} {:>9} {:>9}  (did not win on selection: holdout not scored)\n",
+                    pct(sel),
+                    nll(sel),
+                )),
+                (_, _, failed) => s.push_str(&format!(
+                    "{name:<22} failed: {}\n",
+                    failed.as_deref().unwrap_or("?")
+                )),
             }
         }
         for e in &self.ensembles {

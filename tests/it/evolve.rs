@@ -350,3 +350,32 @@ fn pipelined_session_building_changes_nothing() {
         assert!(a.1 == b.1 && a.2 == b.2, "{model}: outputs differ");
     }
 }
+
+/// The merged candidate's holdout rows are scored only when it wins on the selection rows
+/// (it is then the next parent and the best model); otherwise the report says so.
+#[test]
+fn a_merged_candidate_is_scored_on_holdout_only_when_it_wins() {
+    let mut seen = (false, false);
+    for seed in ["0", "1"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let r = evolve(
+            "models/digits_cnn_undertrained.onnx",
+            "fixtures/digits_val.npz",
+            &out,
+            &["--seed", seed],
+        );
+        let g = &r["generations"][0];
+        let merged = &g["merged"];
+        assert!(merged["selection"]["accuracy"].is_f64(), "seed {seed}");
+        if g["kept"] == "merged" {
+            seen.0 = true;
+            assert_eq!(merged["holdout"], r["best"]["scores"]["holdout"]);
+            assert!(r["best"]["index"].is_null());
+        } else {
+            seen.1 = true;
+            assert!(merged["holdout"].is_null(), "seed {seed}: {merged}");
+        }
+    }
+    assert_eq!(seen, (true, true), "seeds 0 and 1 cover both cases");
+}
