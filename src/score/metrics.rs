@@ -98,15 +98,19 @@ pub fn are_probabilities(values: &[f32], classes: usize) -> bool {
 
 /// Softmax of one row in place, computed in f64 with the maximum subtracted.
 pub fn softmax_row(row: &mut [f32]) {
+    softmax_row_with(row, &mut Vec::new());
+}
+
+/// [`softmax_row`] with a reusable buffer for the exponentials (one `exp` per element).
+pub fn softmax_row_with(row: &mut [f32], exps: &mut Vec<f64>) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let max = f64::from(max);
-    let mut sum = 0.0f64;
-    for v in row.iter() {
-        sum += (f64::from(*v) - max).exp();
-    }
+    exps.clear();
+    exps.extend(row.iter().map(|&v| (f64::from(v) - max).exp()));
+    let sum: f64 = exps.iter().sum();
     let inv = 1.0 / sum;
-    for v in row.iter_mut() {
-        *v = ((f64::from(*v) - max).exp() * inv) as f32;
+    for (v, e) in row.iter_mut().zip(exps.iter()) {
+        *v = (e * inv) as f32;
     }
 }
 

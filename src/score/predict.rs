@@ -7,7 +7,7 @@ use ort::value::{DynValue, TensorElementType, ValueType};
 
 use super::DataError;
 use super::dataset::{Batcher, Dataset};
-use super::metrics::{OutputKind, Predictions, are_probabilities, softmax_row};
+use super::metrics::{OutputKind, Predictions, are_probabilities, softmax_row_with};
 use super::spec::{ElemType, ModelIo, OutputSpec};
 
 /// Runs a model over rows of a data set. Reuses its batch buffers between calls.
@@ -302,9 +302,10 @@ impl Predictor {
         {
             OutputKind::Probabilities
         } else {
+            let mut exps = Vec::with_capacity(classes);
             for row in probs.chunks_exact_mut(classes.max(1)) {
                 if row.iter().all(|v| v.is_finite()) {
-                    softmax_row(row);
+                    softmax_row_with(row, &mut exps);
                 }
             }
             OutputKind::Logits
