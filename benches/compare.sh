@@ -4,7 +4,8 @@
 #   floor  target/release/examples/ort_loop LIB MODEL DATA --passes K+1   (one ORT session)
 #   smd    target/release/smd-onnx evolve MODEL --data DATA --children K --sigma SIGMA --out DIR
 #   peer   python ../shared/baseline/smd_reference.py MODEL DATA --children K --sigma SIGMA --out DIR
-# then `smd-onnx evolve` on mobilenet_7mb with each k of K_MEM (peak RSS independent of k).
+# then `smd-onnx evolve` on mobilenet_7mb with each k of K_MEM (peak RSS independent of k), at
+# smd-onnx's default batch unless MEM_BATCH is set.
 # Wall time (process start included) and peak RSS (/usr/bin/time -v), medians of RUNS runs.
 # Prints a Markdown table, checks the targets of issue 7 and rewrites the `compare.sh` section
 # of benches/RESULTS.md. A full run takes 20 to 30 minutes on 2 quiet cores.
@@ -17,10 +18,12 @@
 #   RUNS       3      runs per tool and model (medians)
 #   K          16     children
 #   SIGMA      0.05   σ for both tools
-#   BATCH      256    samples per run for all three (every tool's default)
+#   BATCH      256    samples per run for all three (the peer's default; smd-onnx's own default
+#                     is 256 or fewer so that a batch's inputs take at most 64 MiB)
 #   K_MEM      "16 64"  the k values of the RSS check (empty: skip it); a k equal to K on a
 #                     MEM_MODEL that is in MODELS reuses the table's runs
 #   SMD_ARGS   extra `smd-onnx evolve` arguments (e.g. "--export none" leaves out the writes)
+#   MEM_BATCH  ""     the RSS check's --batch (empty: smd-onnx's default)
 #   MEM_MODEL  mobilenet_7mb
 #   MEM_RUNS   RUNS
 #   PEER       ../shared/baseline/smd_reference.py
@@ -39,6 +42,7 @@ BATCH=${BATCH:-256}
 SMD_ARGS=${SMD_ARGS:-}
 K_MEM=${K_MEM-16 64}
 MEM_RUNS=${MEM_RUNS:-$RUNS}
+MEM_BATCH=${MEM_BATCH:-}
 MEM_MODEL=${MEM_MODEL:-mobilenet_7mb}
 PEER=${PEER:-../shared/baseline/smd_reference.py}
 RESULTS=${RESULTS-benches/RESULTS.md}
@@ -55,6 +59,8 @@ echo "$INFO"
 
 floor_cmd() { echo target/release/examples/ort_loop "$LIB" "$MODEL_DIR/$1.onnx" "$(data_of "$1")" --passes $(($2 + 1)) --batch "$BATCH"; }
 smd_cmd() { echo "$SMD" evolve "$MODEL_DIR/$1.onnx" --data "$(data_of "$1")" --children "$2" --sigma "$SIGMA" --batch "$BATCH" --out "$OUT/smd-$1" $SMD_ARGS; }
+# The RSS check's command: the same at MEM_BATCH (empty: without --batch).
+smdmem_cmd() { echo "$SMD" evolve "$MODEL_DIR/$1.onnx" --data "$(data_of "$1")" --children "$2" --sigma "$SIGMA" ${MEM_BATCH:+--batch "$MEM_BATCH"} --out "$OUT/smdmem-$1" $SMD_ARGS; }
 peer_cmd() { echo "$PY" "$PEER" "$MODEL_DIR/$1.onnx" "$(data_of "$1")" --children "$2" --sigma "$SIGMA" --batch "$BATCH" --out "$OUT/peer-$1"; }
 
 # `phase_timings REPORT`: the `timings` of an evolve report.json on one line.
@@ -101,7 +107,7 @@ done
 mem_rows=()
 declare -A MEM
 for k in $K_MEM; do
-    if [ "$k" = "$K" ] && [ -n "${RSS[$MEM_MODEL.smd]:-}" ]; then
+    if [ "$k" = "$K" ] && [ "$MEM_BATCH" = "$BATCH" ] && [ -n "${RSS[$MEM_MODEL.smd]:-}" ]; then
         # Same command as in the table above: reuse its runs.
         MEM[$k]=${RSS[$MEM_MODEL.smd]}
         mem_rows+=("| $MEM_MODEL | $k | ${WALL[$MEM_MODEL.smd]} | ${MEM[$k]} |")
@@ -109,7 +115,7 @@ for k in $K_MEM; do
     fi
     declare -a mw=() mr=()
     for i in $(seq "$MEM_RUNS"); do
-        read -r w r c < <(timed smd "$MEM_MODEL" "$k"); mw+=("$w"); mr+=("$r")
+        read -r w r c < <(timed smdmem "$MEM_MODEL" "$k"); mw+=("$w"); mr+=("$r")
         printf '%-14s k=%-3d run %d: smd %7.2f s %5d MB (cpu %6.2f s)\n' "$MEM_MODEL" "$k" "$i" "$w" "$r" "$c"
     done
     MEM[$k]=$(median "${mr[@]}")
@@ -143,7 +149,7 @@ fi
 {
     echo "## evolve vs floor vs Python peer${NOTE:+ ($NOTE)}"
     echo
-    echo "Produced by \`benches/compare.sh\` (MODELS=\"$MODELS\" RUNS=$RUNS K=$K SIGMA=$SIGMA BATCH=$BATCH SMD_ARGS=\"$SMD_ARGS\" K_MEM=\"$K_MEM\" MEM_RUNS=$MEM_RUNS). Medians of $RUNS run(s) ($MEM_RUNS for the RSS check). Wall seconds, process start included; peak RSS in MB (10⁶ bytes) from \`/usr/bin/time -v\`. The floor holds a copy of the input array (npz members are not 4-byte aligned), so its RSS is no memory target."
+    echo "Produced by \`benches/compare.sh\` (MODELS=\"$MODELS\" RUNS=$RUNS K=$K SIGMA=$SIGMA BATCH=$BATCH SMD_ARGS=\"$SMD_ARGS\" K_MEM=\"$K_MEM\" MEM_RUNS=$MEM_RUNS MEM_BATCH=\"$MEM_BATCH\"). Medians of $RUNS run(s) ($MEM_RUNS for the RSS check). Wall seconds, process start included; peak RSS in MB (10⁶ bytes) from \`/usr/bin/time -v\`. The floor holds a copy of the input array (npz members are not 4-byte aligned), so its RSS is no memory target."
     echo
     echo "$INFO"
     echo
@@ -152,7 +158,7 @@ fi
     printf '%s\n' "${rows[@]}"
     if [ ${#mem_rows[@]} -gt 0 ]; then
         echo
-        echo "Peak RSS of \`smd-onnx evolve\` against k:"
+        echo "Peak RSS of \`smd-onnx evolve\` against k (batch: ${MEM_BATCH:-the default}):"
         echo
         echo "| model | k | smd s | smd MB |"
         echo "|---|---|---|---|"
@@ -167,7 +173,7 @@ fi
     echo
     for m in $MODELS; do echo "- $m: ${TIMINGS[$m]}"; done
     echo
-    echo "Commands (k = $K; the RSS check runs the smd command with each k of K_MEM on $MEM_MODEL; DIR = $OUT):"
+    echo "Commands (k = $K; DIR = $OUT; the RSS check runs the last one with each k of K_MEM):"
     echo
     echo '```sh'
     for m in $MODELS; do
@@ -175,6 +181,7 @@ fi
         smd_cmd "$m" "$K"
         peer_cmd "$m" "$K"
     done
+    [ -n "$K_MEM" ] && smdmem_cmd "$MEM_MODEL" "$K"
     echo '```'
 } > "$BENCH_DIR/compare.md"
 echo
