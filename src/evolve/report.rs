@@ -282,6 +282,26 @@ impl Report {
         ));
         let base = self.parent.holdout;
         row(&mut s, "parent", &self.parent, &base);
+        // A child or merged candidate: scored, scored on selection only, or failed.
+        let candidate = |s: &mut String,
+                         name: &str,
+                         sel: Option<Metrics>,
+                         hold: Option<Metrics>,
+                         failed: Option<&str>| {
+            match (sel, hold, failed) {
+                (Some(selection), Some(holdout), _) => {
+                    row(s, name, &Scores { selection, holdout }, &base)
+                }
+                (Some(sel), None, None) => s.push_str(&format!(
+                    "{name:<22} {:>9} {:>9}  (did not win on selection: holdout not scored)\n",
+                    pct(&sel),
+                    nll(&sel),
+                )),
+                (_, _, failed) => {
+                    s.push_str(&format!("{name:<22} failed: {}\n", failed.unwrap_or("?")))
+                }
+            }
+        };
         let last = self.generations.last().map_or(0, |g| g.generation);
         for c in self.children.iter().filter(|c| c.generation == last) {
             let name = format!(
@@ -293,45 +313,12 @@ impl Report {
                     String::new()
                 }
             );
-            match (&c.selection, &c.holdout) {
-                (Some(sel), Some(hold)) => row(
-                    &mut s,
-                    &name,
-                    &Scores {
-                        selection: *sel,
-                        holdout: *hold,
-                    },
-                    &base,
-                ),
-                _ => s.push_str(&format!(
-                    "{name:<22} failed: {}\n",
-                    c.failed.as_deref().unwrap_or("?")
-                )),
-            }
+            candidate(&mut s, &name, c.selection, c.holdout, c.failed.as_deref());
         }
         if let Some(m) = self.generations.last().and_then(|g| g.merged.as_ref()) {
             let list: Vec<String> = m.children.iter().map(u32::to_string).collect();
             let name = format!("merged ({})", list.join(","));
-            match (&m.selection, &m.holdout, &m.failed) {
-                (Some(sel), Some(hold), _) => row(
-                    &mut s,
-                    &name,
-                    &Scores {
-                        selection: *sel,
-                        holdout: *hold,
-                    },
-                    &base,
-                ),
-                (Some(sel), None, None) => s.push_str(&format!(
-                    "{name:<22} {:>9} {:>9}  (did not win on selection: holdout not scored)\n",
-                    pct(sel),
-                    nll(sel),
-                )),
-                (_, _, failed) => s.push_str(&format!(
-                    "{name:<22} failed: {}\n",
-                    failed.as_deref().unwrap_or("?")
-                )),
-            }
+            candidate(&mut s, &name, m.selection, m.holdout, m.failed.as_deref());
         }
         for e in &self.ensembles {
             row(&mut s, &format!("ensemble {}", e.name), &e.scores, &base);
