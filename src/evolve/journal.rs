@@ -52,19 +52,24 @@ impl Journal {
     pub fn open(out: &Path, run_key: &str, resume: bool) -> Result<Journal, Error> {
         let dir = out.join(".smd-journal");
         let key_file = dir.join("run.json");
-        if resume {
-            if let Ok(text) = std::fs::read_to_string(&key_file) {
-                let found: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-                if found.get("run_key").and_then(|v| v.as_str()) != Some(run_key) {
-                    return Err(EvolveError::Resume {
-                        path: key_file,
-                        message: "the journal belongs to a different run (model, data or settings differ)".into(),
-                    }
-                    .into());
+        let key = resume
+            .then(|| std::fs::read_to_string(&key_file).ok())
+            .flatten();
+        if let Some(text) = key {
+            let found: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if found.get("run_key").and_then(|v| v.as_str()) != Some(run_key) {
+                return Err(EvolveError::Resume {
+                    path: key_file,
+                    message:
+                        "the journal belongs to a different run (model, data or settings differ)"
+                            .into(),
                 }
-                fsx::remove_temps(&dir, None)?;
+                .into());
             }
+            fsx::remove_temps(&dir, None)?;
         } else if dir.exists() {
+            // A fresh run, or a resumed one killed before its key file was written (then the
+            // folder holds nothing but temporary files).
             std::fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
         }
         Ok(Journal {
@@ -297,6 +302,12 @@ mod tests {
         let back = j.load("g0-merged", &[0, 2], &[1], "y").unwrap();
         assert_eq!(back.selection, rec.selection);
         assert!(back.holdout.is_none());
+        // A journal without its key file (killed while writing it) holds nothing to resume.
+        let keyless = dir.path().join("keyless");
+        std::fs::create_dir_all(keyless.join(".smd-journal")).unwrap();
+        std::fs::write(keyless.join(".smd-journal/.run.json.x1.tmp"), "{").unwrap();
+        Journal::open(&keyless, "k1", true).unwrap();
+        assert!(!keyless.join(".smd-journal").exists());
         // Resuming needs the same run key; a fresh open clears the journal.
         assert!(Journal::open(dir.path(), "other", true).is_err());
         assert!(Journal::open(dir.path(), "k1", true).is_ok());
