@@ -252,7 +252,9 @@ pub struct RuntimeConfig {
     pub cache_root: Option<PathBuf>,
     /// Fetch the pinned wheel with pip when the cache lacks it.
     pub allow_fetch: bool,
-    /// Intra-op threads per session; `None`: every available core.
+    /// Intra-op threads; `None`: every available core. Sessions share one process-wide pool
+    /// sized by the first runtime; a runtime asking for another count gives its sessions
+    /// their own pools.
     pub intra_threads: Option<usize>,
     /// TensorRT: keep built engines on disk, keyed by the caller's weights hash.
     pub tensorrt_engine_cache: bool,
@@ -299,6 +301,8 @@ struct Loaded {
     env: Environment,
     library: PathBuf,
     version: String,
+    /// Threads of the environment's global intra-op pool.
+    pool_threads: usize,
 }
 
 static LOADED: Mutex<Option<Arc<Loaded>>> = Mutex::new(None);
@@ -404,12 +408,12 @@ impl Runtime {
         if device.is_gpu() {
             check_provider_files(&prov.library, device)?;
         }
-        let loaded = load(&prov.library)?;
         let intra_threads = config.intra_threads.filter(|&n| n > 0).unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1)
         });
+        let loaded = load(&prov.library, intra_threads)?;
         Ok(Self {
             loaded,
             device,
@@ -454,11 +458,18 @@ impl Runtime {
     pub fn builder(&self, weights_key: Option<&str>) -> Result<SessionBuilder, RuntimeError> {
         let b = Session::builder(&self.loaded.env).map_err(|e| RuntimeError::Ort(ort_msg(e)))?;
         let map = |e: ort::Error<SessionBuilder>| RuntimeError::Ort(ort_msg(e));
-        let b = b.with_intra_threads(self.intra_threads).map_err(map)?;
-        let b = b.with_inter_threads(1).map_err(map)?;
-        // Idle sessions' spinning pools slow the active one (DESIGN §5).
-        let b = b.with_intra_op_spinning(false).map_err(map)?;
-        let b = b.with_inter_op_spinning(false).map_err(map)?;
+        // Sessions run on the environment's thread pool (a child's session then starts no
+        // threads), unless this runtime wants another thread count than the pool has.
+        let b = if self.intra_threads == self.loaded.pool_threads {
+            b
+        } else {
+            let b = b.with_independent_thread_pool().map_err(map)?;
+            let b = b.with_intra_threads(self.intra_threads).map_err(map)?;
+            let b = b.with_inter_threads(1).map_err(map)?;
+            // Idle sessions' spinning pools slow the active one (DESIGN §5).
+            let b = b.with_intra_op_spinning(false).map_err(map)?;
+            b.with_inter_op_spinning(false).map_err(map)?
+        };
         let b = b.with_memory_pattern(true).map_err(map)?;
         let b = b.with_env_allocators().map_err(map)?;
         let eps = self.execution_providers(weights_key)?;
@@ -708,8 +719,9 @@ fn check_provider_files(library: &Path, device: Device) -> Result<(), RuntimeErr
     Ok(())
 }
 
-/// Loads the library and builds the environment once per process.
-fn load(library: &Path) -> Result<Arc<Loaded>, RuntimeError> {
+/// Loads the library and builds the environment once per process, with a global intra-op
+/// thread pool of `threads` threads that do not spin (the first caller's count).
+fn load(library: &Path, threads: usize) -> Result<Arc<Loaded>, RuntimeError> {
     let mut slot = LOADED
         .lock()
         .map_err(|_| RuntimeError::Ort("runtime state poisoned".into()))?;
@@ -728,7 +740,16 @@ fn load(library: &Path) -> Result<Arc<Loaded>, RuntimeError> {
         path: canon.clone(),
         message: e.to_string().replace(['\n', '\r'], " "),
     })?;
+    let pool = ort::environment::GlobalThreadPoolOptions::default()
+        .with_intra_threads(threads)
+        .and_then(|o| o.with_inter_threads(1))
+        .and_then(|o| o.with_spin_control(false))
+        .map_err(|e| RuntimeError::Load {
+            path: canon.clone(),
+            message: ort_msg(e),
+        })?;
     let env = builder
+        .with_global_thread_pool(pool)
         .with_name("smd-onnx")
         .with_telemetry(false)
         .with_logger(Arc::new(ort_logger))
@@ -746,6 +767,7 @@ fn load(library: &Path) -> Result<Arc<Loaded>, RuntimeError> {
         env,
         library: canon,
         version,
+        pool_threads: threads,
     });
     *slot = Some(l.clone());
     Ok(l)

@@ -245,4 +245,16 @@ fn sessions_take_initializer_overrides_and_predict_any_rows() {
     assert_eq!(p.predict(&mut s, &ds, &odd).unwrap(), b);
     let metrics = a.metrics(ds.labels()).unwrap();
     assert_eq!(metrics.samples, n);
+
+    // A runtime with another thread count than the environment's shared pool gets sessions
+    // with their own pool, and the same predictions.
+    let threads = rt.describe().intra_threads % 3 + 1;
+    let rt2 = Runtime::new(&RuntimeConfig {
+        intra_threads: Some(threads),
+        ..RuntimeConfig::default()
+    })
+    .expect("second runtime");
+    assert_eq!(rt2.describe().intra_threads, threads);
+    let mut s2 = rt2.session_from_memory(&m).unwrap();
+    assert_eq!(p.predict(&mut s2, &ds, &all).unwrap(), a);
 }
