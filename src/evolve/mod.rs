@@ -999,20 +999,25 @@ fn ensembles_of(
     let mut with_parent = children;
     with_parent.insert(0, (None, 1.0));
     add("mean+parent", with_parent)?;
-    for (name, pool) in [
-        ("greedy", ok.iter().map(|&i| Some(i)).collect::<Vec<_>>()),
+    let pools: [(&str, Vec<Option<u32>>); 2] = [
+        ("greedy", ok.iter().map(|&i| Some(i)).collect()),
         (
             "greedy+parent",
             std::iter::once(None)
                 .chain(ok.iter().map(|&i| Some(i)))
                 .collect(),
         ),
-    ] {
+    ];
+    let greedy = |pool: &[Option<u32>]| {
         let cands: Vec<&Predictions> = pool.iter().map(|&w| &preds(w).selection).collect();
-        let gr = select::greedy(&cands, labels, select::greedy_steps(cands.len()))?;
+        select::greedy(&cands, labels, select::greedy_steps(cands.len()))
+    };
+    // The two selections are independent: run them side by side.
+    let (a, b) = rayon::join(|| greedy(&pools[0].1), || greedy(&pools[1].1));
+    for ((name, pool), gr) in pools.iter().zip([a, b]) {
         let members: Choice = pool
             .iter()
-            .zip(&gr.counts)
+            .zip(&gr?.counts)
             .filter(|(_, n)| **n > 0)
             .map(|(&w, &n)| (w, f64::from(n)))
             .collect();
