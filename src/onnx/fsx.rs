@@ -203,6 +203,8 @@ pub fn prepare_out_dir(out: &Path, reuse: bool) -> Result<(), ModelError> {
     match std::fs::metadata(out) {
         Ok(m) if !m.is_dir() => return Err(fail("exists and is not a folder")),
         Ok(_) => {
+            // A probe left by a run killed right after creating it is not an output.
+            remove_temps(out, Some(&[PROBE]))?;
             let mut entries = std::fs::read_dir(out).map_err(io_err(out))?;
             if entries.next().is_some() && !reuse {
                 return Err(fail("is not empty (use --force to replace its outputs)"));
@@ -214,13 +216,15 @@ pub fn prepare_out_dir(out: &Path, reuse: bool) -> Result<(), ModelError> {
         Err(e) => return Err(io_err(out)(e)),
     }
     // Fail now rather than after hours of work: can files be created there? (The probe is
-    // removed when dropped.)
-    tempfile::Builder::new()
-        .prefix(".smd-probe.")
-        .tempfile_in(out)
-        .map(drop)
-        .map_err(|e| fail(&format!("is not writable ({})", e.kind())))
+    // removed when dropped; named like every temporary file, so a kill leaves nothing else.)
+    temp_for(&out.join(PROBE)).map(drop).map_err(|e| match e {
+        ModelError::Io { source, .. } => fail(&format!("is not writable ({})", source.kind())),
+        other => other,
+    })
 }
+
+/// The name behind the writability probe of [`prepare_out_dir`] (`.smd-probe.<random>.tmp`).
+const PROBE: &str = "smd-probe";
 
 #[cfg(test)]
 mod tests {
@@ -275,6 +279,18 @@ mod tests {
             std::fs::metadata(&dst).unwrap().permissions().mode() & 0o777,
             want
         );
+    }
+
+    #[test]
+    fn a_leftover_probe_is_no_output() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        prepare_out_dir(&out, false).unwrap();
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "probe removed");
+        // A run killed while its probe existed.
+        std::fs::write(out.join(".smd-probe.x1y2z3.tmp"), b"").unwrap();
+        prepare_out_dir(&out, false).unwrap();
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
     }
 
     #[test]
