@@ -39,6 +39,9 @@ pub enum Encoding {
     SharedValues,
     /// General: per-member indices and values.
     Sparse,
+    /// Each changing member's whole tensor. Smallest for one or two members that change most
+    /// of a tensor: when every member changes it, the parent's copy is not needed at all.
+    Dense,
 }
 
 /// The graph pieces that rebuild one varying tensor for every member.
@@ -184,6 +187,10 @@ pub fn encode(
         }
     }
     let map_elem = if members <= 255 { 1 } else { 2 };
+    // Bytes beyond the parent's tensor, which the other encodings read and Dense needs only
+    // for members that keep it (otherwise the graph drops it as dead).
+    let dense =
+        (changers.len() * n * d).saturating_sub(if changers.len() == members { n * d } else { 0 });
     let mut options = vec![(Encoding::Sparse, nnz * (idx_bytes + d))];
     if consistent {
         options.push((Encoding::SharedValues, n * d + nnz * idx_bytes));
@@ -191,6 +198,7 @@ pub fn encode(
     if disjoint {
         options.push((Encoding::OwnerMap, n * (d + map_elem)));
     }
+    options.push((Encoding::Dense, dense));
     let encoding = options
         .iter()
         .min_by_key(|(_, cost)| *cost)
@@ -238,8 +246,18 @@ pub fn encode(
             cast(out, computed, &m, DType::BF16);
         }
     };
+    if encoding == Encoding::Dense {
+        // No computation: each member's tensor is an initializer under the member's name.
+        for &(i, _) in &changers {
+            let values = member_values(v, i);
+            out.initializers
+                .push(float_tensor(&member_name(i), &v.dims, &values));
+        }
+        return out;
+    }
     let base_c = compute(&mut out, base_name);
     match encoding {
+        Encoding::Dense => {}
         Encoding::OwnerMap => {
             let map_name = format!("smd/map/{id}");
             let mut_name = format!("smd/mut/{id}");
@@ -398,10 +416,36 @@ mod tests {
 
     #[test]
     fn disjoint_changes_use_the_owner_map() {
-        let v = varying(vec![change(&[0, 3], 1.0), change(&[1, 2, 4, 5], 2.0)]);
+        let v = varying(vec![
+            change(&[0, 3], 1.0),
+            change(&[1, 2], 2.0),
+            change(&[4, 5], 3.0),
+        ]);
         let e = encode(&v, "w", "w", &|i| format!("m{i}/w"));
         assert_eq!(e.encoding, Encoding::OwnerMap);
         assert_eq!(e.initializers.len(), 2);
+    }
+
+    #[test]
+    fn one_or_two_members_changing_most_of_a_tensor_are_stored_whole() {
+        let v = varying(vec![change(&[0, 1, 3, 4], 1.0)]);
+        let e = encode(&v, "w", "w", &|i| format!("m{i}/w"));
+        assert_eq!(e.encoding, Encoding::Dense);
+        assert!(e.nodes.is_empty());
+        assert_eq!(e.initializers.len(), 1);
+        assert_eq!(e.initializers[0].name.as_deref(), Some("m0/w"));
+        let two = varying(vec![change(&[0, 3], 1.0), change(&[1, 2, 4, 5], 2.0)]);
+        assert_eq!(
+            encode(&two, "w", "w", &|i| format!("m{i}/w")).encoding,
+            Encoding::Dense
+        );
+        // A member that keeps the parent's values keeps the parent's tensor in the file: a
+        // small change is then cheaper as a difference.
+        let kept = varying(vec![change(&[0], 1.0), None]);
+        assert_eq!(
+            encode(&kept, "w", "w", &|i| format!("m{i}/w")).encoding,
+            Encoding::Sparse
+        );
     }
 
     #[test]
@@ -420,7 +464,7 @@ mod tests {
             base: TensorData::F32(vec![0.0; 100]),
             ..varying(vec![])
         };
-        let many: Vec<Option<Change>> = (0..3)
+        let many: Vec<Option<Change>> = (0..4)
             .map(|_| change(&(0..40).collect::<Vec<_>>(), 1.0))
             .collect();
         let v = Varying { changes: many, ..v };

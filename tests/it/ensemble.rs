@@ -229,6 +229,41 @@ fn ensembles_of_children_equal_the_combination_of_members_on_every_fixture() {
 }
 
 #[test]
+fn one_and_two_member_ensembles_store_the_members_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    for (model, data) in FIXTURES {
+        let m = format!("models/{model}.onnx");
+        let kids = children(&m, &dir.path().join(model), 2, &["--sigma", "0.2"]);
+        for members in [&kids[..1], &kids[..]] {
+            let ens = dir.path().join(format!("{model}.{}.onnx", members.len()));
+            ensemble(members, &ens, &[]);
+            let weights = vec![1.0; members.len()];
+            let data = repo(&format!("fixtures/{data}.npz"));
+            assert_combines(&ens, members, &weights, &data, false);
+            check_with_python(&ens);
+        }
+    }
+    // Each of two partition children changes half of every weight: the file holds the two
+    // members' tensors, not the parent's plus differences (about 2.25 times the parent).
+    let parent = std::fs::metadata(repo("models/mnist_mlp.onnx"))
+        .unwrap()
+        .len();
+    let ens = dir.path().join("mnist_mlp.2.onnx");
+    let size = std::fs::metadata(&ens).unwrap().len();
+    assert!(
+        size < parent * 21 / 10,
+        "{size} bytes for a {parent}-byte parent"
+    );
+    let one = std::fs::metadata(dir.path().join("mnist_mlp.1.onnx"))
+        .unwrap()
+        .len();
+    assert!(
+        one < parent * 11 / 10,
+        "{one} bytes for a {parent}-byte parent"
+    );
+}
+
+#[test]
 fn weights_logits_mode_and_unrelated_models() {
     let dir = tempfile::tempdir().unwrap();
     let data = repo("fixtures/digits_flat_val.npz");
