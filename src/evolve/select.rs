@@ -88,18 +88,18 @@ pub fn greedy(
     let mut counts = vec![0u32; candidates.len()];
     let mut best: Option<Greedy> = None;
     let mut since_best = 0;
+    // Threads pay off once a trial is more than a few microseconds of work.
+    let parallel = sum.len() >= 1 << 14;
+    let map = |f: &(dyn Fn(usize) -> Metrics + Sync), of: &[usize]| -> Vec<Metrics> {
+        if parallel {
+            of.par_iter().map(|&c| f(c)).collect()
+        } else {
+            of.iter().map(|&c| f(c)).collect()
+        }
+    };
+    let all: Vec<usize> = (0..candidates.len()).collect();
     for step in 1..=steps.max(1) {
         let n = step as f64;
-        // Threads pay off once a trial is more than a few microseconds of work.
-        let parallel = sum.len() >= 1 << 14;
-        let map = |f: &(dyn Fn(usize) -> Metrics + Sync), of: &[usize]| -> Vec<Metrics> {
-            if parallel {
-                of.par_iter().map(|&c| f(c)).collect()
-            } else {
-                of.iter().map(|&c| f(c)).collect()
-            }
-        };
-        let all: Vec<usize> = (0..candidates.len()).collect();
         let (tried, trials) = if regression {
             let mse = |c: usize| mse_of_mean(&sum, values(candidates[c], true), n, &targets);
             (all.clone(), map(&mse, &all))
