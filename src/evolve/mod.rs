@@ -750,19 +750,29 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
         report: cfg.out.join(REPORT_FILE).display().to_string(),
         ..Default::default()
     };
-    let mut notices = Vec::new();
+    let model = &run.model;
     let best_path = cfg.out.join(BEST_FILE);
-    if cfg.export_best && best.is_some() {
-        let changes = lineage.changes(&[])?;
-        let meta = recipe_meta(&lineage.recipes, &parent_hash)?;
-        crate::onnx::write_child_with_metadata(&run.model, &changes, &meta, &best_path)?;
-        outputs.best = Some(best_path.display().to_string());
-    } else if cfg.force {
-        // A best model from an earlier run in this folder would now be misleading.
-        remove_stale(&best_path)?;
-    }
+    let write_best = || -> Result<Option<String>, Error> {
+        if cfg.export_best && best.is_some() {
+            let changes = lineage.changes(&[])?;
+            let meta = recipe_meta(&lineage.recipes, &parent_hash)?;
+            crate::onnx::write_child_with_metadata(model, &changes, &meta, &best_path)?;
+            return Ok(Some(best_path.display().to_string()));
+        }
+        if cfg.force {
+            // A best model from an earlier run in this folder would now be misleading.
+            remove_stale(&best_path)?;
+        }
+        Ok(None)
+    };
     let ens_path = cfg.out.join(ENSEMBLE_FILE);
-    if cfg.export_ensemble {
+    let write_ensemble = || -> Result<Option<(Vec<String>, String)>, Error> {
+        if !cfg.export_ensemble {
+            if cfg.force {
+                remove_stale(&ens_path)?;
+            }
+            return Ok(None);
+        }
         let pick = match cfg.ensemble.name() {
             Some(name) => ensembles.iter().position(|e| e.name == name),
             None => {
@@ -771,14 +781,18 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
                 select::best(&sel)
             }
         };
-        if let Some(p) = pick {
-            let built = export_ensemble(&run, &last, &choices[p], cfg, &ens_path)?;
-            notices.extend(built);
-            outputs.ensemble = Some(ens_path.display().to_string());
-            outputs.ensemble_kind = Some(ensembles[p].name.clone());
-        }
-    } else if cfg.force {
-        remove_stale(&ens_path)?;
+        let Some(p) = pick else { return Ok(None) };
+        let notices = export_ensemble(model, &last, &choices[p], cfg, &ens_path)?;
+        Ok(Some((notices, ensembles[p].name.clone())))
+    };
+    // Independent files: writing and syncing them side by side overlaps their I/O.
+    let (best_out, ens_out) = rayon::join(write_best, write_ensemble);
+    outputs.best = best_out?;
+    let mut notices = Vec::new();
+    if let Some((n, kind)) = ens_out? {
+        notices = n;
+        outputs.ensemble = Some(ens_path.display().to_string());
+        outputs.ensemble_kind = Some(kind);
     }
     run.timings.export = t.elapsed().as_secs_f64();
     run.timings.total = start.elapsed().as_secs_f64();
@@ -1028,13 +1042,12 @@ fn ensembles_of(
 
 /// Writes the drop-in ensemble of `members` (of generation `g`) to `path`; returns notices.
 fn export_ensemble(
-    run: &Run,
+    model: &Model,
     g: &Generation,
     members: &Choice,
     cfg: &EvolveConfig,
     path: &Path,
 ) -> Result<Vec<String>, Error> {
-    let model = &run.model;
     let weights: Vec<f64> = members.iter().map(|m| m.1).collect();
     let member_deltas: Vec<Vec<Delta>> = members
         .iter()
