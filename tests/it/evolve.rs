@@ -99,18 +99,12 @@ fn evolve_reports_children_best_ensembles_and_writes_outputs() {
         None => assert!(!out.join("best.onnx").exists()),
     }
     // The human summary names the parent, children, ensembles and the verdict.
-    let text = smd(&[
-        "evolve",
+    let text = summary(
         "models/digits_cnn_undertrained.onnx",
-        "--data",
         "fixtures/digits_val.npz",
-        "--children",
-        "8",
-        "--out",
-        out.to_str().unwrap(),
-        "--resume",
-    ]);
-    let text = String::from_utf8(json_text(&text)).unwrap();
+        &out,
+        &["--children", "8"],
+    );
     for needle in [
         "parent",
         "child 7",
@@ -122,14 +116,21 @@ fn evolve_reports_children_best_ensembles_and_writes_outputs() {
     }
 }
 
-/// Stdout of a successful run.
-fn json_text(out: &std::process::Output) -> Vec<u8> {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout.clone()
+/// The human summary of the run already in `out` (resumed: nothing is scored again).
+fn summary(model: &str, data: &str, out: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "evolve",
+        model,
+        "--data",
+        data,
+        "--out",
+        out.to_str().unwrap(),
+        "--resume",
+    ];
+    args.extend_from_slice(extra);
+    let o = smd(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
 }
 
 #[test]
@@ -184,20 +185,12 @@ fn a_parent_no_child_beats_is_kept() {
     assert!(r["best"].is_null());
     assert_eq!(r["generations"][0]["kept"], "parent");
     assert!(!out.join("best.onnx").exists());
-    let text = smd(&[
-        "evolve",
+    let text = summary(
         "models/digits_cnn.onnx",
-        "--data",
         "fixtures/digits_val.npz",
-        "--children",
-        "4",
-        "--sigma",
-        "10",
-        "--out",
-        out.to_str().unwrap(),
-        "--resume",
-    ]);
-    let text = String::from_utf8(json_text(&text)).unwrap();
+        &out,
+        &["--children", "4", "--sigma", "10"],
+    );
     assert!(text.contains("no child beat the parent"), "{text}");
 }
 

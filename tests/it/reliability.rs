@@ -14,21 +14,7 @@ use smd_onnx::score::DType;
 use smd_onnx::score::arrays::write_npz;
 use smd_onnx::score::spec::linear_model;
 
-use crate::util::root;
-
-/// Runs the binary from the repository root with extra environment variables.
-fn smd_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_smd-onnx"));
-    c.args(args).current_dir(root());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().expect("run smd-onnx")
-}
-
-fn smd(args: &[&str]) -> Output {
-    smd_env(args, &[])
-}
+use crate::util::{assert_one_line_error, root, smd, smd_env};
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
@@ -58,19 +44,7 @@ fn entries(dir: &Path) -> Vec<String> {
 /// nothing on stdout, and `out` absent or empty.
 #[track_caller]
 fn assert_refused(o: &Output, out: &Path, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "{n:?} not in {err}");
-    }
-    assert!(
-        o.stdout.is_empty(),
-        "stdout: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    let err = assert_one_line_error(o, needles);
     let left = entries(out);
     assert!(
         left.is_empty(),

@@ -1,22 +1,19 @@
 //! `smd-onnx score`: golden metrics from Python onnxruntime, the split, malformed data.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 use smd_onnx::score::DType;
 use smd_onnx::score::arrays::write_npz;
 use smd_onnx::score::spec::linear_model;
 
-use crate::util::{assert_one_line_error, json_of, repo, root};
+use crate::util::{assert_one_line_error, json_of, repo, smd};
 
 fn score(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_smd-onnx"))
-        .arg("score")
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run smd-onnx")
+    let mut a = vec!["score"];
+    a.extend_from_slice(args);
+    smd(&a)
 }
 
 fn close(a: f64, b: f64, tol: f64) -> bool {

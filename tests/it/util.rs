@@ -43,6 +43,7 @@ pub fn json_of(out: &Output) -> Value {
 
 /// Exit code 2, exactly one stderr line `error: ...` containing every `needle`, no panic, and
 /// nothing on stdout. Returns the line.
+#[track_caller]
 pub fn assert_one_line_error(out: &Output, needles: &[&str]) -> String {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "stderr: {err}");
