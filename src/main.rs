@@ -5,6 +5,7 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     match cli::run() {
         Ok(code) => code,
         Err(err) => {
@@ -21,6 +22,19 @@ fn main() -> ExitCode {
             eprintln!("error: {msg}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, so a write into a closed pipe (`smd-onnx score … | head`) fails with
+/// EPIPE and `println!` panics. Like other Unix tools, die quietly of the signal instead (the
+/// shell reports 141): every output (tables, JSON, progress, warnings) is covered at once.
+/// Output files are written atomically, so such an exit leaves none half-written.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use smd_onnx::ensemble::{self, Heads};
+use smd_onnx::ensemble::{self, Heads, OutputKind};
 use smd_onnx::onnx::Model;
 
 use super::evolve::CombineArg;
@@ -50,7 +50,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .collect::<Result<Vec<_>, _>>()?;
     let heads = Heads::Combined {
         combine: args.combine.into(),
-        probabilities: (!args.probabilities.is_empty()).then(|| args.probabilities.clone()),
+        declared: args
+            .probabilities
+            .iter()
+            .map(|p| (p.clone(), OutputKind::Probabilities))
+            .collect(),
     };
     let members: Vec<serde_json::Value> = models
         .iter()

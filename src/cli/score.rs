@@ -49,7 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let rt = Runtime::new(&config)?;
     let t1 = Instant::now();
-    let mut session = rt.session_from_file(&args.model, Vec::new())?;
+    let mut session = rt.session_with_suffix(&args.model, &predictor.session_suffix(), None)?;
     let t_session = t1.elapsed();
 
     let t2 = Instant::now();

@@ -85,47 +85,57 @@ const PASS_THROUGH: &[&str] = &[
 ];
 
 /// Classifies output `out` of graph `g`: probabilities are recognised from the op that
-/// produces them (Softmax, Sigmoid, through reshapes and casts), unless `declared` says.
-pub fn output_kind(g: &GraphProto, out: &ValueInfoProto, declared: Option<bool>) -> OutputKind {
+/// produces them (Softmax, Sigmoid, through reshapes and casts), unless `declared` says what a
+/// float output holds (e.g. what scoring saw in its values).
+pub fn output_kind(
+    g: &GraphProto,
+    out: &ValueInfoProto,
+    declared: Option<OutputKind>,
+) -> OutputKind {
     let Some(code) = elem_type(out) else {
         return OutputKind::Other;
     };
     if !is_float(code) {
         return OutputKind::Other;
     }
-    let producers: HashMap<&str, &NodeProto> = g
-        .node
-        .iter()
-        .flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n)))
-        .collect();
-    let probs = declared.unwrap_or_else(|| {
-        let mut name = out.name.as_deref().unwrap_or("");
-        // Bounded walk: a malformed graph may loop.
-        for _ in 0..64 {
-            let Some(n) = producers.get(name) else {
-                return false;
-            };
-            let op = n.op_type.as_deref().unwrap_or("");
-            if op == "Softmax" || op == "Sigmoid" {
-                return true;
-            }
-            if !PASS_THROUGH.contains(&op) {
-                return false;
-            }
-            match n.input.first() {
-                Some(i) => name = i,
-                None => return false,
-            }
-        }
-        false
-    });
-    if probs {
+    if let Some(kind) = declared {
+        return kind;
+    }
+    if made_by_softmax(g, out.name.as_deref().unwrap_or("")) {
         OutputKind::Probabilities
     } else if is_class_scores(out) {
         OutputKind::Logits
     } else {
         OutputKind::Float
     }
+}
+
+/// True when `name` is produced by a Softmax or Sigmoid, through reshapes and casts.
+fn made_by_softmax(g: &GraphProto, name: &str) -> bool {
+    let producers: HashMap<&str, &NodeProto> = g
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n)))
+        .collect();
+    let mut name = name;
+    // Bounded walk: a malformed graph may loop.
+    for _ in 0..64 {
+        let Some(n) = producers.get(name) else {
+            return false;
+        };
+        let op = n.op_type.as_deref().unwrap_or("");
+        if op == "Softmax" || op == "Sigmoid" {
+            return true;
+        }
+        if !PASS_THROUGH.contains(&op) {
+            return false;
+        }
+        match n.input.first() {
+            Some(i) => name = i,
+            None => return false,
+        }
+    }
+    false
 }
 
 /// Appends to `g` the nodes that combine `members` (value names, one per member, with

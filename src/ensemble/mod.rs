@@ -50,8 +50,9 @@ pub enum Heads {
     Combined {
         /// How float outputs are combined.
         combine: Combine,
-        /// Outputs known to hold probabilities (the others are recognised from the graph).
-        probabilities: Option<Vec<String>>,
+        /// What some float outputs are known to hold (e.g. from scoring their values); the
+        /// others are recognised from the graph ([`heads::output_kind`]).
+        declared: Vec<(String, OutputKind)>,
     },
     /// One output per member, `smd/member/<i>/<output>`, for output `output` only (to score
     /// several members in one run).
@@ -274,15 +275,23 @@ pub fn compact(
     g.node = nodes;
     g.value_info = value_info;
     g.initializer.extend(extra_inits);
-    let member_values = |o: &str, i: usize| {
-        let internal = internal_output(o);
-        if dirty[i].contains(&internal) {
-            member_name(i, &internal)
+    // A value of the (renamed) graph: member i's copy if the member changes it, else shared.
+    let member_values = |v: &str, i: usize| {
+        if dirty[i].contains(v) {
+            member_name(i, v)
         } else {
-            internal
+            v.to_string()
         }
     };
-    let notices = add_heads(&mut g, parent_graph, heads, weights, &member_values)?;
+    let shared = |v: &str| v.to_string();
+    let notices = add_heads(
+        &mut g,
+        parent_graph,
+        heads,
+        weights,
+        &member_values,
+        &shared,
+    )?;
     finish(&mut g);
     let mut model = parent.clone();
     model.graph = Some(g);
@@ -333,38 +342,121 @@ fn set_main_tensor(
 }
 
 /// Adds the output heads to `g` (whose node names are already final); `parent` is the
-/// original graph, for the outputs' names, types and producers.
+/// original graph, for the outputs' names, types and producers. `member_values(v, i)` names
+/// member `i`'s copy of value `v` of the renamed graph (outputs renamed by
+/// [`rename_outputs`]); `shared(v)` names a value every member computes alike.
 fn add_heads(
     g: &mut GraphProto,
     parent: &GraphProto,
     heads: &Heads,
     weights: &[f64],
     member_values: &dyn Fn(&str, usize) -> String,
+    shared: &dyn Fn(&str) -> String,
 ) -> Result<Vec<String>, EnsembleError> {
     let inputs = real_inputs(parent);
     let mut notices = Vec::new();
+    let members =
+        |v: &str| -> Vec<String> { (0..weights.len()).map(|i| member_values(v, i)).collect() };
     match heads {
-        Heads::Combined {
-            combine,
-            probabilities,
-        } => {
-            for out in &parent.output {
+        Heads::Combined { combine, declared } => {
+            let declared = |o: &str| declared.iter().find(|(x, _)| x == o).map(|(_, k)| *k);
+            let kinds: Vec<(&ValueInfoProto, OutputKind)> = parent
+                .output
+                .iter()
+                .filter(|out| !inputs.contains(name_of(out)))
+                .map(|out| (out, heads::output_kind(parent, out, declared(name_of(out)))))
+                .collect();
+            let combined: HashSet<String> = kinds
+                .iter()
+                .filter(|(_, k)| *k != OutputKind::Other)
+                .map(|(out, _)| name_of(out).to_string())
+                .collect();
+            // Outputs that cannot be averaged but are computed from class scores (a label, a
+            // ZipMap) are recomputed from the combined scores by the parent's own nodes, so
+            // they agree with the ensemble; the others come from the first member.
+            let hidden = crate::onnx::tail::hidden_scores(&parent.node, &parent.output);
+            let mut sources = combined.clone();
+            sources.extend(hidden.iter().cloned());
+            let mut tail_nodes = std::collections::BTreeSet::new();
+            let mut used_hidden = HashSet::new();
+            for (out, kind) in &kinds {
                 let o = name_of(out);
-                if inputs.contains(o) {
-                    continue;
-                }
-                let declared = probabilities
-                    .iter()
-                    .flatten()
-                    .any(|x| x == o)
-                    .then_some(true);
-                let kind = heads::output_kind(parent, out, declared);
-                if kind == OutputKind::Other {
-                    notices.push(format!("output `{o}` cannot be averaged; the ensemble takes it from the first member"));
-                }
-                let vals: Vec<String> = (0..weights.len()).map(|i| member_values(o, i)).collect();
                 let code = heads::elem_type(out).unwrap_or(1);
-                heads::combine(g, o, code, kind, *combine, &vals, weights);
+                let tail = (*kind == OutputKind::Other)
+                    .then(|| crate::onnx::tail::tail(&parent.node, &sources, o))
+                    .flatten();
+                let Some(nodes) = tail else {
+                    if *kind == OutputKind::Other {
+                        notices.push(format!("output `{o}` cannot be averaged; the ensemble takes it from the first member"));
+                    }
+                    let vals = members(&internal_output(o));
+                    heads::combine(g, o, code, *kind, *combine, &vals, weights);
+                    continue;
+                };
+                let mut from: Vec<&str> = Vec::new();
+                for &j in &nodes {
+                    for i in &parent.node[j].input {
+                        if sources.contains(i) && !from.contains(&i.as_str()) {
+                            from.push(i);
+                        }
+                        if hidden.contains(i) {
+                            used_hidden.insert(i.clone());
+                        }
+                    }
+                }
+                tail_nodes.extend(nodes);
+                notices.push(format!(
+                    "output `{o}` is recomputed from the ensemble's combined `{}` by the model's own nodes",
+                    from.join("`, `")
+                ));
+            }
+            for h in hidden.iter().filter(|h| used_hidden.contains(*h)) {
+                let info = hidden_info(parent, h);
+                let kind = heads::output_kind(parent, &info, declared(h));
+                let code = heads::elem_type(&info).unwrap_or(1);
+                heads::combine(
+                    g,
+                    &combined_hidden(h),
+                    code,
+                    kind,
+                    *combine,
+                    &members(h),
+                    weights,
+                );
+            }
+            let outputs: HashSet<&str> = parent.output.iter().map(name_of).collect();
+            let tail_value = |x: &str| -> String {
+                if outputs.contains(x) {
+                    x.to_string()
+                } else {
+                    format!("smd/tail/{x}")
+                }
+            };
+            let produced: HashSet<&str> = tail_nodes
+                .iter()
+                .flat_map(|&j| parent.node[j].output.iter().map(String::as_str))
+                .collect();
+            let rename = |x: &str| -> String {
+                if combined.contains(x) || produced.contains(x) {
+                    tail_value(x)
+                } else if hidden.iter().any(|h| h == x) {
+                    combined_hidden(x)
+                } else if outputs.contains(x) {
+                    shared(&internal_output(x))
+                } else {
+                    shared(x)
+                }
+            };
+            let local = |x: &str| format!("smd/tail/{x}");
+            for &j in &tail_nodes {
+                g.node.push(graph::copy_node(
+                    &parent.node[j],
+                    "",
+                    j,
+                    &rename,
+                    &local,
+                    &|_| None,
+                ));
             }
             g.output = parent.output.clone();
         }
@@ -379,8 +471,11 @@ fn add_heads(
             g.output.clear();
             for i in 0..weights.len() {
                 let name = format!("smd/member/{i}/{output}");
-                g.node
-                    .push(graph::identity(&member_values(output, i), &name, &name));
+                g.node.push(graph::identity(
+                    &member_values(&internal_output(output), i),
+                    &name,
+                    &name,
+                ));
                 let mut v = out.clone();
                 v.name = Some(name);
                 g.output.push(v);
@@ -388,6 +483,32 @@ fn add_heads(
         }
     }
     Ok(notices)
+}
+
+/// The ensemble's combined value of hidden class scores `h` (see [`crate::onnx::tail`]).
+fn combined_hidden(h: &str) -> String {
+    format!("smd/combined/{h}")
+}
+
+/// The declared value info of `name` in `g`, else a float tensor of unknown shape.
+fn hidden_info(g: &GraphProto, name: &str) -> ValueInfoProto {
+    g.value_info
+        .iter()
+        .find(|v| name_of(v) == name)
+        .cloned()
+        .unwrap_or_else(|| ValueInfoProto {
+            name: Some(name.to_string()),
+            r#type: Some(proto::TypeProto {
+                value: Some(proto::type_proto::Value::TensorType(
+                    proto::type_proto::Tensor {
+                        elem_type: Some(proto::tensor_proto::DataType::Float as i32),
+                        shape: None,
+                    },
+                )),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
 }
 
 /// Removes dead code and puts the nodes in topological order.
@@ -548,8 +669,16 @@ pub fn merge(
         out.sparse_initializer.extend(copy.sparse_initializer);
         out.value_info.extend(copy.value_info);
     }
-    let member_values = |o: &str, i: usize| member_name(i, &internal_output(o));
-    let notices = add_heads(&mut out, g0, heads, weights, &member_values)?;
+    let member_values = |v: &str, i: usize| member_name(i, v);
+    // Values tails read besides the scores (class lists, shapes): the first member's.
+    let shared = |v: &str| {
+        if inputs0.contains(v) {
+            v.to_string()
+        } else {
+            member_name(0, v)
+        }
+    };
+    let notices = add_heads(&mut out, g0, heads, weights, &member_values, &shared)?;
     finish(&mut out);
     let mut opsets: Vec<(String, i64)> = opsets.into_iter().collect();
     opsets.sort();

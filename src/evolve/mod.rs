@@ -551,6 +551,7 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
         &lineage,
         journal.dir().join("candidate.onnx"),
         pipelined,
+        predictor.session_suffix(),
     )?;
     let mut run = Run {
         model,
@@ -721,7 +722,9 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
                     },
                     lineage: lineage_next.recipes.clone(),
                     scores: s,
-                    holdout_gain: s.holdout.primary() - original.holdout.primary(),
+                    gain_vs_original: s.holdout.primary() - original.holdout.primary(),
+                    gain_vs_generation_parent: s.holdout.primary()
+                        - gen_parent_scores.holdout.primary(),
                 });
             }
             lineage = lineage_next;
@@ -742,7 +745,7 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
         return Err(invalid("--generations", "must be at least 1"));
     };
     let t = Instant::now();
-    let (ensembles, choices) = ensembles_of(&last, &run.labels, cfg.mutation.children)?;
+    let (ensembles, choices) = ensembles_of(&last, &run.labels, cfg.mutation.children, &original)?;
     run.timings.ensembles = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
@@ -957,6 +960,7 @@ fn ensembles_of(
     g: &Generation,
     labels: &crate::score::Labels,
     k: u32,
+    original: &Scores,
 ) -> Result<(Vec<EnsembleReport>, Vec<Choice>), Error> {
     let ok: Vec<u32> = (0..k)
         .filter(|&i| g.children[i as usize].scores.is_some())
@@ -1003,7 +1007,8 @@ fn ensembles_of(
                 })
                 .collect(),
             scores,
-            holdout_gain: scores.holdout.primary() - parent_scores.holdout.primary(),
+            gain_vs_original: scores.holdout.primary() - original.holdout.primary(),
+            gain_vs_generation_parent: scores.holdout.primary() - parent_scores.holdout.primary(),
         });
         choices.push(members);
         Ok(())
@@ -1104,13 +1109,20 @@ fn export_ensemble(
         "smd_onnx.ensemble".into(),
         serde_json::Value::Array(recipes).to_string(),
     ));
-    // The scored output's values showed whether it holds probabilities; trust that over the
-    // graph (a softmax can be built from Exp and Div).
+    // The scored output's values showed whether it holds probabilities or logits; trust that
+    // over the graph (a softmax can be built from Exp and Div, a shape can be undeclared).
     let scored = &g.parent.record.selection;
+    let kind = match scored.kind {
+        crate::score::OutputKind::Probabilities => Some(ensemble::OutputKind::Probabilities),
+        crate::score::OutputKind::Logits => Some(ensemble::OutputKind::Logits),
+        crate::score::OutputKind::Regression => None,
+    };
     let heads = ensemble::Heads::Combined {
         combine: cfg.combine,
-        probabilities: (scored.kind == crate::score::OutputKind::Probabilities)
-            .then(|| vec![scored.output.clone()]),
+        declared: kind
+            .map(|k| (scored.output.clone(), k))
+            .into_iter()
+            .collect(),
     };
     let built = ensemble::build_from_model(model, &varying, &weights, &heads, &meta)?;
     let inputs = model.input_paths();

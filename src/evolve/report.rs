@@ -80,8 +80,10 @@ pub struct BestReport {
     pub lineage: Vec<Recipe>,
     /// Its scores.
     pub scores: Scores,
-    /// Holdout accuracy (or −MSE) minus the original parent's.
-    pub holdout_gain: f64,
+    /// Holdout accuracy (or −MSE) minus the original model's.
+    pub gain_vs_original: f64,
+    /// Holdout accuracy (or −MSE) minus that of the parent of the generation it was made in.
+    pub gain_vs_generation_parent: f64,
 }
 
 /// A member of an ensemble of predictions.
@@ -104,8 +106,11 @@ pub struct EnsembleReport {
     pub members: Vec<MemberRef>,
     /// Its scores.
     pub scores: Scores,
-    /// Holdout accuracy (or −MSE) minus the generation parent's.
-    pub holdout_gain: f64,
+    /// Holdout accuracy (or −MSE) minus the original model's.
+    pub gain_vs_original: f64,
+    /// Holdout accuracy (or −MSE) minus that of the last generation's parent (whose children
+    /// the ensembles combine).
+    pub gain_vs_generation_parent: f64,
 }
 
 /// Settings that shaped the run.
@@ -249,6 +254,24 @@ fn delta(m: &Metrics, base: &Metrics) -> String {
 }
 
 impl Report {
+    /// A holdout gain against the original model and, when they differ (later generations),
+    /// against a generation's parent; in accuracy points, or as a change of MSE.
+    fn gains(&self, vs_original: f64, vs_generation_parent: f64, gen_parent: &str) -> String {
+        let text = |g: f64| {
+            if self.parent.holdout.accuracy.is_some() {
+                format!("{:+.2} points", 100.0 * g)
+            } else {
+                // The gain is in −MSE: a positive gain lowers the MSE.
+                format!("MSE {:+.5}", -g)
+            }
+        };
+        let mut s = format!("{} vs the original model", text(vs_original));
+        if self.generations.len() > 1 {
+            s.push_str(&format!("; {} vs {gen_parent}", text(vs_generation_parent)));
+        }
+        s
+    }
+
     /// A summary table a person can read: parent, children, best, ensembles; selection and
     /// holdout; change against the parent on holdout.
     pub fn summary(&self) -> String {
@@ -278,7 +301,7 @@ impl Report {
         ));
         s.push_str(&format!(
             "{:<22} {:>9} {:>9}  {:>9} {:>9}  {:>8}\n",
-            "", metric, "", metric, "", "points"
+            "", metric, "", metric, "", "vs orig."
         ));
         let base = self.parent.holdout;
         row(&mut s, "parent", &self.parent, &base);
@@ -330,10 +353,11 @@ impl Report {
                     Some(i) => format!("child {i} of generation {}", b.generation),
                     None => format!("the merged candidate of generation {}", b.generation),
                 };
+                let gen_parent = format!("the parent of generation {}", b.generation);
                 s.push_str(&format!(
-                    "Best: {what}: holdout {} ({} points vs the parent).\n",
+                    "Best: {what}: holdout {} ({}).\n",
                     pct(&b.scores.holdout).trim(),
-                    delta(&b.scores.holdout, &base)
+                    self.gains(b.gain_vs_original, b.gain_vs_generation_parent, &gen_parent)
                 ));
             }
             None => s.push_str("Best: no child beat the parent on the selection split; the parent is kept (no best.onnx).\n"),
@@ -344,11 +368,13 @@ impl Report {
                 .iter()
                 .find(|e| Some(&e.name) == self.outputs.ensemble_kind.as_ref()),
         ) {
+            let last = self.generations.last().map_or(0, |g| g.generation);
+            let gen_parent = format!("the parent of generation {last}");
             s.push_str(&format!(
-                "Ensemble exported: {kind} ({} member(s)): holdout {} ({} points vs the parent).\n",
+                "Ensemble exported: {kind} ({} member(s)): holdout {} ({}).\n",
                 e.members.len(),
                 pct(&e.scores.holdout).trim(),
-                delta(&e.scores.holdout, &base)
+                self.gains(e.gain_vs_original, e.gain_vs_generation_parent, &gen_parent)
             ));
         }
         for n in &self.notices {

@@ -47,6 +47,8 @@ pub(super) enum Sessions {
     Copies {
         /// Scratch file for models with external data (resolved next to the model file).
         scratch: PathBuf,
+        /// Appended to every candidate's bytes (see [`crate::score::Predictor::session_suffix`]).
+        suffix: Vec<u8>,
     },
 }
 
@@ -61,15 +63,18 @@ fn internal(message: String) -> Error {
 impl Sessions {
     /// The fast path when every mutable tensor of `lineage` can be an external initializer
     /// (`pipelined`: see [`Sessions::run_all`]).
+    /// `suffix` is appended to the model bytes of every session (extra outputs to score).
     pub(super) fn new(
         model: &Model,
         lineage: &Lineage,
         scratch: PathBuf,
         pipelined: bool,
+        suffix: Vec<u8>,
     ) -> Result<Sessions, Error> {
-        let Some(bytes) = crate::onnx::external_template(model, &lineage.tensors)? else {
-            return Ok(Sessions::Copies { scratch });
+        let Some(mut bytes) = crate::onnx::external_template(model, &lineage.tensors)? else {
+            return Ok(Sessions::Copies { scratch, suffix });
         };
+        bytes.extend_from_slice(&suffix);
         let mut values = Vec::with_capacity(lineage.tensors.len());
         for (&t, v) in lineage.tensors.iter().zip(&lineage.values) {
             let info = &model.tensors()[t];
@@ -117,19 +122,21 @@ impl Sessions {
                 restore(values, deltas, &saved)?;
                 result
             }
-            Sessions::Copies { scratch } => {
+            Sessions::Copies { scratch, suffix } => {
                 let changes = lineage.changes(deltas)?;
+                let key = Some(weights_key);
                 let mut session = if changes.is_empty() {
-                    runtime.session_from_file_keyed(model.path(), Vec::new(), Some(weights_key))?
+                    runtime.session_with_suffix(model.path(), suffix, key)?
                 } else if model.has_external_data() {
                     // External data is resolved next to the model file: write the candidate to
                     // the scratch file (replaced atomically for each candidate).
                     crate::onnx::write_child(model, &changes, scratch)?;
-                    runtime.session_from_file_keyed(scratch, Vec::new(), Some(weights_key))?
+                    runtime.session_with_suffix(scratch, suffix, key)?
                 } else {
-                    let bytes = crate::onnx::child_bytes(model, &changes)?;
+                    let mut bytes = crate::onnx::child_bytes(model, &changes)?;
+                    bytes.extend_from_slice(suffix);
                     runtime
-                        .session_from_memory_keyed(&bytes, Some(weights_key))
+                        .session_from_memory_keyed(&bytes, key)
                         .map_err(|e| e.for_model(model.path()))?
                 };
                 f(&mut session)

@@ -24,7 +24,7 @@ pub enum Dim {
     Fixed(i64),
     /// A symbolic size (`dim_param`), e.g. `"N"`.
     Symbolic(String),
-    /// Neither given.
+    /// Neither given, or a negative `dim_value` (ONNX Runtime's convention for dynamic).
     Unknown,
 }
 
@@ -214,6 +214,11 @@ pub(crate) fn convert_type(t: &proto::TypeProto, depth: usize) -> ValueType {
             s.dim
                 .iter()
                 .map(|d| match &d.value {
+                    // Some exporters write a dynamic dimension as -1; ONNX Runtime treats every
+                    // negative dim_value as symbolic, and so do we.
+                    Some(proto::tensor_shape_proto::dimension::Value::DimValue(v)) if *v < 0 => {
+                        Dim::Unknown
+                    }
                     Some(proto::tensor_shape_proto::dimension::Value::DimValue(v)) => {
                         Dim::Fixed(*v)
                     }

@@ -19,6 +19,7 @@ mod meta;
 pub mod proto;
 mod scan;
 mod select;
+pub mod tail;
 mod values;
 mod wire;
 mod writer;
@@ -452,6 +453,27 @@ impl Model {
             .into_iter()
             .rfind(|e| e.key == key)
             .map(|e| e.value)
+    }
+
+    /// Values that are not graph outputs but hold the class scores a graph output is computed
+    /// from (the input of skl2onnx's `ZipMap`; see [`tail::hidden_scores`]), typed from the
+    /// graph's value info when declared, else as float tensors of unknown shape.
+    pub fn hidden_scores(&self) -> Vec<ValueFacts> {
+        // The index already checked the graph decodes; a failure here only means "none".
+        tail::hidden_scores_of(&self.bytes)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, info)| ValueFacts {
+                ty: info.and_then(|i| i.r#type).map_or(
+                    ValueType::Tensor {
+                        elem: DType::from_onnx(1),
+                        shape: None,
+                    },
+                    |t| facts::convert_type(&t, 0),
+                ),
+                name,
+            })
+            .collect()
     }
 
     /// The verdict of `sel` for every tensor, in [`Model::tensors`] order.

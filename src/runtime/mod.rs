@@ -564,6 +564,28 @@ impl Runtime {
             .map_err(|e| self.session_error(path, e))
     }
 
+    /// A session for the model file followed by `suffix` (graph outputs to add, see
+    /// [`crate::score::Predictor::session_suffix`]); the plain file when `suffix` is empty.
+    /// External data resolves next to the file either way.
+    pub fn session_with_suffix(
+        &self,
+        path: &Path,
+        suffix: &[u8],
+        weights_key: Option<&str>,
+    ) -> Result<Session, RuntimeError> {
+        if suffix.is_empty() {
+            return self.session_from_file_keyed(path, Vec::new(), weights_key);
+        }
+        let mut bytes = std::fs::read(path).map_err(|source| RuntimeError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        bytes.extend_from_slice(suffix);
+        let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+        self.session_from_template(&bytes, &[], folder, weights_key)
+            .map_err(|e| e.for_model(path))
+    }
+
     /// A session for a model held in memory.
     pub fn session_from_memory(&self, bytes: &[u8]) -> Result<Session, RuntimeError> {
         self.session_from_memory_keyed(bytes, None)

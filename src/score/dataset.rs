@@ -206,10 +206,16 @@ impl Dataset {
                     }
                 }
                 if let Some(Dim::Fixed(b)) = dims.first() {
-                    let b = usize::try_from(*b)
-                        .ok()
-                        .filter(|&b| b > 0)
-                        .ok_or_else(|| err(format!("{input} has a batch dimension of {b}")))?;
+                    // A negative dim is dynamic (facts); 0 is a real size ONNX Runtime
+                    // enforces, so no row could ever be fed.
+                    let b = usize::try_from(*b).ok().filter(|&b| b > 0).ok_or_else(|| {
+                        DataError::Model {
+                            path: io.path.clone(),
+                            message: format!(
+                                "{input} declares a batch dimension of {b}: ONNX Runtime accepts no rows for it"
+                            ),
+                        }
+                    })?;
                     match &fixed_batch {
                         Some((fb, other)) if *fb != b => {
                             return Err(err(format!(
@@ -671,6 +677,7 @@ mod tests {
                 vec![Dim::Symbolic("N".into()), Dim::Fixed(2)],
             )],
             outputs: vec![],
+            hidden: vec![],
         }
     }
 

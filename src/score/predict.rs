@@ -14,6 +14,8 @@ use super::spec::{ElemType, ModelIo, OutputSpec};
 pub struct Predictor {
     model: std::path::PathBuf,
     output: String,
+    /// The scored value when it is not a graph output (sessions must expose it).
+    exposed: Option<String>,
     regression: bool,
     static_classes: Option<usize>,
     batch: usize,
@@ -32,8 +34,11 @@ impl std::fmt::Debug for Predictor {
     }
 }
 
+/// A float tensor, or a tensor whose element type is not declared (ONNX Runtime infers it; the
+/// values are checked when they arrive).
 fn float_spec(o: &OutputSpec) -> bool {
-    o.elem.is_some_and(ElemType::is_float)
+    o.elem
+        .is_some_and(|e| e.is_float() || e == ElemType::Other(0))
 }
 
 impl Predictor {
@@ -70,7 +75,7 @@ impl Predictor {
         let spec = match output {
             Some(name) => {
                 let o = io
-                    .output(name)
+                    .scoreable(name)
                     .ok_or_else(|| model_err(format!("no output `{name}` (outputs: {})", list())))?;
                 if !float_spec(o) {
                     return Err(model_err(format!(
@@ -93,6 +98,8 @@ impl Predictor {
                 .iter()
                 .find(|o| float_spec(o) && o.rank().is_none_or(|r| r == 2))
                 .or_else(|| io.outputs.iter().find(|o| float_spec(o) && rank_ok(o)))
+                // The class scores a label or ZipMap output is computed from (skl2onnx).
+                .or_else(|| io.hidden.iter().find(|o| float_spec(o) && rank_ok(o)))
                 .ok_or_else(|| {
                     model_err(format!(
                         "no float output of shape [N, C] to score (outputs: {}); name one with --output",
@@ -119,9 +126,11 @@ impl Predictor {
             }
             None => (batch, None),
         };
+        let exposed = io.output(&spec.name).is_none().then(|| spec.name.clone());
         Ok(Self {
             model: io.path.clone(),
             output: spec.name.clone(),
+            exposed,
             regression,
             static_classes,
             batch,
@@ -134,6 +143,22 @@ impl Predictor {
     /// The scored output.
     pub fn output(&self) -> &str {
         &self.output
+    }
+
+    /// The scored value when it is not one of the model's outputs (skl2onnx's `ZipMap`
+    /// input): sessions are built from the model bytes followed by
+    /// [`Predictor::session_suffix`], which makes it an output.
+    pub fn exposed(&self) -> Option<&str> {
+        self.exposed.as_deref()
+    }
+
+    /// Bytes to append to the model for sessions that can produce the scored value (empty when
+    /// it is a graph output).
+    pub fn session_suffix(&self) -> Vec<u8> {
+        self.exposed
+            .as_deref()
+            .map(|n| crate::onnx::tail::expose_suffix(&[n]))
+            .unwrap_or_default()
     }
 
     /// Samples per run.

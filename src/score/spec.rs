@@ -13,7 +13,8 @@ pub enum ElemType {
     Known(DType),
     /// bfloat16 (no numpy dtype).
     BF16,
-    /// Anything else (string, complex, float8...): the ONNX `TensorProto.DataType` code.
+    /// Anything else (string, complex, float8...): the ONNX `TensorProto.DataType` code; 0
+    /// when the model declares no type (ONNX Runtime infers it).
     Other(i32),
 }
 
@@ -114,6 +115,10 @@ pub struct ModelIo {
     pub inputs: Vec<InputSpec>,
     /// Outputs, in graph order.
     pub outputs: Vec<OutputSpec>,
+    /// Values that are not outputs but hold the class scores outputs are computed from
+    /// (skl2onnx's `ZipMap` input): scored when no output can be, by exposing them as extra
+    /// outputs of the scoring session ([`crate::onnx::tail::expose_suffix`]).
+    pub hidden: Vec<OutputSpec>,
 }
 
 impl ModelIo {
@@ -124,6 +129,12 @@ impl ModelIo {
                 name: v.name.clone(),
                 elem: Some(ElemType::from_onnx(elem.to_onnx())),
                 dims: dims.map(<[Dim]>::to_vec),
+            },
+            // No type declared at all: ONNX Runtime infers it (a tensor, usually float).
+            None if v.ty == crate::onnx::ValueType::Unknown => IoSpec {
+                name: v.name.clone(),
+                elem: Some(ElemType::Other(0)),
+                dims: None,
             },
             None => IoSpec {
                 name: v.name.clone(),
@@ -136,6 +147,7 @@ impl ModelIo {
             path: model.path().to_path_buf(),
             inputs: facts.inputs.iter().map(spec).collect(),
             outputs: facts.outputs.iter().map(spec).collect(),
+            hidden: model.hidden_scores().iter().map(spec).collect(),
         }
     }
 
@@ -147,6 +159,12 @@ impl ModelIo {
     /// The output called `name`.
     pub fn output(&self, name: &str) -> Option<&OutputSpec> {
         self.outputs.iter().find(|o| o.name == name)
+    }
+
+    /// The output or hidden score value called `name`.
+    pub fn scoreable(&self, name: &str) -> Option<&OutputSpec> {
+        self.output(name)
+            .or_else(|| self.hidden.iter().find(|o| o.name == name))
     }
 }
 

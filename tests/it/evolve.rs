@@ -256,9 +256,27 @@ fn every_fixture_evolves_end_to_end() {
         );
         let ens = out.join("ensemble.onnx");
         assert!(ens.exists(), "{model}");
-        // The ensemble is a drop-in: it scores on the parent's data like the parent.
-        let all = score(&ens, &d, "holdout");
-        assert!(all["samples"].as_u64().unwrap() > 0, "{model}");
+        // The ensemble is a drop-in: it scores on the parent's data like the parent, exactly
+        // as the report measured it from the members' predictions.
+        let held = score(&ens, &d, "holdout");
+        let kind = r["outputs"]["ensemble_kind"].clone();
+        let e = r["ensembles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == kind)
+            .unwrap();
+        let want = &e["scores"]["holdout"];
+        assert_eq!(held["accuracy"], want["accuracy"], "{model}");
+        for m in ["nll", "mse"] {
+            if let Some(w) = want[m].as_f64() {
+                let g = held[m].as_f64().unwrap();
+                assert!(
+                    (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                    "{model} {m}: {g} vs {w}"
+                );
+            }
+        }
         if let Some(best) = r["best"].as_object() {
             let hold = score(&out.join("best.onnx"), &d, "holdout");
             for m in ["accuracy", "nll", "mse"] {

@@ -1,5 +1,6 @@
 //! Integration tests: they run the `smd-onnx` binary.
 
+mod any_model;
 mod ensemble;
 mod evolve;
 mod inspect;

@@ -35,8 +35,14 @@ fn reproduces_python_onnxruntime_on_every_fixture() {
     for f in files {
         let e: Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
         let model = e["model"].as_str().unwrap();
-        let data = e["data"].as_str().unwrap();
+        let data = &e["data"];
         let want = &e["scores"];
+        if want.is_null() {
+            // A model onnxruntime refuses (see models/README.md); any_model.rs tests its error.
+            assert!(model.contains("refused"), "{model}: no expected scores");
+            continue;
+        }
+        let data = data.as_str().unwrap();
         let got = json_of(&score(&[model, "--data", data, "--split", "all", "--json"]));
         let name = f.display();
         assert_eq!(got["samples"], want["samples"], "{name}");
