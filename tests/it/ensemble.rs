@@ -34,7 +34,8 @@ pub const FIXTURES: [(&str, &str); 17] = [
 ];
 
 /// Fixtures whose logits have no declared shape: `ensemble` cannot tell them from other float
-/// outputs and averages them as they are (evolve knows from scoring, see evolve.rs).
+/// outputs and averages them as they are (evolve knows from scoring, see evolve.rs). The ONNX
+/// checker rejects such models (ONNX Runtime runs them), so their ensembles are not checked.
 fn shapeless(model: &str) -> bool {
     model == "digits_no_shape"
 }
@@ -281,7 +282,9 @@ fn ensembles_of_children_equal_the_combination_of_members_on_every_fixture() {
             &repo(&format!("fixtures/{data}.npz")),
             shapeless(model),
         );
-        check_with_python(&ens);
+        if !shapeless(model) {
+            check_with_python(&ens);
+        }
     }
 }
 
@@ -297,7 +300,9 @@ fn one_and_two_member_ensembles_store_the_members_whole() {
             let weights = vec![1.0; members.len()];
             let data = repo(&format!("fixtures/{data}.npz"));
             assert_combines(&ens, members, &weights, &data, shapeless(model));
-            check_with_python(&ens);
+            if !shapeless(model) {
+                check_with_python(&ens);
+            }
         }
     }
     // Each of two partition children changes half of every weight: the file holds the two
