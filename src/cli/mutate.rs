@@ -86,7 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             &values,
             &selected,
             &hash,
-            &args.selection,
+            &selection.describe(),
             i,
             &path,
         ) {
@@ -112,7 +112,7 @@ fn write_one(
     values: &[smd_onnx::TensorData],
     selected: &[usize],
     hash: &str,
-    selection: &SelectionArgs,
+    selection: &str,
     i: u32,
     path: &std::path::Path,
 ) -> anyhow::Result<Vec<PathBuf>> {
@@ -123,12 +123,7 @@ fn write_one(
         smd_onnx::mutate::apply(&mut v, d)?;
         changes.push((selected[d.tensor], v));
     }
-    let recipe = Recipe::new(
-        plan,
-        hash.to_string(),
-        selection.describe(),
-        Member::Child(i),
-    );
+    let recipe = Recipe::new(plan, hash.to_string(), selection, Member::Child(i));
     let meta = smd_onnx::evolve::recipe_meta(&[recipe], hash)?;
     Ok(write_child_with_metadata(model, &changes, &meta, path)?)
 }
