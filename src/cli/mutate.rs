@@ -20,7 +20,8 @@ pub struct Args {
     /// Output folder for `child_<i>.onnx` files.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// Write only child I (any child can be regenerated alone from its recipe).
+    /// Write only child I of this command's children, byte for byte as without --only (to
+    /// rebuild any model smd-onnx wrote from its stored recipes, use `smd-onnx replay`).
     #[arg(long, value_name = "I")]
     only: Option<u32>,
     /// Write into a non-empty folder (replacing its children).
@@ -124,6 +125,6 @@ fn write_one(
         changes.push((selected[d.tensor], v));
     }
     let recipe = Recipe::new(plan, hash.to_string(), selection, Member::Child(i));
-    let meta = smd_onnx::evolve::recipe_meta(&[recipe], hash)?;
+    let meta = smd_onnx::lineage::recipe_meta(&[recipe], hash)?;
     Ok(write_child_with_metadata(model, &changes, &meta, path)?)
 }
