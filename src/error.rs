@@ -19,6 +19,9 @@ pub enum Error {
     /// Building an ensemble graph.
     #[error(transparent)]
     Ensemble(#[from] crate::ensemble::EnsembleError),
+    /// Reading or replaying a lineage.
+    #[error(transparent)]
+    Lineage(#[from] crate::lineage::LineageError),
     /// Running an evolution.
     #[error(transparent)]
     Evolve(#[from] crate::evolve::EvolveError),

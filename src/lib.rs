@@ -4,11 +4,13 @@
 //! Data flows one way, one module per arrow:
 //! model bytes ([`onnx`]) → mutation recipes ([`mutate`]) → ONNX Runtime sessions ([`runtime`]) →
 //! predictions and metrics ([`score`]) → selection and ensembles ([`evolve`]) → exported graphs
-//! ([`ensemble`]).
+//! ([`ensemble`]). [`lineage`] rebuilds any model smd-onnx wrote from its original and the
+//! recipes stored with it.
 
 pub mod ensemble;
 pub mod error;
 pub mod evolve;
+pub mod lineage;
 pub mod mutate;
 pub mod onnx;
 pub mod runtime;

@@ -166,21 +166,3 @@ impl MutationArgs {
         }
     }
 }
-
-impl SelectionArgs {
-    /// A description of the selection for recipes.
-    pub fn describe(&self) -> String {
-        let mut parts = vec![if self.all_float {
-            "all-float".to_string()
-        } else {
-            "default".to_string()
-        }];
-        if let Some(i) = &self.include {
-            parts.push(format!("include={i}"));
-        }
-        if let Some(e) = &self.exclude {
-            parts.push(format!("exclude={e}"));
-        }
-        parts.join(" ")
-    }
-}

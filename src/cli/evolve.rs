@@ -159,14 +159,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         Subspaces::Dynamic
     };
+    let selection = args.selection.to_selection()?;
     let cfg = EvolveConfig {
         model: args.model.clone(),
         data: args.data.data.clone(),
         out,
         mutation: args.mutation.config(subspaces),
         generations: args.generations,
-        selection: args.selection.to_selection()?,
-        selection_text: args.selection.describe(),
+        selection_text: selection.describe(),
+        selection,
         holdout: args.data.holdout,
         split_seed: args.data.split_seed,
         batch: args.data.batch,

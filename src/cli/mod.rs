@@ -5,6 +5,7 @@ mod ensemble;
 mod evolve;
 mod inspect;
 mod mutate;
+mod replay;
 mod runtime;
 mod score;
 
@@ -30,6 +31,9 @@ enum Command {
     Runtime(runtime::Args),
     /// Write sparse-mutation children of a model.
     Mutate(mutate::Args),
+    /// Rebuild a model smd-onnx wrote (best.onnx, a child, a report's candidate) from the
+    /// original model and its stored recipes, byte for byte.
+    Replay(replay::Args),
     /// Evolve a model: score children, pick the best, build ensembles, export.
     Evolve(evolve::Args),
     /// Combine models with the same interface into one drop-in ONNX graph.
@@ -47,6 +51,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Score(a) => score::run(a),
         Command::Runtime(a) => runtime::run(a),
         Command::Mutate(a) => mutate::run(a),
+        Command::Replay(a) => replay::run(a),
         Command::Evolve(a) => evolve::run(a),
         Command::Ensemble(a) => ensemble::run(a),
     }

@@ -20,7 +20,8 @@ pub struct Args {
     /// Output folder for `child_<i>.onnx` files.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// Write only child I (any child can be regenerated alone from its recipe).
+    /// Write only child I of this command's children, byte for byte as without --only (to
+    /// rebuild any model smd-onnx wrote from its stored recipes, use `smd-onnx replay`).
     #[arg(long, value_name = "I")]
     only: Option<u32>,
     /// Write into a non-empty folder (replacing its children).
@@ -86,7 +87,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             &values,
             &selected,
             &hash,
-            &args.selection,
+            &selection.describe(),
             i,
             &path,
         ) {
@@ -112,7 +113,7 @@ fn write_one(
     values: &[smd_onnx::TensorData],
     selected: &[usize],
     hash: &str,
-    selection: &SelectionArgs,
+    selection: &str,
     i: u32,
     path: &std::path::Path,
 ) -> anyhow::Result<Vec<PathBuf>> {
@@ -123,12 +124,7 @@ fn write_one(
         smd_onnx::mutate::apply(&mut v, d)?;
         changes.push((selected[d.tensor], v));
     }
-    let recipe = Recipe::new(
-        plan,
-        hash.to_string(),
-        selection.describe(),
-        Member::Child(i),
-    );
-    let meta = smd_onnx::evolve::recipe_meta(&[recipe], hash)?;
+    let recipe = Recipe::new(plan, hash.to_string(), selection, Member::Child(i));
+    let meta = smd_onnx::lineage::recipe_meta(&[recipe], hash)?;
     Ok(write_child_with_metadata(model, &changes, &meta, path)?)
 }

@@ -21,8 +21,11 @@ pub use report::{
 };
 pub use select::{Greedy, best, better, greedy, greedy_steps};
 
+pub use crate::lineage::recipe_meta;
+
 use crate::ensemble::{self, Combine};
-use crate::mutate::{self, Delta, Member, Plan, Recipe, TensorSpec};
+use crate::lineage::Lineage;
+use crate::mutate::{self, Delta, Member, Plan, Recipe};
 use crate::onnx::{Model, Selection};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::score::{Dataset, Labels, Metrics, ModelIo, Predictions, Predictor, Split};
@@ -211,79 +214,6 @@ fn prepare_out(cfg: &EvolveConfig, inputs: &[PathBuf]) -> Result<(), Error> {
     // Temporary files of a killed run (they can be model-sized).
     crate::onnx::fsx::remove_temps(&cfg.out, Some(&[BEST_FILE, ENSEMBLE_FILE, REPORT_FILE]))?;
     Ok(())
-}
-
-/// The mutable tensors of the current parent, as the planner and the writers see them.
-struct Lineage {
-    /// Model tensor index of each mutable tensor.
-    tensors: Vec<usize>,
-    /// The parent's values.
-    values: Vec<TensorData>,
-    /// Which tensors differ from the model file.
-    changed: Vec<bool>,
-    /// Content hash identifying the parent.
-    hash: String,
-    /// Recipes from the original parent to this one.
-    recipes: Vec<Recipe>,
-}
-
-impl Lineage {
-    fn specs(&self, model: &Model) -> Vec<TensorSpec> {
-        self.tensors
-            .iter()
-            .zip(&self.values)
-            .map(|(&t, v)| TensorSpec {
-                key: model.tensors()[t].key().to_string(),
-                elements: v.len(),
-                std: mutate::tensor_std(v),
-            })
-            .collect()
-    }
-
-    /// Values of the tensors a candidate with `deltas` has that differ from the model file.
-    fn changes(&self, deltas: &[Delta]) -> Result<Vec<(usize, TensorData)>, Error> {
-        let mut touched = self.changed.clone();
-        for d in deltas {
-            if let Some(t) = touched.get_mut(d.tensor) {
-                *t = true;
-            }
-        }
-        let mut out = Vec::new();
-        for (i, &t) in touched.iter().enumerate() {
-            if !t {
-                continue;
-            }
-            let mut v = self.values[i].clone();
-            for d in deltas.iter().filter(|d| d.tensor == i) {
-                mutate::apply(&mut v, d)?;
-            }
-            out.push((self.tensors[i], v));
-        }
-        Ok(out)
-    }
-
-    /// The lineage of a candidate made from this one with `deltas` and `recipe`.
-    fn descend(&self, deltas: &[Delta], recipe: Recipe) -> Result<Lineage, Error> {
-        let mut next = Lineage {
-            tensors: self.tensors.clone(),
-            values: self.values.clone(),
-            changed: self.changed.clone(),
-            hash: String::new(),
-            recipes: self.recipes.clone(),
-        };
-        for d in deltas {
-            mutate::apply(&mut next.values[d.tensor], d)?;
-            next.changed[d.tensor] = true;
-        }
-        // A descendant is identified by its parent's hash and the recipe that made it: cheap,
-        // and as unique as the content (regeneration is exact).
-        let json = recipe.to_json()?;
-        next.hash = blake3::hash(format!("{}\n{json}", self.hash).as_bytes())
-            .to_hex()
-            .to_string();
-        next.recipes.push(recipe);
-        Ok(next)
-    }
 }
 
 /// A scored candidate.
@@ -532,13 +462,7 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
     };
     let run_key = run_key(cfg, &parent_hash, predictor.output(), batch)?;
     let journal = Journal::open(&cfg.out, &run_key, cfg.resume)?;
-    let mut lineage = Lineage {
-        changed: vec![false; selected.len()],
-        tensors: selected,
-        values,
-        hash: parent_hash.clone(),
-        recipes: Vec::new(),
-    };
+    let mut lineage = Lineage::original(selected, values, parent_hash.clone());
     // On a GPU the CPU idles while a pass runs: build the next session meanwhile. On a CPU the
     // pass already uses every core. SMD_PIPELINE=1/0 overrides (for measurements and tests).
     let pipelined = match std::env::var("SMD_PIPELINE").as_deref() {
@@ -700,13 +624,7 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
             merged: merged_report,
             kept: kept.clone(),
         });
-        let this_lineage = Lineage {
-            tensors: lineage.tensors.clone(),
-            values: lineage.values.clone(),
-            changed: lineage.changed.clone(),
-            hash: lineage.hash.clone(),
-            recipes: lineage.recipes.clone(),
-        };
+        let this_lineage = lineage.clone();
         let gen_parent = parent;
         if let Some((scored, deltas, r, index)) = next {
             let lineage_next = lineage.descend(&deltas, r)?;
@@ -934,21 +852,6 @@ fn settings(cfg: &EvolveConfig, batch: usize) -> Settings {
         split_seed: cfg.split_seed,
         batch,
     }
-}
-
-/// Metadata entries that record how a model was made.
-pub fn recipe_meta(recipes: &[Recipe], parent_hash: &str) -> Result<Vec<(String, String)>, Error> {
-    let list: Vec<serde_json::Value> = recipes
-        .iter()
-        .map(|r| serde_json::to_value(r).unwrap_or_default())
-        .collect();
-    Ok(vec![
-        ("smd_onnx.parent_hash".to_string(), parent_hash.to_string()),
-        (
-            "smd_onnx.recipe".to_string(),
-            serde_json::to_string(&list).map_err(|e| invalid("recipe", e.to_string()))?,
-        ),
-    ])
 }
 
 /// A member of an ensemble choice: the generation's parent (`None`) or child `i`.

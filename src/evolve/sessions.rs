@@ -16,7 +16,8 @@ use std::sync::Arc;
 use ort::session::Session;
 use ort::value::DynValue;
 
-use super::{EvolveError, Lineage};
+use super::EvolveError;
+use crate::lineage::Lineage;
 use crate::mutate::{self, Delta};
 use crate::onnx::Model;
 use crate::runtime::{Runtime, tensor_mut, tensor_value};

@@ -34,7 +34,7 @@ pub use dtype::{DType, TypedField};
 pub use external::ExternalFile;
 pub use facts::{Dim, ModelFacts, Opset, ValueFacts, ValueType};
 pub use index::{Location, Mutability, Storage, TensorInfo};
-pub use select::Selection;
+pub use select::{Selection, SelectionError};
 pub use writer::{
     SMD_META_PREFIX, TEMPLATE_LOCATION, child_bytes, external_template, write_child,
     write_child_to, write_child_with_metadata,

@@ -18,6 +18,113 @@ pub struct Selection {
     pub all_float: bool,
 }
 
+/// A selection description ([`Selection::describe`]) that cannot be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("selection {text:?}: {what}")]
+pub struct SelectionError {
+    /// The description.
+    pub text: String,
+    /// What is wrong.
+    pub what: String,
+}
+
+impl Selection {
+    /// The rule as recipes record it: `default` or `all-float`, then ` include=<regex>` and
+    /// ` exclude=<regex>` when set (the patterns verbatim).
+    pub fn describe(&self) -> String {
+        let mut text = if self.all_float {
+            "all-float"
+        } else {
+            "default"
+        }
+        .to_string();
+        if let Some(i) = &self.include {
+            text.push_str(" include=");
+            text.push_str(i.as_str());
+        }
+        if let Some(e) = &self.exclude {
+            text.push_str(" exclude=");
+            text.push_str(e.as_str());
+        }
+        text
+    }
+
+    /// The rule a [`Selection::describe`] text stands for: the first of
+    /// [`Selection::readings`].
+    pub fn from_description(text: &str) -> Result<Selection, SelectionError> {
+        let mut all = Self::readings(text)?;
+        Ok(all.remove(0))
+    }
+
+    /// Every rule whose [`Selection::describe`] text is `text` (never empty). The text does
+    /// not escape its patterns, so an include pattern that contains ` exclude=` makes it
+    /// ambiguous: the readings that split there come first, the one that does not comes last
+    /// (a recipe's tensor-list digest tells them apart).
+    pub fn readings(text: &str) -> Result<Vec<Selection>, SelectionError> {
+        const INCLUDE: &str = " include=";
+        const EXCLUDE: &str = " exclude=";
+        let err = |what: String| SelectionError {
+            text: text.to_string(),
+            what,
+        };
+        let (all_float, rest) = if let Some(r) = text.strip_prefix("all-float") {
+            (true, r)
+        } else if let Some(r) = text.strip_prefix("default") {
+            (false, r)
+        } else {
+            return Err(err("does not start with `default` or `all-float`".into()));
+        };
+        let mut splits: Vec<(Option<&str>, Option<&str>)> = Vec::new();
+        if rest.is_empty() {
+            splits.push((None, None));
+        } else if let Some(r) = rest.strip_prefix(INCLUDE) {
+            for (p, _) in r.match_indices(EXCLUDE) {
+                splits.push((Some(&r[..p]), Some(&r[p + EXCLUDE.len()..])));
+            }
+            splits.push((Some(r), None));
+        } else if let Some(r) = rest.strip_prefix(EXCLUDE) {
+            splits.push((None, Some(r)));
+        } else {
+            return Err(err(format!(
+                "unexpected {rest:?} (expected `{}` or `{}`)",
+                INCLUDE.trim(),
+                EXCLUDE.trim()
+            )));
+        }
+        let compile = |what: &str, re: Option<&str>| {
+            re.map(|r| {
+                Regex::new(r).map_err(|e| {
+                    // regex's syntax errors span lines (pattern, caret, message): keep the message.
+                    let text = e.to_string();
+                    let last = text.lines().map(str::trim).rfind(|l| !l.is_empty());
+                    let msg = last.unwrap_or_default();
+                    let msg = msg.strip_prefix("error: ").unwrap_or(msg);
+                    err(format!("{what} {r:?}: invalid regular expression: {msg}"))
+                })
+            })
+            .transpose()
+        };
+        let mut out = Vec::new();
+        let mut first_err = None;
+        for (include, exclude) in splits {
+            match (compile("include", include), compile("exclude", exclude)) {
+                (Ok(include), Ok(exclude)) => out.push(Selection {
+                    include,
+                    exclude,
+                    all_float,
+                }),
+                (Err(e), _) | (_, Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) if out.is_empty() => Err(e),
+            _ => Ok(out),
+        }
+    }
+}
+
 /// The verdict for one tensor; `shape_use` is the reason when the tensor feeds a shape-like
 /// input.
 pub(crate) fn judge(t: &TensorInfo, shape_use: Option<&str>, sel: &Selection) -> Mutability {
@@ -52,4 +159,92 @@ pub(crate) fn judge(t: &TensorInfo, shape_use: Option<&str>, sel: &Selection) ->
         return no("not matched by --include");
     }
     Mutability::Mutable
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_read_back() {
+        let re = |r: &str| Some(Regex::new(r).unwrap());
+        for sel in [
+            Selection::default(),
+            Selection {
+                all_float: true,
+                ..Default::default()
+            },
+            Selection {
+                include: re("conv|fc"),
+                ..Default::default()
+            },
+            Selection {
+                exclude: re("^bias include= x$"),
+                all_float: true,
+                ..Default::default()
+            },
+            Selection {
+                include: re(""),
+                exclude: re("a exclude=b"),
+                all_float: false,
+            },
+            Selection {
+                include: re("a exclude=b"),
+                exclude: re("c"),
+                all_float: false,
+            },
+            Selection {
+                include: re("a exclude=b"),
+                ..Default::default()
+            },
+        ] {
+            let text = sel.describe();
+            // The rule is among the readings (the first one unless ambiguous).
+            let all = Selection::readings(&text).unwrap();
+            let pats = |s: &Selection| {
+                let p = |r: &Option<Regex>| r.as_ref().map(|r| r.as_str().to_string());
+                (p(&s.include), p(&s.exclude), s.all_float)
+            };
+            assert!(all.iter().any(|r| pats(r) == pats(&sel)), "{text}");
+            assert!(all.iter().all(|r| r.describe() == text), "{text}");
+            if all.len() > 1 {
+                continue;
+            }
+            let back = Selection::from_description(&text).unwrap();
+            assert_eq!(back.describe(), text);
+            assert_eq!(back.all_float, sel.all_float);
+            let pat = |r: &Option<Regex>| r.as_ref().map(|r| r.as_str().to_string());
+            assert_eq!(pat(&back.include), pat(&sel.include), "{text}");
+            assert_eq!(pat(&back.exclude), pat(&sel.exclude), "{text}");
+        }
+        assert_eq!(
+            Selection {
+                include: re("a"),
+                exclude: re("b"),
+                all_float: false
+            }
+            .describe(),
+            "default include=a exclude=b"
+        );
+        let two = Selection::readings("default include=a exclude=b exclude=c").unwrap();
+        assert_eq!(two.len(), 3);
+        assert_eq!(two[0].include.as_ref().unwrap().as_str(), "a");
+        assert_eq!(two[0].exclude.as_ref().unwrap().as_str(), "b exclude=c");
+        assert!(two[2].exclude.is_none());
+        // Readings whose pattern does not compile are left out.
+        let one = Selection::readings("default include=( exclude=)").unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].include.as_ref().unwrap().as_str(), "( exclude=)");
+        for bad in [
+            "",
+            "all",
+            "defaults",
+            "default include",
+            "default include=(",
+            "all-float exclude=[",
+        ] {
+            let e = Selection::from_description(bad).unwrap_err().to_string();
+            assert!(e.starts_with("selection ") && !e.contains('\n'), "{e}");
+        }
+    }
 }

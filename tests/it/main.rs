@@ -7,6 +7,7 @@ mod inspect;
 mod model_io;
 mod mutate;
 mod reliability;
+mod replay;
 mod runtime;
 mod score;
 mod util;
