@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use smd_onnx::ensemble::Combine;
-use smd_onnx::evolve::{EnsembleChoice, EvolveConfig, Progress, evolve};
+use smd_onnx::evolve::{EnsembleChoice, Event, EvolveConfig, Flow, Observer, evolve};
 use smd_onnx::mutate::Subspaces;
 
 use super::common::{DataArgs, MutationArgs, RuntimeArgs, SelectionArgs};
@@ -113,31 +113,60 @@ struct Bars {
     tty: bool,
 }
 
-impl Progress for Bars {
-    fn phase(&mut self, name: &str, total: u64) {
-        if !self.tty {
-            return;
+impl Observer for Bars {
+    fn event(&mut self, event: &Event<'_>) -> Flow {
+        match event {
+            Event::Phase { name, total } if self.tty => {
+                let b = ProgressBar::with_draw_target(
+                    Some(*total),
+                    ProgressDrawTarget::stderr_with_hz(4),
+                );
+                if let Ok(style) = ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {pos}/{len} ({elapsed}, eta {eta})",
+                ) {
+                    b.set_style(style.progress_chars("=> "));
+                }
+                b.set_message(name.to_string());
+                self.bar = Some(b);
+            }
+            Event::Candidate { .. } => {
+                if let Some(b) = &self.bar {
+                    b.inc(1);
+                }
+            }
+            Event::PhaseDone => {
+                if let Some(b) = self.bar.take() {
+                    b.finish_and_clear();
+                }
+            }
+            _ => {}
         }
-        let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(4));
-        if let Ok(style) =
-            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({elapsed}, eta {eta})")
-        {
-            b.set_style(style.progress_chars("=> "));
-        }
-        b.set_message(name.to_string());
-        self.bar = Some(b);
+        Flow::Continue
     }
+}
 
-    fn tick(&mut self) {
-        if let Some(b) = &self.bar {
-            b.inc(1);
-        }
-    }
+/// Bytes of data `evolve` may copy into memory to avoid a copy per pass: half the available
+/// memory, at most 16 GiB (`None`, the library's default, when the available memory is
+/// unknown).
+fn copy_budget() -> Option<usize> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse::<usize>()
+        .ok()?;
+    Some((kb.saturating_mul(1024) / 2).min(16 << 30))
+}
 
-    fn finish(&mut self) {
-        if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
-        }
+/// `SMD_PIPELINE=1/0` forces pipelined session building on or off (for measurements and
+/// tests); otherwise the library decides by device.
+fn pipelined() -> Option<bool> {
+    match std::env::var("SMD_PIPELINE").as_deref() {
+        Ok("1") => Some(true),
+        Ok("0") => Some(false),
+        _ => None,
     }
 }
 
@@ -166,7 +195,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         out,
         mutation: args.mutation.config(subspaces),
         generations: args.generations,
-        selection_text: selection.describe(),
         selection,
         holdout: args.data.holdout,
         split_seed: args.data.split_seed,
@@ -185,16 +213,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         force: args.force,
         resume: args.resume,
         runtime: args.runtime.config()?,
+        pipelined: pipelined(),
+        copy_budget: copy_budget(),
     };
     let mut bars = Bars {
         bar: None,
         tty: std::io::stderr().is_terminal(),
     };
-    let report = evolve(&cfg, &mut bars)?;
+    let report = evolve(cfg, &mut bars)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", report.summary());
+        print!("{}", super::summary::summary(&report));
     }
     Ok(exit_code(&report))
 }

@@ -8,6 +8,7 @@ mod mutate;
 mod replay;
 mod runtime;
 mod score;
+mod summary;
 
 use std::process::ExitCode;
 

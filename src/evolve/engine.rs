@@ -1,0 +1,565 @@
+//! [`Evolution`]: a run in phases. `new` opens everything and scores the parent;
+//! `run_generation` scores one generation's children (and merged candidate) and picks the next
+//! parent; `build_ensembles` combines the last generation's predictions; `export` writes
+//! `best.onnx` and `ensemble.onnx`; `finish` writes `report.json` and returns the report.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::ensembles::{Choice, Generation, ensembles_of, export_ensemble};
+use super::journal::Journal;
+use super::key::{run_key, settings};
+use super::observer::{Event, Flow, Observer};
+use super::report::{
+    BestReport, ChildReport, EnsembleReport, GenerationReport, MergedReport, Mutable, Outputs,
+    Report, Scores, SplitSizes, Timings,
+};
+use super::scoring::{Job, Part, Run, Scored};
+use super::{
+    BEST_FILE, ENSEMBLE_FILE, EvolveConfig, EvolveError, REPORT_FILE, check_config, invalid,
+    select, sessions,
+};
+use crate::Error;
+use crate::lineage::{Lineage, recipe_meta};
+use crate::mutate::{Delta, Member, Plan, Recipe};
+use crate::onnx::Model;
+use crate::runtime::Runtime;
+use crate::score::{Dataset, Metrics, ModelIo, Predictor, Split};
+
+/// Data `evolve` copies into memory by default to avoid a copy per pass (see
+/// [`EvolveConfig::copy_budget`]).
+const DEFAULT_COPY_BUDGET: usize = 2 << 30;
+
+/// An evolution run, phase by phase (see the module docs; [`super::evolve`] runs them all).
+pub struct Evolution<'o> {
+    cfg: EvolveConfig,
+    observer: &'o mut dyn Observer,
+    run: Run,
+    start: Instant,
+    /// The original model's content hash.
+    parent_hash: String,
+    /// `cfg.selection` as recipes record it.
+    selection_text: String,
+    mutable: Mutable,
+    /// The current parent.
+    lineage: Lineage,
+    parent: Scored,
+    /// The original model's scores.
+    original: Scores,
+    generations: Vec<GenerationReport>,
+    children: Vec<ChildReport>,
+    best: Option<BestReport>,
+    last: Option<Generation>,
+    ensembles: Option<Built>,
+    outputs: Option<(Outputs, Vec<String>)>,
+}
+
+/// The ensembles of the last generation with their members (for export).
+type Built = (Vec<EnsembleReport>, Vec<Choice>);
+
+/// What a generation keeps as the next parent: its scores, its changes to the current parent,
+/// its recipe and its child index (`None`: the merged candidate).
+type Next = (Scored, Vec<Delta>, Recipe, Option<u32>);
+
+impl<'o> Evolution<'o> {
+    /// Checks the settings, opens the model, data and runtime, prepares the output folder
+    /// and the journal, and scores the parent.
+    pub fn new(cfg: EvolveConfig, observer: &'o mut dyn Observer) -> Result<Self, Error> {
+        let start = Instant::now();
+        check_config(&cfg)?;
+        let model = Model::open(&cfg.model)?;
+        let mut inputs = model.input_paths();
+        inputs.push(cfg.data.clone());
+        prepare_out(&cfg, &inputs)?;
+        let selected = model.select(&cfg.selection);
+        if selected.is_empty() {
+            return Err(invalid(
+                "model",
+                format!(
+                    "{}: no mutable tensors (see `smd-onnx inspect`; --all-float or --include widen the selection)",
+                    cfg.model.display()
+                ),
+            ));
+        }
+        let parent_hash = model.content_hash()?;
+        let values = selected
+            .iter()
+            .map(|&t| model.read_values(&model.tensors()[t]))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mutable = Mutable {
+            tensors: selected.len(),
+            elements: values.iter().map(|v| v.len() as u64).sum(),
+        };
+        let lineage = Lineage::original(selected, values, parent_hash.clone());
+        let mut run = open_run(&cfg, model, &lineage, &parent_hash)?;
+        run.timings.load = start.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let job = Job {
+            id: "parent".into(),
+            member: None,
+            key: parent_hash.clone(),
+            holdout_if_beats: None,
+        };
+        let parent = run.score(&lineage, None, job, observer)?;
+        run.timings.parent = t.elapsed().as_secs_f64();
+        let Some(original) = parent.scores else {
+            // Nothing worth resuming: leave the output folder as it was.
+            run.journal.discard();
+            return Err(invalid(
+                "model",
+                format!(
+                    "{}: the parent model fails on this data: {}",
+                    cfg.model.display(),
+                    parent.failure.clone().unwrap_or_default()
+                ),
+            ));
+        };
+        Ok(Evolution {
+            selection_text: cfg.selection.describe(),
+            cfg,
+            observer,
+            run,
+            start,
+            parent_hash,
+            mutable,
+            lineage,
+            parent,
+            original,
+            generations: Vec::new(),
+            children: Vec::new(),
+            best: None,
+            last: None,
+            ensembles: None,
+            outputs: None,
+        })
+    }
+
+    /// Generations still to run.
+    pub fn generations_left(&self) -> u32 {
+        self.cfg
+            .generations
+            .saturating_sub(self.generations.len() as u32)
+    }
+
+    /// The original model's scores.
+    pub fn original(&self) -> &Scores {
+        &self.original
+    }
+
+    /// The model the run ends with so far, when a candidate beat the parent.
+    pub fn best(&self) -> Option<&BestReport> {
+        self.best.as_ref()
+    }
+
+    /// Runs the next generation: scores its children (and, when at least two beat the parent,
+    /// the merged candidate) and keeps the winner as the next parent.
+    pub fn run_generation(&mut self) -> Result<&GenerationReport, Error> {
+        if self.generations_left() == 0 {
+            return Err(invalid("--generations", "every generation has run"));
+        }
+        let g = self.generations.len() as u32;
+        let t = Instant::now();
+        let gen_parent = self.parent.scores.unwrap_or(self.original);
+        let plan = Plan::new(&self.cfg.mutation, &self.lineage.specs(&self.run.model), g)?;
+        let children = self.score_children(g, &plan)?;
+        let child_sel: Vec<Option<Metrics>> = children.iter().map(|c| c.selection).collect();
+        let best_child = select::best(&child_sel);
+        let winners: Vec<u32> = (0..self.cfg.mutation.children)
+            .filter(|&i| {
+                child_sel[i as usize].is_some_and(|m| select::better(&m, &gen_parent.selection))
+            })
+            .collect();
+        // Elitism: the best child only if it beats the parent on the selection split.
+        let mut next: Option<Next> = None;
+        if let Some(b) = best_child.filter(|&b| winners.contains(&(b as u32))) {
+            let b = b as u32;
+            let r = self.recipe(&plan, Member::Child(b));
+            next = Some((children[b as usize].clone(), plan.child(b)?, r, Some(b)));
+        }
+        let merged = self.try_merged(g, &plan, &winners, &gen_parent, &mut next)?;
+        let kept = match &next {
+            Some((.., Some(b))) => format!("child {b}"),
+            Some((.., None)) => "merged".into(),
+            None => "parent".into(),
+        };
+        self.generations.push(GenerationReport {
+            generation: g,
+            parent_hash: self.lineage.hash.clone(),
+            parent: gen_parent,
+            best_child: best_child.map(|b| b as u32),
+            merged,
+            kept,
+        });
+        self.advance(g, plan, children, next, gen_parent)?;
+        self.run.timings.children += t.elapsed().as_secs_f64();
+        let report = self
+            .generations
+            .last()
+            .ok_or_else(|| invalid("internal", "no generation"))?;
+        match self.observer.event(&Event::Generation(report)) {
+            Flow::Continue => Ok(report),
+            Flow::Stop => Err(EvolveError::Cancelled.into()),
+        }
+    }
+
+    /// The recipe of `member` of the current parent's `plan`.
+    fn recipe(&self, plan: &Plan, member: Member) -> Recipe {
+        Recipe::new(
+            plan,
+            self.lineage.hash.clone(),
+            self.selection_text.clone(),
+            member,
+        )
+    }
+
+    /// Scores generation `g`'s children and records them for the report.
+    fn score_children(&mut self, g: u32, plan: &Plan) -> Result<Vec<Scored>, Error> {
+        let k = self.cfg.mutation.children;
+        let name = format!("generation {}/{}: children", g + 1, self.cfg.generations);
+        if self.observer.event(&Event::Phase {
+            name: &name,
+            total: u64::from(k),
+        }) == Flow::Stop
+        {
+            return Err(EvolveError::Cancelled.into());
+        }
+        let jobs = (0..k)
+            .map(|i| {
+                let key = blake3::hash(self.recipe(plan, Member::Child(i)).to_json()?.as_bytes());
+                Ok(Job {
+                    id: format!("g{g}-c{i}"),
+                    member: Some(Member::Child(i)),
+                    key: key.to_hex().to_string(),
+                    holdout_if_beats: None,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let children = self
+            .run
+            .score_all(&self.lineage, Some(plan), &jobs, self.observer)?;
+        for (i, scored) in children.iter().enumerate() {
+            self.children.push(ChildReport {
+                generation: g,
+                index: i as u32,
+                recipe: self.recipe(plan, Member::Child(i as u32)),
+                selection: scored.scores.map(|s| s.selection),
+                holdout: scored.scores.map(|s| s.holdout),
+                failed: scored.failure.clone(),
+            });
+        }
+        self.observer.event(&Event::PhaseDone);
+        Ok(children)
+    }
+
+    /// The merged candidate: every child that beat the parent, applied together, when there
+    /// are at least two. Its holdout rows are scored only if it beats `next` (or the parent)
+    /// on the selection rows; it then replaces `next`.
+    fn try_merged(
+        &mut self,
+        g: u32,
+        plan: &Plan,
+        winners: &[u32],
+        gen_parent: &Scores,
+        next: &mut Option<Next>,
+    ) -> Result<Option<MergedReport>, Error> {
+        if winners.len() < 2 {
+            return Ok(None);
+        }
+        let r = self.recipe(plan, Member::Merged(winners.to_vec()));
+        let key = blake3::hash(r.to_json()?.as_bytes()).to_hex().to_string();
+        let bar = next
+            .as_ref()
+            .and_then(|(n, ..)| n.selection)
+            .unwrap_or(gen_parent.selection);
+        let job = Job {
+            id: format!("g{g}-merged"),
+            member: Some(Member::Merged(winners.to_vec())),
+            key,
+            holdout_if_beats: Some(bar),
+        };
+        let scored = self
+            .run
+            .score(&self.lineage, Some(plan), job, self.observer)?;
+        let report = MergedReport {
+            children: winners.to_vec(),
+            recipe: r.clone(),
+            selection: scored.selection,
+            holdout: scored.scores.map(|s| s.holdout),
+            failed: scored.failure.clone(),
+        };
+        if scored
+            .scores
+            .is_some_and(|s| select::better(&s.selection, &bar))
+        {
+            *next = Some((scored, plan.merged(winners)?, r, None));
+        }
+        Ok(Some(report))
+    }
+
+    /// Makes `next` (if any) the parent of the next generation and remembers generation `g`
+    /// for the ensembles.
+    fn advance(
+        &mut self,
+        g: u32,
+        plan: Plan,
+        children: Vec<Scored>,
+        next: Option<Next>,
+        gen_parent: Scores,
+    ) -> Result<(), Error> {
+        let this_lineage = self.lineage.clone();
+        let this_parent = self.parent.clone();
+        if let Some((scored, deltas, r, index)) = next {
+            let lineage_next = self.lineage.descend(&deltas, r)?;
+            self.run.sessions.descend(&deltas)?;
+            if let Some(s) = scored.scores {
+                self.best = Some(BestReport {
+                    generation: g,
+                    index,
+                    kind: if index.is_some() { "child" } else { "merged" }.into(),
+                    lineage: lineage_next.recipes.clone(),
+                    scores: s,
+                    gain_vs_original: s.holdout.primary() - self.original.holdout.primary(),
+                    gain_vs_generation_parent: s.holdout.primary() - gen_parent.holdout.primary(),
+                });
+            }
+            self.lineage = lineage_next;
+            self.parent = scored;
+        }
+        self.last = Some(Generation {
+            plan,
+            lineage: this_lineage,
+            parent: this_parent,
+            children,
+        });
+        Ok(())
+    }
+
+    /// The four ensembles of the last generation's predictions (mean and greedy, without
+    /// and with the parent).
+    pub fn build_ensembles(&mut self) -> Result<&[EnsembleReport], Error> {
+        if self.ensembles.is_none() {
+            let last = self
+                .last
+                .as_ref()
+                .ok_or_else(|| invalid("--generations", "no generation has run"))?;
+            let t = Instant::now();
+            let built = ensembles_of(
+                last,
+                &self.run.labels,
+                self.cfg.mutation.children,
+                &self.original,
+            )?;
+            self.run.timings.ensembles = t.elapsed().as_secs_f64();
+            self.ensembles = Some(built);
+        }
+        Ok(self.ensembles.as_ref().map_or(&[], |(e, _)| e.as_slice()))
+    }
+
+    /// Writes `best.onnx` (when a candidate beat the parent) and the chosen `ensemble.onnx`,
+    /// as configured; returns what was written.
+    pub fn export(&mut self) -> Result<&Outputs, Error> {
+        if self.outputs.is_none() {
+            self.build_ensembles()?;
+            let t = Instant::now();
+            // Independent files: writing and syncing them side by side overlaps their I/O.
+            let (cfg, model) = (&self.cfg, &self.run.model);
+            let best = self
+                .best
+                .is_some()
+                .then_some((&self.lineage, self.parent_hash.as_str()));
+            let ens = self.ensembles.as_ref().zip(self.last.as_ref());
+            let (best_out, ens_out) = rayon::join(
+                || write_best(cfg, model, best),
+                || write_ensemble(cfg, model, ens, &self.selection_text),
+            );
+            let mut outputs = Outputs {
+                report: self.cfg.out.join(REPORT_FILE).display().to_string(),
+                best: best_out?,
+                ..Default::default()
+            };
+            let mut notices = Vec::new();
+            if let Some((n, kind)) = ens_out? {
+                notices = n;
+                outputs.ensemble = Some(self.cfg.out.join(ENSEMBLE_FILE).display().to_string());
+                outputs.ensemble_kind = Some(kind);
+            }
+            self.run.timings.export = t.elapsed().as_secs_f64();
+            self.outputs = Some((outputs, notices));
+        }
+        self.outputs
+            .as_ref()
+            .map(|(o, _)| o)
+            .ok_or_else(|| invalid("internal", "no outputs"))
+    }
+
+    /// Runs what is left (ensembles, export), writes `report.json` and returns the report.
+    pub fn finish(mut self) -> Result<Report, Error> {
+        self.export()?;
+        self.run.timings.total = self.start.elapsed().as_secs_f64();
+        let (outputs, notices) = self.outputs.take().unwrap_or_default();
+        let ensembles = self.ensembles.take().map(|(e, _)| e).unwrap_or_default();
+        let run = &self.run;
+        let report = Report {
+            smd_onnx: env!("CARGO_PKG_VERSION").to_string(),
+            runtime: run.runtime.describe(),
+            model: self.cfg.model.display().to_string(),
+            parent_hash: self.parent_hash,
+            data: self.cfg.data.display().to_string(),
+            output: run.predictor.output().to_string(),
+            samples: SplitSizes {
+                selection: run.split.selection.len(),
+                holdout: run.split.holdout.len(),
+            },
+            settings: settings(&self.cfg, run.predictor.batch()),
+            mutable: self.mutable,
+            parent: self.original,
+            generations: self.generations,
+            children: self.children,
+            best: self.best,
+            ensembles,
+            outputs,
+            notices,
+            timings: run.timings.clone(),
+        };
+        write_report(&self.cfg.out.join(REPORT_FILE), &report)?;
+        Ok(report)
+    }
+}
+
+/// Writes `best.onnx` for `best` (the lineage and the original's hash), if any and asked for.
+fn write_best(
+    cfg: &EvolveConfig,
+    model: &Model,
+    best: Option<(&Lineage, &str)>,
+) -> Result<Option<String>, Error> {
+    let path = cfg.out.join(BEST_FILE);
+    if let (true, Some((lineage, parent_hash))) = (cfg.export_best, best) {
+        let changes = lineage.changes(&[])?;
+        let meta = recipe_meta(&lineage.recipes, parent_hash)?;
+        crate::onnx::write_child_with_metadata(model, &changes, &meta, &path)?;
+        return Ok(Some(path.display().to_string()));
+    }
+    if cfg.force {
+        // A best model from an earlier run in this folder would now be misleading.
+        remove_stale(&path)?;
+    }
+    Ok(None)
+}
+
+/// Writes the configured ensemble of the last generation; returns its notices and name.
+fn write_ensemble(
+    cfg: &EvolveConfig,
+    model: &Model,
+    built: Option<(&Built, &Generation)>,
+    selection_text: &str,
+) -> Result<Option<(Vec<String>, String)>, Error> {
+    let path = cfg.out.join(ENSEMBLE_FILE);
+    if !cfg.export_ensemble {
+        if cfg.force {
+            remove_stale(&path)?;
+        }
+        return Ok(None);
+    }
+    let Some(((ensembles, choices), last)) = built else {
+        return Ok(None);
+    };
+    let pick = match cfg.ensemble.name() {
+        Some(name) => ensembles.iter().position(|e| e.name == name),
+        None => {
+            let sel: Vec<Option<Metrics>> =
+                ensembles.iter().map(|e| Some(e.scores.selection)).collect();
+            select::best(&sel)
+        }
+    };
+    let Some(p) = pick else { return Ok(None) };
+    let notices = export_ensemble(model, last, &choices[p], cfg.combine, selection_text, &path)?;
+    Ok(Some((notices, ensembles[p].name.clone())))
+}
+
+fn remove_stale(p: &Path) -> Result<(), Error> {
+    match std::fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(EvolveError::Io {
+            path: p.to_path_buf(),
+            source: e,
+        }
+        .into()),
+    }
+}
+
+/// Opens the runtime, data, journal and sessions of a run of `cfg` on `model`.
+fn open_run(
+    cfg: &EvolveConfig,
+    model: Model,
+    lineage: &Lineage,
+    parent_hash: &str,
+) -> Result<Run, Error> {
+    let io = ModelIo::from_model(&model);
+    let runtime = Runtime::new(&cfg.runtime)?;
+    let data = Dataset::open(&cfg.data, &io)?;
+    let batch = cfg.batch.unwrap_or_else(|| data.default_batch());
+    let predictor = Predictor::new(&io, &data, cfg.output.as_deref(), batch)?;
+    let split = Split::new(data.labels(), cfg.holdout, cfg.split_seed)?;
+    let labels = data.labels().clone();
+    let budget = cfg.copy_budget.unwrap_or(DEFAULT_COPY_BUDGET);
+    let parts = Part::both(data, &split, budget)?;
+    let key = run_key(cfg, parent_hash, predictor.output(), batch)?;
+    let journal = Journal::open(&cfg.out, &key, cfg.resume)?;
+    // On a GPU the CPU idles while a pass runs: build the next session meanwhile. On a CPU the
+    // pass already uses every core.
+    let pipelined = cfg.pipelined.unwrap_or_else(|| runtime.device().is_gpu());
+    let sessions = sessions::Sessions::new(
+        &model,
+        lineage,
+        journal.dir().join("candidate.onnx"),
+        pipelined,
+        predictor.session_suffix(),
+    )?;
+    Ok(Run {
+        model,
+        runtime,
+        labels,
+        parts,
+        predictor,
+        split,
+        journal,
+        sessions,
+        timings: Timings::default(),
+    })
+}
+
+/// Checks and creates the output folder: it must be a folder, empty unless `--force` or
+/// `--resume`, and none of its outputs may be an input.
+fn prepare_out(cfg: &EvolveConfig, inputs: &[PathBuf]) -> Result<(), Error> {
+    crate::onnx::fsx::prepare_out_dir(&cfg.out, cfg.force || cfg.resume).map_err(|e| match e {
+        crate::onnx::ModelError::OutputDir { path, what } if what.starts_with("is not empty") => Error::from(EvolveError::Output {
+            path,
+            message: "is not empty (use --force to replace its outputs, or --resume to continue a run)".into(),
+        }),
+        e => e.into(),
+    })?;
+    let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    for name in [BEST_FILE, ENSEMBLE_FILE, REPORT_FILE] {
+        crate::onnx::fsx::ensure_not_input(&cfg.out.join(name), &inputs)?;
+    }
+    // Temporary files of a killed run (they can be model-sized).
+    crate::onnx::fsx::remove_temps(&cfg.out, Some(&[BEST_FILE, ENSEMBLE_FILE, REPORT_FILE]))?;
+    Ok(())
+}
+
+/// Writes the report as pretty JSON, atomically.
+fn write_report(path: &Path, report: &Report) -> Result<(), Error> {
+    let json = serde_json::to_vec_pretty(report).map_err(|e| EvolveError::Output {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    crate::onnx::fsx::write_atomic(path, |w| {
+        w.write_all(&json).map_err(|e| {
+            Error::from(EvolveError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            })
+        })
+    })
+}

@@ -1,0 +1,247 @@
+//! Scoring candidates: each is built into a session ([`super::sessions`]), run over the
+//! selection rows and (unless it only matters when it wins) the holdout rows, saved to the
+//! journal, and reported to the observer.
+
+use std::time::Instant;
+
+use super::journal::{Journal, Record};
+use super::observer::{Event, Flow, Observer};
+use super::report::{Scores, Timings};
+use super::{EvolveError, invalid, select, sessions};
+use crate::Error;
+use crate::lineage::Lineage;
+use crate::mutate::{Delta, Member, Plan};
+use crate::onnx::Model;
+use crate::runtime::Runtime;
+use crate::score::{Dataset, Labels, Metrics, Predictions, Predictor, Split};
+
+/// A scored candidate.
+#[derive(Clone)]
+pub(super) struct Scored {
+    pub record: Record,
+    /// Its metrics on the selection rows (`None`: it failed there).
+    pub selection: Option<Metrics>,
+    /// Its metrics on both parts (`None`: it failed, or its holdout rows were not scored).
+    pub scores: Option<Scores>,
+    pub failure: Option<String>,
+}
+
+impl Scored {
+    /// A journal record with its metrics.
+    fn from_record(record: Record, labels: &Labels) -> Scored {
+        let holdout = record.holdout.as_ref().map(|h| h.metrics(labels));
+        let (selection, scores, failure) = match (record.selection.metrics(labels), holdout) {
+            (Ok(selection), Some(Ok(holdout))) => {
+                (Some(selection), Some(Scores { selection, holdout }), None)
+            }
+            (Ok(selection), None) => (Some(selection), None, None),
+            (Ok(selection), Some(Err(e))) => (Some(selection), None, Some(e.to_string())),
+            (Err(e), _) => (None, None, Some(e.to_string())),
+        };
+        Scored {
+            record,
+            selection,
+            scores,
+            failure,
+        }
+    }
+
+    /// Tells `observer` about this candidate; `Err` when it asks to stop.
+    fn announce(
+        &self,
+        id: &str,
+        journaled: bool,
+        observer: &mut dyn Observer,
+    ) -> Result<(), Error> {
+        let event = Event::Candidate {
+            id,
+            selection: self.selection.as_ref(),
+            holdout: self.scores.as_ref().map(|s| &s.holdout),
+            failed: self.failure.as_deref(),
+            journaled,
+        };
+        match observer.event(&event) {
+            Flow::Continue => Ok(()),
+            Flow::Stop => Err(EvolveError::Cancelled.into()),
+        }
+    }
+}
+
+/// Shared state of a run.
+pub(super) struct Run {
+    pub model: Model,
+    pub runtime: Runtime,
+    /// The labels of every sample.
+    pub labels: Labels,
+    /// What candidates are scored on: the selection rows, then the holdout rows.
+    pub parts: [Part; 2],
+    pub predictor: Predictor,
+    pub split: Split,
+    pub journal: Journal,
+    pub sessions: sessions::Sessions,
+    pub timings: Timings,
+}
+
+/// A candidate to score: its journal id, which member of the generation's plan it is (`None`:
+/// the parent itself), its weights key (TensorRT's engine cache), and, for a candidate that
+/// matters only if it wins, the selection metrics it must beat for its holdout rows to be
+/// scored (a pass over rows that would never be reported is saved).
+pub(super) struct Job {
+    pub id: String,
+    pub member: Option<Member>,
+    pub key: String,
+    pub holdout_if_beats: Option<Metrics>,
+}
+
+impl Run {
+    /// Builds and scores candidates, in order, taking those already in the journal from it.
+    pub fn score_all(
+        &mut self,
+        lineage: &Lineage,
+        plan: Option<&Plan>,
+        jobs: &[Job],
+        observer: &mut dyn Observer,
+    ) -> Result<Vec<Scored>, Error> {
+        let mut scored = self.journaled(jobs, observer)?;
+        let pending: Vec<usize> = (0..jobs.len()).filter(|&j| scored[j].is_none()).collect();
+        let deltas_of = |p: usize| -> Result<(Vec<Delta>, String), Error> {
+            let job = &jobs[pending[p]];
+            let deltas = match (&job.member, plan) {
+                (Some(m), Some(plan)) => plan.deltas(m)?,
+                _ => Vec::new(),
+            };
+            Ok((deltas, job.key.clone()))
+        };
+        let Run {
+            model,
+            runtime,
+            parts,
+            predictor,
+            sessions,
+            journal,
+            labels,
+            ..
+        } = self;
+        let mut t = Instant::now();
+        let mut seconds = vec![0.0; jobs.len()];
+        let warm_up = predictor.warm_up(&parts[0].data, &parts[0].rows);
+        let warm = |s: &mut ort::session::Session| -> Result<(), Error> { Ok(warm_up(s)?) };
+        let batch = sessions::Jobs {
+            n: pending.len(),
+            deltas_of: &deltas_of,
+            warm: &warm,
+        };
+        sessions.run_all(runtime, model, lineage, &batch, &mut |p, session| {
+            let j = pending[p];
+            let selection = parts[0].predict(predictor, session)?;
+            let wins = |bar: &Metrics| {
+                selection
+                    .metrics(labels)
+                    .is_ok_and(|m| select::better(&m, bar))
+            };
+            let holdout = match &jobs[j].holdout_if_beats {
+                Some(bar) if !wins(bar) => None,
+                _ => Some(parts[1].predict(predictor, session)?),
+            };
+            // With pipelining, building the next session overlaps this one: the time since
+            // the previous candidate finished is what this one cost.
+            let record = Record {
+                selection,
+                holdout,
+                seconds: t.elapsed().as_secs_f64(),
+            };
+            t = Instant::now();
+            journal.save(&jobs[j].id, &record)?;
+            seconds[j] = record.seconds;
+            let s = Scored::from_record(record, labels);
+            s.announce(&jobs[j].id, false, observer)?;
+            scored[j] = Some(s);
+            Ok(())
+        })?;
+        self.timings.per_candidate.extend(seconds);
+        scored
+            .into_iter()
+            .map(|s| s.ok_or_else(|| invalid("internal", "a candidate was not scored")))
+            .collect()
+    }
+
+    /// The candidates of `jobs` the journal already holds (a resumed run), announced.
+    fn journaled(
+        &self,
+        jobs: &[Job],
+        observer: &mut dyn Observer,
+    ) -> Result<Vec<Option<Scored>>, Error> {
+        let output = self.predictor.output();
+        let mut out = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            let record =
+                self.journal
+                    .load(&j.id, &self.split.selection, &self.split.holdout, output);
+            let scored = record.map(|r| Scored::from_record(r, &self.labels));
+            if let Some(s) = &scored {
+                s.announce(&j.id, true, observer)?;
+            }
+            out.push(scored);
+        }
+        Ok(out)
+    }
+
+    /// Scores one candidate (see [`Run::score_all`]).
+    pub fn score(
+        &mut self,
+        lineage: &Lineage,
+        plan: Option<&Plan>,
+        job: Job,
+        observer: &mut dyn Observer,
+    ) -> Result<Scored, Error> {
+        let mut out = self.score_all(lineage, plan, std::slice::from_ref(&job), observer)?;
+        out.pop()
+            .ok_or_else(|| invalid("internal", "a candidate was not scored"))
+    }
+}
+
+/// Rows candidates are scored on.
+pub(super) struct Part {
+    /// The data: the rows copied contiguously when memory allows (no copy per pass), else
+    /// the whole data set.
+    pub data: Dataset,
+    /// The rows to predict, in `data`.
+    pub rows: Vec<usize>,
+    /// The same rows in the data set (what predictions report).
+    original: Vec<usize>,
+}
+
+impl Part {
+    /// The selection and holdout parts of `data`, copied into memory when they take at most
+    /// `budget` bytes.
+    pub fn both(data: Dataset, split: &Split, budget: usize) -> Result<[Part; 2], Error> {
+        let total = split.selection.len() + split.holdout.len();
+        if data.bytes_for(total) <= budget {
+            let part = |rows: &[usize]| -> Result<Part, Error> {
+                Ok(Part {
+                    data: data.subset(rows)?,
+                    rows: (0..rows.len()).collect(),
+                    original: rows.to_vec(),
+                })
+            };
+            return Ok([part(&split.selection)?, part(&split.holdout)?]);
+        }
+        let part = |rows: &[usize]| Part {
+            data: data.clone(),
+            rows: rows.to_vec(),
+            original: rows.to_vec(),
+        };
+        Ok([part(&split.selection), part(&split.holdout)])
+    }
+
+    /// A model's predictions for these rows (reported with their data set row numbers).
+    fn predict(
+        &self,
+        predictor: &mut Predictor,
+        session: &mut ort::session::Session,
+    ) -> Result<Predictions, Error> {
+        let mut p = predictor.predict(session, &self.data, &self.rows)?;
+        p.rows.clone_from(&self.original);
+        Ok(p)
+    }
+}
