@@ -167,85 +167,13 @@ impl Sessions {
                 pipelined: true,
                 ..
             } if n > 1 => {
-                let (bytes, folder) = (&*bytes, folder.as_deref());
-                // Two value sets, each used by at most one live session.
-                let sets: Vec<Vec<(String, TensorData, Vec<i64>)>> = (0..2)
-                    .map(|_| {
-                        lineage
-                            .tensors
-                            .iter()
-                            .zip(&lineage.values)
-                            .map(|(&t, v)| {
-                                let info = &model.tensors()[t];
-                                (info.name.clone(), v.clone(), info.dims.clone())
-                            })
-                            .collect()
-                    })
-                    .collect();
-                std::thread::scope(|scope| -> Result<(), Error> {
-                    let (ready_tx, ready_rx) =
-                        std::sync::mpsc::sync_channel::<Result<(usize, Session), Error>>(1);
-                    let (done_tx, done_rx) = std::sync::mpsc::channel::<Session>();
-                    scope.spawn(move || {
-                        let produce = || -> Result<(), Error> {
-                            let mut sets: Vec<Vec<(String, Arc<DynValue>)>> = sets
-                                .into_iter()
-                                .map(|set| {
-                                    set.into_iter()
-                                        .map(|(name, v, dims)| {
-                                            Ok((
-                                                name.clone(),
-                                                Arc::new(tensor_value(&name, v, &dims)?),
-                                            ))
-                                        })
-                                        .collect::<Result<_, Error>>()
-                                })
-                                .collect::<Result<_, _>>()?;
-                            let mut applied: Vec<Option<(Vec<Delta>, Vec<TensorData>)>> =
-                                vec![None, None];
-                            for j in 0..n {
-                                let set = j % 2;
-                                if j >= 2 {
-                                    // Candidate j-2's session comes back used: release it here,
-                                    // then undo its changes.
-                                    let Ok(used) = done_rx.recv() else {
-                                        return Ok(());
-                                    };
-                                    drop(used);
-                                    if let Some((deltas, saved)) = applied[set].take() {
-                                        restore(&mut sets[set], &deltas, &saved)?;
-                                    }
-                                }
-                                let (deltas, key) = (jobs.deltas_of)(j)?;
-                                let saved = apply_in_place(&mut sets[set], &deltas)?;
-                                applied[set] = Some((deltas, saved));
-                                let mut session = runtime
-                                    .session_from_template(bytes, &sets[set], folder, Some(&key))
-                                    .map_err(|e| e.for_model(model.path()))?;
-                                (jobs.warm)(&mut session)?;
-                                if ready_tx.send(Ok((j, session))).is_err() {
-                                    return Ok(());
-                                }
-                            }
-                            // Release the last sessions on this thread too.
-                            while done_rx.recv().is_ok() {}
-                            Ok(())
-                        };
-                        if let Err(e) = produce() {
-                            let _ = ready_tx.send(Err(e));
-                        }
-                    });
-                    for _ in 0..n {
-                        let (j, mut session) = ready_rx
-                            .recv()
-                            .map_err(|_| internal("the session builder stopped".into()))??;
-                        let result = f(j, &mut session);
-                        let _ = done_tx.send(session);
-                        result?;
-                    }
-                    drop(done_tx);
-                    Ok(())
-                })
+                let template = Template {
+                    runtime,
+                    model,
+                    bytes,
+                    folder: folder.as_deref(),
+                };
+                run_pipelined(&template, value_sets(model, lineage), jobs, f)
             }
             _ => {
                 for j in 0..n {
@@ -264,6 +192,111 @@ impl Sessions {
         }
         Ok(())
     }
+}
+
+/// What pipelined sessions are built from.
+struct Template<'a> {
+    runtime: &'a Runtime,
+    model: &'a Model,
+    bytes: &'a [u8],
+    folder: Option<&'a Path>,
+}
+
+/// A copy of the parent's mutable tensors (name, values, dims) for a second set of values.
+type ValueSet = Vec<(String, TensorData, Vec<i64>)>;
+
+/// Two value sets, each used by at most one live session.
+fn value_sets(model: &Model, lineage: &Lineage) -> Vec<ValueSet> {
+    (0..2)
+        .map(|_| {
+            lineage
+                .tensors
+                .iter()
+                .zip(&lineage.values)
+                .map(|(&t, v)| {
+                    let info = &model.tensors()[t];
+                    (info.name.clone(), v.clone(), info.dims.clone())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// [`Sessions::run_all`] with a second thread building (and warming up) candidate j+1's
+/// session on one value set while `f` runs candidate j's on the other.
+fn run_pipelined(
+    template: &Template<'_>,
+    sets: Vec<ValueSet>,
+    jobs: &Jobs<'_>,
+    f: &mut dyn FnMut(usize, &mut Session) -> Result<(), Error>,
+) -> Result<(), Error> {
+    std::thread::scope(|scope| -> Result<(), Error> {
+        let (ready_tx, ready_rx) =
+            std::sync::mpsc::sync_channel::<Result<(usize, Session), Error>>(1);
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<Session>();
+        scope.spawn(move || {
+            if let Err(e) = produce(template, sets, jobs, &ready_tx, &done_rx) {
+                let _ = ready_tx.send(Err(e));
+            }
+        });
+        for _ in 0..jobs.n {
+            let (j, mut session) = ready_rx
+                .recv()
+                .map_err(|_| internal("the session builder stopped".into()))??;
+            let result = f(j, &mut session);
+            let _ = done_tx.send(session);
+            result?;
+        }
+        drop(done_tx);
+        Ok(())
+    })
+}
+
+/// The session-building thread of [`run_pipelined`]: builds the sessions in order, each on
+/// the value set its predecessor but one has released (its changes undone).
+fn produce(
+    template: &Template<'_>,
+    sets: Vec<ValueSet>,
+    jobs: &Jobs<'_>,
+    ready_tx: &std::sync::mpsc::SyncSender<Result<(usize, Session), Error>>,
+    done_rx: &std::sync::mpsc::Receiver<Session>,
+) -> Result<(), Error> {
+    let mut sets: Vec<Vec<(String, Arc<DynValue>)>> = sets
+        .into_iter()
+        .map(|set| {
+            set.into_iter()
+                .map(|(name, v, dims)| Ok((name.clone(), Arc::new(tensor_value(&name, v, &dims)?))))
+                .collect::<Result<_, Error>>()
+        })
+        .collect::<Result<_, _>>()?;
+    let mut applied: Vec<Option<(Vec<Delta>, Vec<TensorData>)>> = vec![None, None];
+    for j in 0..jobs.n {
+        let set = j % 2;
+        if j >= 2 {
+            // Candidate j-2's session comes back used: release it here, then undo its changes.
+            let Ok(used) = done_rx.recv() else {
+                return Ok(());
+            };
+            drop(used);
+            if let Some((deltas, saved)) = applied[set].take() {
+                restore(&mut sets[set], &deltas, &saved)?;
+            }
+        }
+        let (deltas, key) = (jobs.deltas_of)(j)?;
+        let saved = apply_in_place(&mut sets[set], &deltas)?;
+        applied[set] = Some((deltas, saved));
+        let mut session = template
+            .runtime
+            .session_from_template(template.bytes, &sets[set], template.folder, Some(&key))
+            .map_err(|e| e.for_model(template.model.path()))?;
+        (jobs.warm)(&mut session)?;
+        if ready_tx.send(Ok((j, session))).is_err() {
+            return Ok(());
+        }
+    }
+    // Release the last sessions on this thread too.
+    while done_rx.recv().is_ok() {}
+    Ok(())
 }
 
 /// Mutable access to value `i` (no session may hold it).

@@ -129,6 +129,99 @@ multiversion! {
     }
 }
 
+/// Keys must be unique and every tensor addressable with u32 indices.
+fn check_tensors(tensors: &[TensorSpec]) -> Result<(), MutateError> {
+    let mut seen = HashSet::new();
+    for t in tensors {
+        if !seen.insert(t.key.as_str()) {
+            return Err(MutateError::Tensor {
+                key: t.key.clone(),
+                msg: "appears twice in the mutable tensor list (keys must be unique)".into(),
+            });
+        }
+        if u32::try_from(t.elements).is_err() {
+            return Err(MutateError::Tensor {
+                key: t.key.clone(),
+                msg: format!(
+                    "has {} elements; at most {} can be mutated",
+                    t.elements,
+                    u32::MAX
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Layer mode: each tensor's subspace. Non-empty tensors are ranked by a keyed hash of their
+/// key (independent of list order), then dealt to subspaces round-robin: counts differ by at
+/// most one.
+fn layer_owners(
+    config: &Config,
+    tensors: &[TensorSpec],
+    assign_gen: Option<u32>,
+) -> Result<Vec<u32>, MutateError> {
+    let subspaces = config.subspaces();
+    let mut ranked: Vec<(u64, &str, usize)> = tensors
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.elements > 0)
+        .map(|(i, t)| {
+            let h = KeyStream::new(config.seed, Purpose::Layer, assign_gen, &t.key).next_u64();
+            (h, t.key.as_str(), i)
+        })
+        .collect();
+    if (ranked.len() as u64) < u64::from(subspaces) {
+        return Err(invalid(
+            "--children",
+            format!(
+                "layer mode needs at most one subspace per mutable tensor: {} subspaces{} \
+                 but {} non-empty mutable tensors",
+                subspaces,
+                if config.antithetic {
+                    " (k/2, antithetic)"
+                } else {
+                    ""
+                },
+                ranked.len()
+            ),
+        ));
+    }
+    ranked.sort_unstable();
+    let mut owner = vec![0u32; tensors.len()];
+    for (rank, &(_, _, i)) in ranked.iter().enumerate() {
+        if let Some(o) = owner.get_mut(i) {
+            *o = (rank as u64 % u64::from(subspaces)) as u32;
+        }
+    }
+    Ok(owner)
+}
+
+/// The noise's standard deviation for tensor `t`: σ, or σ·std with a relative scale.
+fn noise_scale(config: &Config, t: &TensorSpec) -> Result<f32, MutateError> {
+    match config.scale {
+        ScaleRule::Absolute => Ok(config.sigma as f32),
+        ScaleRule::Relative => {
+            if !t.std.is_finite() || t.std < 0.0 {
+                return Err(MutateError::Tensor {
+                    key: t.key.clone(),
+                    msg: format!("standard deviation {} is not a finite number ≥ 0", t.std),
+                });
+            }
+            if config.sigma * t.std > MAX_SCALE {
+                return Err(MutateError::Tensor {
+                    key: t.key.clone(),
+                    msg: format!(
+                        "noise scale σ·std = {} does not fit in float32",
+                        config.sigma * t.std
+                    ),
+                });
+            }
+            Ok((config.sigma * t.std) as f32)
+        }
+    }
+}
+
 impl Plan {
     /// Plans generation `generation` over `tensors` (their order defines `Delta::tensor`; the
     /// noise and assignment of a tensor depend on its key, not its position).
@@ -142,99 +235,22 @@ impl Plan {
         generation: u32,
     ) -> Result<Plan, MutateError> {
         config.validate()?;
+        check_tensors(tensors)?;
         let subspaces = config.subspaces();
-        let mut seen = HashSet::new();
-        for t in tensors {
-            if !seen.insert(t.key.as_str()) {
-                return Err(MutateError::Tensor {
-                    key: t.key.clone(),
-                    msg: "appears twice in the mutable tensor list (keys must be unique)".into(),
-                });
-            }
-            if u32::try_from(t.elements).is_err() {
-                return Err(MutateError::Tensor {
-                    key: t.key.clone(),
-                    msg: format!(
-                        "has {} elements; at most {} can be mutated",
-                        t.elements,
-                        u32::MAX
-                    ),
-                });
-            }
-        }
         let assign_gen = match config.subspaces {
             Subspaces::Dynamic => Some(generation),
             Subspaces::Static => None,
         };
-
-        // Layer mode: rank non-empty tensors by a keyed hash of their key (independent of list
-        // order), then deal them to subspaces round-robin: counts differ by at most one.
-        let mut layer_owner = vec![0u32; tensors.len()];
-        if config.mode == Mode::Layer {
-            let mut ranked: Vec<(u64, &str, usize)> = tensors
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| t.elements > 0)
-                .map(|(i, t)| {
-                    let h =
-                        KeyStream::new(config.seed, Purpose::Layer, assign_gen, &t.key).next_u64();
-                    (h, t.key.as_str(), i)
-                })
-                .collect();
-            if (ranked.len() as u64) < u64::from(subspaces) {
-                return Err(invalid(
-                    "--children",
-                    format!(
-                        "layer mode needs at most one subspace per mutable tensor: {} subspaces{} \
-                         but {} non-empty mutable tensors",
-                        subspaces,
-                        if config.antithetic {
-                            " (k/2, antithetic)"
-                        } else {
-                            ""
-                        },
-                        ranked.len()
-                    ),
-                ));
-            }
-            ranked.sort_unstable();
-            for (rank, &(_, _, i)) in ranked.iter().enumerate() {
-                if let Some(o) = layer_owner.get_mut(i) {
-                    *o = (rank as u64 % u64::from(subspaces)) as u32;
-                }
-            }
-        }
-
+        let layer_owner = if config.mode == Mode::Layer {
+            layer_owners(config, tensors, assign_gen)?
+        } else {
+            vec![0; tensors.len()]
+        };
         let planned = tensors
             .iter()
             .zip(&layer_owner)
             .map(|(t, &owner)| {
                 let n = t.elements as u64;
-                let scale = match config.scale {
-                    ScaleRule::Absolute => config.sigma as f32,
-                    ScaleRule::Relative => {
-                        if !t.std.is_finite() || t.std < 0.0 {
-                            return Err(MutateError::Tensor {
-                                key: t.key.clone(),
-                                msg: format!(
-                                    "standard deviation {} is not a finite number ≥ 0",
-                                    t.std
-                                ),
-                            });
-                        }
-                        let s = (config.sigma * t.std) as f32;
-                        if config.sigma * t.std > MAX_SCALE {
-                            return Err(MutateError::Tensor {
-                                key: t.key.clone(),
-                                msg: format!(
-                                    "noise scale σ·std = {} does not fit in float32",
-                                    config.sigma * t.std
-                                ),
-                            });
-                        }
-                        s
-                    }
-                };
                 let eps = KeyStream::new(config.seed, Purpose::Eps, Some(generation), &t.key)
                     .philox_key();
                 let assign = match config.mode {
@@ -255,7 +271,7 @@ impl Plan {
                 Ok(TensorPlan {
                     key: t.key.clone(),
                     n,
-                    scale,
+                    scale: noise_scale(config, t)?,
                     eps,
                     assign,
                 })

@@ -427,49 +427,10 @@ fn obtain_wheel(pin: &WheelPin, root: &Path, tmp: &Path) -> Result<PathBuf, Runt
         pin.package,
         root.join("ort").display()
     );
-    let args = pip_args(pin, &dest);
-    let mut last_err = String::new();
-    let mut ran = false;
-    for python in python_candidates() {
-        match Command::new(&python)
-            .args(&args)
-            .stdin(Stdio::null())
-            .output()
-        {
-            Ok(out) if out.status.success() => {
-                ran = true;
-                break;
-            }
-            Ok(out) => {
-                let text = String::from_utf8_lossy(&out.stderr);
-                let line = text
-                    .lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("no output")
-                    .trim()
-                    .to_string();
-                last_err = format!("`{python} -m pip download` failed: {line}");
-                // pip ran but failed (network, index): another interpreter will not do better.
-                if !text.contains("No module named pip") {
-                    break;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if last_err.is_empty() {
-                    last_err = format!("{python} not found");
-                }
-            }
-            Err(e) => {
-                last_err = format!("cannot run {python}: {e}");
-                break;
-            }
-        }
-    }
     let fix = fix_command(pin, root);
-    if !ran {
+    if let Err(why) = pip_download(&pip_args(pin, &dest)) {
         return Err(RuntimeError::Fetch {
-            message: format!("cannot fetch ONNX Runtime {ORT_VERSION}: {last_err}"),
+            message: format!("cannot fetch ONNX Runtime {ORT_VERSION}: {why}"),
             fix,
         });
     }
@@ -506,6 +467,46 @@ fn obtain_wheel(pin: &WheelPin, root: &Path, tmp: &Path) -> Result<PathBuf, Runt
         });
     }
     Ok(got)
+}
+
+/// Runs `python -m pip download` with `args`, trying each interpreter until one has pip;
+/// the error says why the last attempt failed.
+fn pip_download(args: &[String]) -> Result<(), String> {
+    let mut last_err = String::new();
+    for python in python_candidates() {
+        match Command::new(&python)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+        {
+            Ok(out) if out.status.success() => return Ok(()),
+            Ok(out) => {
+                let text = String::from_utf8_lossy(&out.stderr);
+                let line = text
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("no output")
+                    .trim()
+                    .to_string();
+                last_err = format!("`{python} -m pip download` failed: {line}");
+                // pip ran but failed (network, index): another interpreter will not do better.
+                if !text.contains("No module named pip") {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if last_err.is_empty() {
+                    last_err = format!("{python} not found");
+                }
+            }
+            Err(e) => {
+                last_err = format!("cannot run {python}: {e}");
+                break;
+            }
+        }
+    }
+    Err(last_err)
 }
 
 fn python_candidates() -> Vec<String> {
