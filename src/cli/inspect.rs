@@ -165,6 +165,28 @@ fn thousands(n: u128) -> String {
 }
 
 fn write_table(out: &mut dyn Write, model: &Model, verdicts: &[Mutability]) -> anyhow::Result<()> {
+    write_facts(out, model)?;
+    write_tensors(out, model, verdicts)?;
+    let t = totals(model, verdicts);
+    let pct = if t.elements == 0 {
+        0.0
+    } else {
+        t.mutable_elements as f64 * 100.0 / t.elements as f64
+    };
+    writeln!(out)?;
+    writeln!(
+        out,
+        "totals:   {} tensors, {} params; mutable: {} tensors, {} params ({pct:.1}%)",
+        t.tensors,
+        thousands(t.elements),
+        t.mutable_tensors,
+        thousands(t.mutable_elements),
+    )?;
+    Ok(())
+}
+
+/// The model's file, producer, IR version, opsets, inputs and outputs.
+fn write_facts(out: &mut dyn Write, model: &Model) -> anyhow::Result<()> {
     let f = model.facts();
     writeln!(
         out,
@@ -210,7 +232,15 @@ fn write_table(out: &mut dyn Write, model: &Model, verdicts: &[Mutability]) -> a
         writeln!(out, "{label}  {}", items.join("; "))?;
     }
     writeln!(out)?;
+    Ok(())
+}
 
+/// One aligned row per tensor: where it lives, its type and whether it is mutable.
+fn write_tensors(
+    out: &mut dyn Write,
+    model: &Model,
+    verdicts: &[Mutability],
+) -> anyhow::Result<()> {
     let headers = [
         "NAME", "DTYPE", "SHAPE", "PARAMS", "LOCATION", "STORAGE", "MUTABLE",
     ];
@@ -262,21 +292,6 @@ fn write_table(out: &mut dyn Write, model: &Model, verdicts: &[Mutability]) -> a
     for r in &rows {
         writeln!(out, "{}", line(r))?;
     }
-    let t = totals(model, verdicts);
-    let pct = if t.elements == 0 {
-        0.0
-    } else {
-        t.mutable_elements as f64 * 100.0 / t.elements as f64
-    };
-    writeln!(out)?;
-    writeln!(
-        out,
-        "totals:   {} tensors, {} params; mutable: {} tensors, {} params ({pct:.1}%)",
-        t.tensors,
-        thousands(t.elements),
-        t.mutable_tensors,
-        thousands(t.mutable_elements),
-    )?;
     Ok(())
 }
 

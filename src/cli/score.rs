@@ -53,14 +53,79 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let t_session = t1.elapsed();
 
     let t2 = Instant::now();
+    let preds = predict_with_bar(&mut predictor, &mut session, &ds, &rows)?;
+    let t_infer = t2.elapsed();
+    let metrics = if preds.failed() {
+        None
+    } else {
+        Some(preds.metrics(ds.labels())?)
+    };
+    let failure = preds.failed().then(|| {
+        format!(
+            "output `{}` has NaN/Inf in {} samples (first: row {})",
+            preds.output,
+            preds.non_finite_rows,
+            preds.first_non_finite.unwrap_or(0)
+        )
+    });
+    let outcome = Outcome {
+        info: rt.describe(),
+        preds,
+        metrics,
+        failure,
+        rows: rows.len(),
+        samples: ds.len(),
+        part,
+        split: (split.selection.len(), split.holdout.len()),
+        batch: predictor.batch(),
+        seconds: [t_load, t_session, t_infer].map(|t| t.as_secs_f64()),
+    };
+    if args.json {
+        print_json(&args, &outcome)?;
+    } else {
+        print_table(&args, &outcome);
+    }
+    let failure = outcome.failure;
+    if let Some(f) = failure {
+        eprintln!("error: {}: the run failed: {f}", args.model.display());
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `score` found, for printing.
+struct Outcome {
+    info: smd_onnx::runtime::RuntimeInfo,
+    preds: smd_onnx::score::Predictions,
+    metrics: Option<smd_onnx::score::Metrics>,
+    failure: Option<String>,
+    /// Rows scored, and samples in the data.
+    rows: usize,
+    samples: usize,
+    part: SplitPart,
+    /// Selection and holdout sizes of the split.
+    split: (usize, usize),
+    batch: usize,
+    /// Load, session and inference seconds.
+    seconds: [f64; 3],
+}
+
+/// Predictions for `rows`, with a progress bar on a terminal once the run takes a while.
+fn predict_with_bar(
+    predictor: &mut Predictor,
+    session: &mut ort::session::Session,
+    ds: &Dataset,
+    rows: &[usize],
+) -> anyhow::Result<smd_onnx::score::Predictions> {
+    let t = Instant::now();
     let total = rows.len();
     let mut bar: Option<ProgressBar> = None;
     let tty = std::io::stderr().is_terminal();
-    let preds = predictor.predict_with_progress(&mut session, &ds, &rows, &mut |done| {
+    let preds = predictor.predict_with_progress(session, ds, rows, &mut |done| {
         if !tty {
             return;
         }
-        if bar.is_none() && t2.elapsed() > PROGRESS_AFTER && done < total {
+        if bar.is_none() && t.elapsed() > PROGRESS_AFTER && done < total {
             let b = ProgressBar::with_draw_target(
                 Some(total as u64),
                 ProgressDrawTarget::stderr_with_hz(4),
@@ -79,102 +144,86 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let t_infer = t2.elapsed();
-    let info = rt.describe();
-    let metrics = if preds.failed() {
-        None
-    } else {
-        Some(preds.metrics(ds.labels())?)
-    };
-    let failure = preds.failed().then(|| {
-        format!(
-            "output `{}` has NaN/Inf in {} samples (first: row {})",
-            preds.output,
-            preds.non_finite_rows,
-            preds.first_non_finite.unwrap_or(0)
-        )
+    Ok(preds)
+}
+
+fn print_json(args: &Args, o: &Outcome) -> anyhow::Result<()> {
+    let [load, session, inference] = o.seconds;
+    let v = json!({
+        "model": args.model,
+        "data": args.data.data,
+        "samples": o.rows,
+        "split": {
+            "part": o.part.to_string(),
+            "holdout": args.data.holdout,
+            "seed": args.data.split_seed,
+            "selection": o.split.0,
+            "holdout_samples": o.split.1,
+        },
+        "output": o.preds.output,
+        "output_kind": serde_json::to_value(o.preds.kind)?,
+        "classes": o.preds.classes,
+        "batch": o.batch,
+        "metrics": o.metrics,
+        "failed": o.failure.is_some(),
+        "failure": o.failure,
+        "device": o.info.device,
+        "providers": o.info.providers,
+        "runtime": {
+            "library": o.info.library,
+            "version": o.info.version,
+            "source": o.info.source,
+        },
+        "seconds": {
+            "load": load,
+            "session": session,
+            "inference": inference,
+        },
     });
-    let kind = serde_json::to_value(preds.kind)?;
-    if args.json {
-        let v = json!({
-            "model": args.model,
-            "data": args.data.data,
-            "samples": rows.len(),
-            "split": {
-                "part": part.to_string(),
-                "holdout": args.data.holdout,
-                "seed": args.data.split_seed,
-                "selection": split.selection.len(),
-                "holdout_samples": split.holdout.len(),
-            },
-            "output": preds.output,
-            "output_kind": kind,
-            "classes": preds.classes,
-            "batch": predictor.batch(),
-            "metrics": metrics,
-            "failed": failure.is_some(),
-            "failure": failure,
-            "device": info.device,
-            "providers": info.providers,
-            "runtime": {
-                "library": info.library,
-                "version": info.version,
-                "source": info.source,
-            },
-            "seconds": {
-                "load": t_load.as_secs_f64(),
-                "session": t_session.as_secs_f64(),
-                "inference": t_infer.as_secs_f64(),
-            },
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        println!("model          {}", args.model.display());
-        println!(
-            "data           {} ({part}: {} of {} samples; holdout {}, split seed {})",
-            args.data.data.display(),
-            rows.len(),
-            ds.len(),
-            args.data.holdout,
-            args.data.split_seed
-        );
-        let what = match preds.kind {
-            OutputKind::Probabilities => format!("probabilities, {} classes", preds.classes),
-            OutputKind::Logits => format!("logits → softmax, {} classes", preds.classes),
-            OutputKind::Regression => "regression values".to_string(),
-        };
-        println!("output         `{}` ({what})", preds.output);
-        println!(
-            "runtime        ONNX Runtime {} on {} ({})",
-            info.version,
-            info.device,
-            info.providers.join(", ")
-        );
-        if let Some(m) = &metrics {
-            if let Some(a) = m.accuracy {
-                println!("accuracy       {a:.6}");
-            }
-            if let Some(a) = m.top5_accuracy {
-                println!("top5_accuracy  {a:.6}");
-            }
-            if let Some(a) = m.nll {
-                println!("nll            {a:.6}");
-            }
-            if let Some(a) = m.mse {
-                println!("mse            {a:.6}");
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
+
+fn print_table(args: &Args, o: &Outcome) {
+    println!("model          {}", args.model.display());
+    println!(
+        "data           {} ({}: {} of {} samples; holdout {}, split seed {})",
+        args.data.data.display(),
+        o.part,
+        o.rows,
+        o.samples,
+        args.data.holdout,
+        args.data.split_seed
+    );
+    let preds = &o.preds;
+    let what = match preds.kind {
+        OutputKind::Probabilities => format!("probabilities, {} classes", preds.classes),
+        OutputKind::Logits => format!("logits → softmax, {} classes", preds.classes),
+        OutputKind::Regression => "regression values".to_string(),
+    };
+    println!("output         `{}` ({what})", preds.output);
+    println!(
+        "runtime        ONNX Runtime {} on {} ({})",
+        o.info.version,
+        o.info.device,
+        o.info.providers.join(", ")
+    );
+    if let Some(m) = &o.metrics {
+        for (name, v) in [
+            ("accuracy", m.accuracy),
+            ("top5_accuracy", m.top5_accuracy),
+            ("nll", m.nll),
+            ("mse", m.mse),
+        ] {
+            if let Some(v) = v {
+                println!("{name:<15}{v:.6}");
             }
         }
-        let rate = rows.len() as f64 / t_infer.as_secs_f64().max(1e-9);
-        println!(
-            "time           session {:.2} s, inference {:.2} s ({rate:.0} samples/s, batch {})",
-            t_session.as_secs_f64(),
-            t_infer.as_secs_f64(),
-            predictor.batch()
-        );
     }
-    if let Some(f) = failure {
-        eprintln!("error: {}: the run failed: {f}", args.model.display());
-        return Ok(ExitCode::from(1));
-    }
-    Ok(ExitCode::SUCCESS)
+    let [_, session, inference] = o.seconds;
+    let rate = o.rows as f64 / inference.max(1e-9);
+    println!(
+        "time           session {session:.2} s, inference {inference:.2} s ({rate:.0} samples/s, batch {})",
+        o.batch
+    );
 }
