@@ -13,7 +13,7 @@ use ort::value::{Shape, TensorRefMut};
 use super::DataError;
 use super::arrays::{self, RawArray};
 use super::npy::DType;
-use super::spec::{Dim, ElemType, ModelIo};
+use super::spec::{Dim, ElemType, InputSpec, ModelIo};
 
 /// The labels: integer class ids (classification) or float targets (regression).
 #[derive(Debug, Clone, PartialEq)]
@@ -162,90 +162,14 @@ impl Dataset {
                     }
                 )));
             };
-            let a = &arrays[pos];
-            let what = format!("array `{}`", a.name);
-            let input = format!("model input `{}`", spec.name);
-            let feed = match spec.elem {
-                Some(ElemType::Known(d)) => d,
-                Some(e) => {
-                    return Err(err(format!(
-                        "{input} takes {e}, which .npy data cannot supply"
-                    )));
-                }
-                None => return Err(err(format!("{input} is not a tensor"))),
-            };
-            if !lossless(a.dtype, feed) {
-                return Err(err(format!(
-                    "{what} has dtype {} but {input} takes {feed} (not a lossless conversion; save it with .astype(np.{feed}))",
-                    a.dtype
-                )));
-            }
-            let Some((&n, row_shape)) = a.shape.split_first() else {
-                return Err(err(format!(
-                    "{what} is a scalar; it needs a sample axis first"
-                )));
-            };
-            if let Some(dims) = &spec.dims {
-                if dims.len() != a.shape.len() {
-                    return Err(err(format!(
-                        "{what} has rank {} but {input} has rank {} {}",
-                        a.shape.len(),
-                        dims.len(),
-                        spec.dims_text()
-                    )));
-                }
-                for (i, (d, &have)) in dims.iter().zip(&a.shape).enumerate().skip(1) {
-                    if let Dim::Fixed(want) = d
-                        && i64::try_from(have).ok() != Some(*want)
-                    {
-                        return Err(err(format!(
-                            "{what} has shape {:?} but {input} needs dim {i} = {want} {}",
-                            a.shape,
-                            spec.dims_text()
-                        )));
-                    }
-                }
-                if let Some(Dim::Fixed(b)) = dims.first() {
-                    // A negative dim is dynamic (facts); 0 is a real size ONNX Runtime
-                    // enforces, so no row could ever be fed.
-                    let b = usize::try_from(*b).ok().filter(|&b| b > 0).ok_or_else(|| {
-                        DataError::Model {
-                            path: io.path.clone(),
-                            message: format!(
-                                "{input} declares a batch dimension of {b}: ONNX Runtime accepts no rows for it"
-                            ),
-                        }
-                    })?;
-                    match &fixed_batch {
-                        Some((fb, other)) if *fb != b => {
-                            return Err(err(format!(
-                                "{input} has batch size {b} but {other} has {fb}"
-                            )));
-                        }
-                        _ => fixed_batch = Some((b, input.clone())),
-                    }
-                }
-            }
-            if n != samples {
-                return Err(err(format!(
-                    "{what} has {n} samples but array `labels` has {samples}"
-                )));
-            }
-            let mut row_elems: usize = 1;
-            for &d in row_shape {
-                row_elems = row_elems
-                    .checked_mul(d)
-                    .ok_or_else(|| err(format!("{what}: shape overflows")))?;
-            }
-            inputs.push(InputArray {
-                input: spec.name.clone(),
-                array: a.name.clone(),
-                dtype: a.dtype,
-                feed,
-                row_shape: row_shape.to_vec(),
-                row_elems,
-                data: a.data.clone(),
-            });
+            inputs.push(input_array(
+                path,
+                io,
+                spec,
+                &arrays[pos],
+                samples,
+                &mut fixed_batch,
+            )?);
         }
         if samples == 0 {
             return Err(err("the data set is empty (0 samples)".into()));
@@ -644,6 +568,126 @@ fn tensor_view<'a>(
         DType::F32 => view!(f32),
         DType::F64 => view!(f64),
     }
+}
+
+/// Checks array `a` against model input `spec` (element type, rank, fixed dims, samples) and
+/// the fixed batch size other inputs declared; returns how to feed it.
+fn input_array(
+    path: &Path,
+    io: &ModelIo,
+    spec: &InputSpec,
+    a: &RawArray,
+    samples: usize,
+    fixed_batch: &mut Option<(usize, String)>,
+) -> Result<InputArray, DataError> {
+    let err = |m: String| DataError::Invalid {
+        path: path.to_path_buf(),
+        message: m,
+    };
+    let what = format!("array `{}`", a.name);
+    let input = format!("model input `{}`", spec.name);
+    let feed = match spec.elem {
+        Some(ElemType::Known(d)) => d,
+        Some(e) => {
+            return Err(err(format!(
+                "{input} takes {e}, which .npy data cannot supply"
+            )));
+        }
+        None => return Err(err(format!("{input} is not a tensor"))),
+    };
+    if !lossless(a.dtype, feed) {
+        return Err(err(format!(
+            "{what} has dtype {} but {input} takes {feed} (not a lossless conversion; save it with .astype(np.{feed}))",
+            a.dtype
+        )));
+    }
+    let Some((&n, row_shape)) = a.shape.split_first() else {
+        return Err(err(format!(
+            "{what} is a scalar; it needs a sample axis first"
+        )));
+    };
+    if let Some(dims) = &spec.dims {
+        check_dims(path, io, spec, a, dims, fixed_batch)?;
+    }
+    if n != samples {
+        return Err(err(format!(
+            "{what} has {n} samples but array `labels` has {samples}"
+        )));
+    }
+    let mut row_elems: usize = 1;
+    for &d in row_shape {
+        row_elems = row_elems
+            .checked_mul(d)
+            .ok_or_else(|| err(format!("{what}: shape overflows")))?;
+    }
+    Ok(InputArray {
+        input: spec.name.clone(),
+        array: a.name.clone(),
+        dtype: a.dtype,
+        feed,
+        row_shape: row_shape.to_vec(),
+        row_elems,
+        data: a.data.clone(),
+    })
+}
+
+/// The array's rank and non-batch dims must match the declared `dims`; a declared (fixed)
+/// batch size must be positive and the same as other inputs'.
+fn check_dims(
+    path: &Path,
+    io: &ModelIo,
+    spec: &InputSpec,
+    a: &RawArray,
+    dims: &[Dim],
+    fixed_batch: &mut Option<(usize, String)>,
+) -> Result<(), DataError> {
+    let err = |m: String| DataError::Invalid {
+        path: path.to_path_buf(),
+        message: m,
+    };
+    let what = format!("array `{}`", a.name);
+    let input = format!("model input `{}`", spec.name);
+    if dims.len() != a.shape.len() {
+        return Err(err(format!(
+            "{what} has rank {} but {input} has rank {} {}",
+            a.shape.len(),
+            dims.len(),
+            spec.dims_text()
+        )));
+    }
+    for (i, (d, &have)) in dims.iter().zip(&a.shape).enumerate().skip(1) {
+        if let Dim::Fixed(want) = d
+            && i64::try_from(have).ok() != Some(*want)
+        {
+            return Err(err(format!(
+                "{what} has shape {:?} but {input} needs dim {i} = {want} {}",
+                a.shape,
+                spec.dims_text()
+            )));
+        }
+    }
+    if let Some(Dim::Fixed(b)) = dims.first() {
+        // A negative dim is dynamic (facts); 0 is a real size ONNX Runtime enforces, so no
+        // row could ever be fed.
+        let b = usize::try_from(*b)
+            .ok()
+            .filter(|&b| b > 0)
+            .ok_or_else(|| DataError::Model {
+                path: io.path.clone(),
+                message: format!(
+                    "{input} declares a batch dimension of {b}: ONNX Runtime accepts no rows for it"
+                ),
+            })?;
+        match fixed_batch {
+            Some((fb, other)) if *fb != b => {
+                return Err(err(format!(
+                    "{input} has batch size {b} but {other} has {fb}"
+                )));
+            }
+            _ => *fixed_batch = Some((b, input)),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions};
 use ort::value::{DynValue, TensorElementType, ValueType};
 
 use super::DataError;
-use super::dataset::{Batcher, Dataset};
+use super::dataset::{BatchShape, Batcher, Dataset};
 use super::metrics::{OutputKind, Predictions, are_probabilities, softmax_row_with};
 use super::spec::{ElemType, ModelIo, OutputSpec};
 
@@ -229,28 +229,21 @@ impl Predictor {
                 .with_outputs(OutputSelector::no_default().with(out_name.clone()));
             self.run_options = Some(ro);
         }
-        let mut classes = if self.regression {
-            Some(0)
-        } else {
-            self.static_classes
-        };
-        let mut probs: Vec<f32> = Vec::new();
-        let mut values: Vec<f32> = Vec::new();
-        if let Some(c) = classes {
-            probs.reserve(rows.len().saturating_mul(c));
-        }
-        if self.regression {
-            values.reserve(rows.len());
-        }
-        let mut non_finite = 0usize;
-        let mut first_bad: Option<usize> = None;
+        let mut acc = Collected::new(
+            if self.regression {
+                Some(0)
+            } else {
+                self.static_classes
+            },
+            self.regression,
+            rows.len(),
+        );
         let mut done = 0usize;
         let Self {
             batcher,
             run_options: Some(run_options),
             pad_to,
             batch,
-            regression,
             ..
         } = self
         else {
@@ -265,62 +258,126 @@ impl Predictor {
                 .get(&out_name)
                 .ok_or_else(|| infer(format!("output `{out_name}` was not produced")))?;
             with_f32(value, &out_name, &mut |dims: &[i64], data: &[f32]| {
-                let fed = i64::try_from(shape.fed).unwrap_or(-1);
-                let width = match (dims, *regression) {
-                    ([n], true) if *n == fed => 1,
-                    ([n, c], _) if *n == fed && *c >= 1 => usize::try_from(*c).unwrap_or(0),
-                    _ => {
-                        return Err(format!(
-                            "output `{out_name}` has shape {dims:?} for a batch of {}; expected [{}, C]",
-                            shape.fed, shape.fed
-                        ));
-                    }
-                };
-                if !*regression {
-                    match classes {
-                        None => {
-                            if width < 2 {
-                                return Err(format!(
-                                    "output `{out_name}` has {width} column; classification needs at least 2 classes (float labels score it as regression)"
-                                ));
-                            }
-                            classes = Some(width);
-                            probs.reserve(rows.len().saturating_mul(width));
-                        }
-                        Some(c) if c != width => {
-                            return Err(format!(
-                                "output `{out_name}` has {width} classes in one batch and {c} in another"
-                            ));
-                        }
-                        _ => {}
-                    }
-                }
-                for (k, row) in data.chunks_exact(width).take(shape.rows).enumerate() {
-                    if !row.iter().all(|v| v.is_finite()) {
-                        non_finite += 1;
-                        if first_bad.is_none() {
-                            first_bad = chunk.get(k).copied();
-                        }
-                    }
-                    if *regression {
-                        values.push(row.first().copied().unwrap_or(f32::NAN));
-                    } else {
-                        probs.extend_from_slice(row);
-                    }
-                }
-                Ok(())
+                acc.add_batch(&out_name, dims, data, shape, chunk)
             })
             .map_err(infer)?;
             done += chunk.len();
             progress(done);
         }
-        let classes = classes.unwrap_or(0);
-        if !*regression {
+        acc.finish(ds, rows, out_name)
+    }
+}
+
+/// A run's outputs so far: rows of class scores (or regression values), and the rows with
+/// NaN/Inf.
+struct Collected {
+    /// Columns of the scored output, once known (0 for regression).
+    classes: Option<usize>,
+    regression: bool,
+    /// Rows to come, for reserving.
+    rows: usize,
+    probs: Vec<f32>,
+    values: Vec<f32>,
+    non_finite: usize,
+    first_bad: Option<usize>,
+}
+
+impl Collected {
+    fn new(classes: Option<usize>, regression: bool, rows: usize) -> Self {
+        let mut c = Collected {
+            classes,
+            regression,
+            rows,
+            probs: Vec::new(),
+            values: Vec::new(),
+            non_finite: 0,
+            first_bad: None,
+        };
+        if let Some(k) = classes {
+            c.probs.reserve(rows.saturating_mul(k));
+        }
+        if regression {
+            c.values.reserve(rows);
+        }
+        c
+    }
+
+    /// Takes one batch's output (`dims`, `data`) for the data set rows `chunk`.
+    fn add_batch(
+        &mut self,
+        out_name: &str,
+        dims: &[i64],
+        data: &[f32],
+        shape: BatchShape,
+        chunk: &[usize],
+    ) -> Result<(), String> {
+        let fed = i64::try_from(shape.fed).unwrap_or(-1);
+        let width = match (dims, self.regression) {
+            ([n], true) if *n == fed => 1,
+            ([n, c], _) if *n == fed && *c >= 1 => usize::try_from(*c).unwrap_or(0),
+            _ => {
+                return Err(format!(
+                    "output `{out_name}` has shape {dims:?} for a batch of {}; expected [{}, C]",
+                    shape.fed, shape.fed
+                ));
+            }
+        };
+        if !self.regression {
+            self.check_width(out_name, width)?;
+        }
+        for (k, row) in data.chunks_exact(width).take(shape.rows).enumerate() {
+            if !row.iter().all(|v| v.is_finite()) {
+                self.non_finite += 1;
+                if self.first_bad.is_none() {
+                    self.first_bad = chunk.get(k).copied();
+                }
+            }
+            if self.regression {
+                self.values.push(row.first().copied().unwrap_or(f32::NAN));
+            } else {
+                self.probs.extend_from_slice(row);
+            }
+        }
+        Ok(())
+    }
+
+    /// A batch's class count must be at least 2, and the same in every batch.
+    fn check_width(&mut self, out_name: &str, width: usize) -> Result<(), String> {
+        match self.classes {
+            None => {
+                if width < 2 {
+                    return Err(format!(
+                        "output `{out_name}` has {width} column; classification needs at least 2 classes (float labels score it as regression)"
+                    ));
+                }
+                self.classes = Some(width);
+                self.probs.reserve(self.rows.saturating_mul(width));
+            }
+            Some(c) if c != width => {
+                return Err(format!(
+                    "output `{out_name}` has {width} classes in one batch and {c} in another"
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The predictions: rows that were not probabilities get a softmax.
+    fn finish(
+        mut self,
+        ds: &Dataset,
+        rows: &[usize],
+        out_name: String,
+    ) -> Result<Predictions, DataError> {
+        let classes = self.classes.unwrap_or(0);
+        if !self.regression {
             ds.check_classes(classes, &out_name)?;
         }
-        let kind = if *regression {
+        let kind = if self.regression {
             OutputKind::Regression
-        } else if probs
+        } else if self
+            .probs
             .chunks_exact(classes.max(1))
             .filter(|r| r.iter().all(|v| v.is_finite()))
             .all(|r| are_probabilities(r, classes))
@@ -328,7 +385,7 @@ impl Predictor {
             OutputKind::Probabilities
         } else {
             let mut exps = Vec::with_capacity(classes);
-            for row in probs.chunks_exact_mut(classes.max(1)) {
+            for row in self.probs.chunks_exact_mut(classes.max(1)) {
                 if row.iter().all(|v| v.is_finite()) {
                     softmax_row_with(row, &mut exps);
                 }
@@ -338,11 +395,11 @@ impl Predictor {
         Ok(Predictions {
             rows: rows.to_vec(),
             classes,
-            probs,
-            values,
+            probs: self.probs,
+            values: self.values,
             kind,
-            non_finite_rows: non_finite,
-            first_non_finite: first_bad,
+            non_finite_rows: self.non_finite,
+            first_non_finite: self.first_bad,
             output: out_name,
         })
     }
