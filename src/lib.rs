@@ -5,7 +5,33 @@
 //! model bytes ([`onnx`]) → mutation recipes ([`mutate`]) → ONNX Runtime sessions ([`runtime`]) →
 //! predictions and metrics ([`score`]) → selection and ensembles ([`evolve`]) → exported graphs
 //! ([`ensemble`]). [`lineage`] rebuilds any model smd-onnx wrote from its original and the
-//! recipes stored with it.
+//! recipes stored with it. `ARCHITECTURE.md` in the repository describes each module and
+//! what it may import.
+//!
+//! Evolving a model from Rust, with the CLI's defaults and a few changes:
+//!
+//! ```no_run
+//! use smd_onnx::evolve::{Evolution, EvolveConfig, Silent};
+//!
+//! # fn main() -> smd_onnx::Result<()> {
+//! let mut cfg = EvolveConfig::new("model.onnx", "val.npz", "runs/model");
+//! cfg.mutation.children = 8;
+//! cfg.generations = 3;
+//! // Phase by phase (`smd_onnx::evolve::evolve` runs them all); an `Observer` other than
+//! // `Silent` sees every candidate and can stop the run.
+//! let mut observer = Silent;
+//! let mut run = Evolution::new(cfg, &mut observer)?;
+//! while run.generations_left() > 0 {
+//!     let g = run.run_generation()?;
+//!     println!("generation {}: kept {}", g.generation, g.kept);
+//! }
+//! let report = run.finish()?;
+//! if let Some(best) = &report.best {
+//!     println!("best: {:+.2} points on holdout", 100.0 * best.gain_vs_original);
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod ensemble;
 pub mod error;

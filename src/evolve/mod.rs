@@ -131,7 +131,7 @@ pub struct EvolveConfig {
     pub holdout: f64,
     /// Split seed.
     pub split_seed: u64,
-    /// Samples per run (default: [`Dataset::default_batch`]).
+    /// Samples per run (default: [`crate::score::Dataset::default_batch`]).
     pub batch: Option<usize>,
     /// The scored output (default: the first float output of shape [N, C]).
     pub output: Option<String>,
@@ -155,6 +155,39 @@ pub struct EvolveConfig {
     /// Bytes of data the run may copy into memory (the selection and holdout rows, contiguous)
     /// to avoid a copy per pass (`None`: 2 GiB).
     pub copy_budget: Option<usize>,
+}
+
+impl EvolveConfig {
+    /// The CLI's defaults: 16 partition children, σ 0.1 relative to each tensor's std, seed 0,
+    /// one generation, the default tensor selection, half the data held out, both exports,
+    /// the ensemble with the best selection score, probabilities combined, on the CPU.
+    pub fn new(
+        model: impl Into<PathBuf>,
+        data: impl Into<PathBuf>,
+        out: impl Into<PathBuf>,
+    ) -> Self {
+        EvolveConfig {
+            model: model.into(),
+            data: data.into(),
+            out: out.into(),
+            mutation: mutate::Config::default(),
+            generations: 1,
+            selection: Selection::default(),
+            holdout: 0.5,
+            split_seed: 0,
+            batch: None,
+            output: None,
+            export_best: true,
+            export_ensemble: true,
+            ensemble: EnsembleChoice::Auto,
+            combine: Combine::default(),
+            force: false,
+            resume: false,
+            runtime: RuntimeConfig::default(),
+            pipelined: None,
+            copy_budget: None,
+        }
+    }
 }
 
 /// Output file names inside the output folder.

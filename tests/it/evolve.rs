@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::util::{assert_one_line_error, json_of, smd, smd_env};
+use crate::util::{assert_one_line_error, json_of, repo, smd, smd_env};
 
 /// Runs evolve with `extra` arguments into `out` and returns the report it printed.
 fn evolve(model: &str, data: &str, out: &Path, extra: &[&str]) -> Value {
@@ -389,4 +389,125 @@ fn a_merged_candidate_is_scored_on_holdout_only_when_it_wins() {
         }
     }
     assert_eq!(seen, (true, true), "seeds 0 and 1 cover both cases");
+}
+
+/// Records events; stops after `stop_after` candidates.
+struct Recorder {
+    events: Vec<String>,
+    stop_after: Option<usize>,
+    candidates: usize,
+}
+
+impl smd_onnx::evolve::Observer for Recorder {
+    fn event(&mut self, e: &smd_onnx::evolve::Event<'_>) -> smd_onnx::evolve::Flow {
+        use smd_onnx::evolve::{Event, Flow};
+        match e {
+            Event::Phase { name, total } => self.events.push(format!("phase {name} {total}")),
+            Event::Candidate {
+                id,
+                selection,
+                journaled,
+                ..
+            } => {
+                assert!(selection.is_some(), "{id}");
+                self.events.push(format!("candidate {id} {journaled}"));
+                self.candidates += 1;
+                if self.stop_after == Some(self.candidates) {
+                    return Flow::Stop;
+                }
+            }
+            Event::PhaseDone => self.events.push("done".into()),
+            Event::Generation(g) => self
+                .events
+                .push(format!("generation {} {}", g.generation, g.kept)),
+            _ => {}
+        }
+        Flow::Continue
+    }
+}
+
+#[test]
+fn the_library_runs_evolve_in_phases_and_an_observer_sees_and_stops_it() {
+    use smd_onnx::evolve::{Evolution, EvolveConfig, EvolveError};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || {
+        let mut c = EvolveConfig::new(
+            repo("models/digits_cnn_undertrained.onnx"),
+            repo("fixtures/digits_val.npz"),
+            dir.path().join("run"),
+        );
+        c.mutation.children = 4;
+        c.generations = 2;
+        c
+    };
+    // Stopped after the parent and two children: the journal keeps them.
+    let mut stop = Recorder {
+        events: vec![],
+        stop_after: Some(3),
+        candidates: 0,
+    };
+    let err = Evolution::new(cfg(), &mut stop)
+        .and_then(|mut run| run.run_generation().map(|_| ()))
+        .unwrap_err();
+    assert!(
+        matches!(err, smd_onnx::Error::Evolve(EvolveError::Cancelled)),
+        "{err}"
+    );
+    assert_eq!(
+        stop.events,
+        [
+            "candidate parent false",
+            "phase generation 1/2: children 4",
+            "candidate g0-c0 false",
+            "candidate g0-c1 false"
+        ]
+    );
+    // Resumed phase by phase: the journal's candidates come back as journaled events.
+    let mut c = cfg();
+    c.resume = true;
+    let mut rec = Recorder {
+        events: vec![],
+        stop_after: None,
+        candidates: 0,
+    };
+    let mut run = Evolution::new(c, &mut rec).unwrap();
+    assert_eq!(run.generations_left(), 2);
+    let kept = run.run_generation().unwrap().kept.clone();
+    assert_eq!(run.generations_left(), 1);
+    run.run_generation().unwrap();
+    assert_eq!(run.generations_left(), 0);
+    assert!(run.run_generation().is_err(), "no third generation");
+    let names: Vec<String> = run
+        .build_ensembles()
+        .unwrap()
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    assert_eq!(names, ["mean", "mean+parent", "greedy", "greedy+parent"]);
+    let report = run.finish().unwrap();
+    assert_eq!(report.generations[0].kept, kept);
+    assert_eq!(rec.events[0], "candidate parent true");
+    assert_eq!(rec.events[2], "candidate g0-c0 true");
+    assert_eq!(rec.events[3], "candidate g0-c1 true");
+    assert_eq!(rec.events[4], "candidate g0-c2 false");
+    assert!(rec.events.contains(&format!("generation 0 {kept}")));
+    assert_eq!(
+        rec.events.iter().filter(|e| e.starts_with("phase")).count(),
+        2
+    );
+    // The same outputs as an uninterrupted run of the CLI.
+    let cli = dir.path().join("cli");
+    evolve(
+        "models/digits_cnn_undertrained.onnx",
+        "fixtures/digits_val.npz",
+        &cli,
+        &["--children", "4", "--generations", "2"],
+    );
+    for f in ["best.onnx", "ensemble.onnx"] {
+        let (a, b) = (dir.path().join("run").join(f), cli.join(f));
+        assert_eq!(a.exists(), b.exists(), "{f}");
+        if a.exists() {
+            assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap(), "{f}");
+        }
+    }
 }
