@@ -5,7 +5,8 @@
 //! model bytes ([`onnx`]) → mutation recipes ([`mutate`]) → ONNX Runtime sessions ([`runtime`]) →
 //! predictions and metrics ([`score`]) → selection and ensembles ([`evolve`]) → exported graphs
 //! ([`ensemble`]). [`lineage`] rebuilds any model smd-onnx wrote from its original and the
-//! recipes stored with it.
+//! recipes stored with it. [`output`] is how every output file is written (atomically, never
+//! over an input).
 
 pub mod ensemble;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod evolve;
 pub mod lineage;
 pub mod mutate;
 pub mod onnx;
+pub mod output;
 pub mod runtime;
 pub mod score;
 pub mod tensor;

@@ -50,7 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.model.display()
         );
     }
-    smd_onnx::onnx::fsx::prepare_out_dir(&args.out, args.force)?;
+    smd_onnx::output::prepare_out_dir(&args.out, args.force)?;
     let values = selected
         .iter()
         .map(|&t| model.read_values(&model.tensors()[t]))
@@ -76,7 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let inputs = model.input_paths();
     let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
     for &i in &children {
-        smd_onnx::onnx::fsx::ensure_not_input(&path_of(i), &inputs)?;
+        smd_onnx::output::ensure_not_input(&path_of(i), &inputs)?;
     }
     let mut written: Vec<PathBuf> = Vec::new();
     for i in children {

@@ -200,19 +200,21 @@ fn check_config(cfg: &EvolveConfig) -> Result<(), Error> {
 /// Checks and creates the output folder: it must be a folder, empty unless `--force` or
 /// `--resume`, and none of its outputs may be an input.
 fn prepare_out(cfg: &EvolveConfig, inputs: &[PathBuf]) -> Result<(), Error> {
-    crate::onnx::fsx::prepare_out_dir(&cfg.out, cfg.force || cfg.resume).map_err(|e| match e {
-        crate::onnx::ModelError::OutputDir { path, what } if what.starts_with("is not empty") => Error::from(EvolveError::Output {
+    crate::output::prepare_out_dir(&cfg.out, cfg.force || cfg.resume).map_err(|e| match e {
+        crate::output::OutputError::NotEmpty { path } => Error::from(EvolveError::Output {
             path,
-            message: "is not empty (use --force to replace its outputs, or --resume to continue a run)".into(),
+            message:
+                "is not empty (use --force to replace its outputs, or --resume to continue a run)"
+                    .into(),
         }),
         e => e.into(),
     })?;
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
     for name in [BEST_FILE, ENSEMBLE_FILE, REPORT_FILE] {
-        crate::onnx::fsx::ensure_not_input(&cfg.out.join(name), &inputs)?;
+        crate::output::ensure_not_input(&cfg.out.join(name), &inputs)?;
     }
     // Temporary files of a killed run (they can be model-sized).
-    crate::onnx::fsx::remove_temps(&cfg.out, Some(&[BEST_FILE, ENSEMBLE_FILE, REPORT_FILE]))?;
+    crate::output::remove_temps(&cfg.out, Some(&[BEST_FILE, ENSEMBLE_FILE, REPORT_FILE]))?;
     Ok(())
 }
 
@@ -745,7 +747,7 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
         message: e.to_string(),
     })?;
     let report_path = cfg.out.join(REPORT_FILE);
-    crate::onnx::fsx::write_atomic(&report_path, |w| {
+    crate::output::write_atomic(&report_path, |w| {
         w.write_all(&json).map_err(|e| {
             Error::from(EvolveError::Io {
                 path: report_path.clone(),

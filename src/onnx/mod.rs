@@ -1,5 +1,5 @@
 //! Model I/O: a wire-level tensor index over a memory-mapped model, typed messages where the
-//! graph must change, dtypes, external data, the byte-faithful child writer, atomic writes.
+//! graph must change, dtypes, external data, the byte-faithful child writer.
 //!
 //! [`Model::open`] maps the file and walks the protobuf wire format (never decoding or
 //! copying payloads) to list every tensor: initializers, `Constant` nodes (also
@@ -12,7 +12,6 @@ pub mod build;
 mod dtype;
 mod external;
 mod facts;
-pub mod fsx;
 mod index;
 mod meta;
 #[allow(clippy::all, missing_docs, rustdoc::all)]
@@ -154,14 +153,10 @@ pub enum ModelError {
         /// The model file.
         path: PathBuf,
     },
-    /// An output path is one of the inputs.
-    #[error("refusing to write {}: it is the input {}", out.display(), input.display())]
-    Overwrite {
-        /// The output.
-        out: PathBuf,
-        /// The input it would overwrite.
-        input: PathBuf,
-    },
+    /// Writing the child's files failed, or they would overwrite an input
+    /// ([`OutputError::Overwrite`](crate::output::OutputError::Overwrite)).
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
     /// Writing a child to a caller's writer failed.
     #[error("writing the child model: {source}")]
     Write {
@@ -175,14 +170,6 @@ pub enum ModelError {
         path: PathBuf,
         /// What went wrong.
         message: String,
-    },
-    /// An output folder cannot be used.
-    #[error("{}: {what}", path.display())]
-    OutputDir {
-        /// The folder.
-        path: PathBuf,
-        /// Why.
-        what: String,
     },
     /// A bug: an invariant of the index did not hold.
     #[error("{}: internal error: {what}", path.display())]

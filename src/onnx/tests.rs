@@ -6,6 +6,7 @@ use prost::Message;
 use super::build::*;
 use super::proto::{self, ModelProto, TensorProto};
 use super::*;
+use crate::output::OutputError;
 
 const FAKE: &str = "/nonexistent-smd-test/model.onnx";
 
@@ -566,7 +567,7 @@ fn external_data_read_write_and_errors() {
     // Refuses to overwrite the inputs.
     assert!(matches!(
         write_child(&m, &[], &mp),
-        Err(ModelError::Overwrite { .. })
+        Err(ModelError::Output(OutputError::Overwrite { .. }))
     ));
     assert!(write_child(&m, &[], &d.path().join("weights.bin")).is_err());
 

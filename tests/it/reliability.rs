@@ -458,7 +458,14 @@ fn unusable_output_folders_are_refused() {
     std::fs::write(full.join("mine.txt"), b"x").unwrap();
     let o = evolve(&m, &d, &full, &[]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not empty"));
+    // evolve rewords the output module's typed error to name its own way out.
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(
+            "is not empty (use --force to replace its outputs, or --resume to continue a run)"
+        ),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_eq!(entries(&full), ["mine.txt"]);
 
     // Not writable. Root ignores permission bits: then check the folder probe differently.
@@ -989,7 +996,7 @@ fn atomic_write_helper() {
     };
     let path = PathBuf::from(path);
     let ready = path.with_extension("ready");
-    smd_onnx::onnx::fsx::write_atomic::<(), smd_onnx::onnx::ModelError>(&path, |w| {
+    smd_onnx::output::write_atomic::<(), smd_onnx::output::OutputError>(&path, |w| {
         w.write_all(&vec![b'n'; 1 << 20]).unwrap();
         w.flush().unwrap();
         std::fs::write(&ready, b"").unwrap();
@@ -1050,7 +1057,7 @@ fn writes_killed_midway_leave_the_old_file() {
             names[0].starts_with(".report.json.") && is_temp(&names[0]),
             "{names:?}"
         );
-        smd_onnx::onnx::fsx::remove_temps(d.path(), Some(&["report.json"])).unwrap();
+        smd_onnx::output::remove_temps(d.path(), Some(&["report.json"])).unwrap();
     }
 }
 
