@@ -43,7 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let model = Model::open(&args.model)?;
     let selection = args.selection.to_selection()?;
-    let selected = model.select(&selection);
+    let selected = selection.mutable_tensors(&model);
     if selected.is_empty() {
         anyhow::bail!(
             "{}: no mutable tensors (see `smd-onnx inspect`; --all-float or --include widen the selection)",

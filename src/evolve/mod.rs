@@ -25,8 +25,8 @@ pub use crate::lineage::recipe_meta;
 
 use crate::ensemble::{self, Combine};
 use crate::lineage::Lineage;
-use crate::mutate::{self, Delta, Member, Plan, Recipe};
-use crate::onnx::{Model, Selection};
+use crate::mutate::{self, Delta, Member, Plan, Recipe, Selection};
+use crate::onnx::Model;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::score::{Dataset, Labels, Metrics, ModelIo, Predictions, Predictor, Split};
 use crate::{Error, TensorData};
@@ -437,7 +437,7 @@ pub fn evolve(cfg: &EvolveConfig, progress: &mut dyn Progress) -> Result<Report,
     let mut inputs = model.input_paths();
     inputs.push(cfg.data.clone());
     prepare_out(cfg, &inputs)?;
-    let selected = model.select(&cfg.selection);
+    let selected = cfg.selection.mutable_tensors(&model);
     if selected.is_empty() {
         return Err(EvolveError::Invalid {
             arg: "model",

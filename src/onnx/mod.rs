@@ -17,7 +17,6 @@ mod meta;
 #[allow(clippy::all, missing_docs, rustdoc::all)]
 pub mod proto;
 mod scan;
-mod select;
 pub mod tail;
 mod values;
 mod wire;
@@ -32,8 +31,7 @@ use std::path::{Path, PathBuf};
 pub use dtype::{DType, TypedField};
 pub use external::ExternalFile;
 pub use facts::{Dim, ModelFacts, Opset, ValueFacts, ValueType};
-pub use index::{Location, Mutability, Storage, TensorInfo};
-pub use select::{Selection, SelectionError};
+pub use index::{Location, Storage, TensorInfo};
 pub use writer::{
     SMD_META_PREFIX, TEMPLATE_LOCATION, child_bytes, external_template, write_child,
     write_child_to, write_child_with_metadata,
@@ -195,7 +193,6 @@ pub struct Model {
     externals: Vec<ExternalFile>,
     tensors: Vec<TensorInfo>,
     facts: ModelFacts,
-    shape_use: Vec<Option<String>>,
     locations: Vec<LocRef>,
 }
 
@@ -337,9 +334,8 @@ impl Model {
 
         assign_keys(&mut tensors);
         let shape_use = shape_uses(&tensors, &scan.shape_uses);
-        let default = Selection::default();
-        for (t, s) in tensors.iter_mut().zip(&shape_use) {
-            t.mutability = select::judge(t, s.as_deref(), &default);
+        for (t, s) in tensors.iter_mut().zip(shape_use) {
+            t.shape_use = s;
         }
         Ok(Model {
             path,
@@ -347,7 +343,6 @@ impl Model {
             externals,
             tensors,
             facts,
-            shape_use,
             locations,
         })
     }
@@ -460,25 +455,6 @@ impl Model {
                 ),
                 name,
             })
-            .collect()
-    }
-
-    /// The verdict of `sel` for every tensor, in [`Model::tensors`] order.
-    pub fn mutability(&self, sel: &Selection) -> Vec<Mutability> {
-        self.tensors
-            .iter()
-            .zip(&self.shape_use)
-            .map(|(t, s)| select::judge(t, s.as_deref(), sel))
-            .collect()
-    }
-
-    /// Indices of the tensors `sel` makes mutable.
-    pub fn select(&self, sel: &Selection) -> Vec<usize> {
-        self.mutability(sel)
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.is_mutable())
-            .map(|(i, _)| i)
             .collect()
     }
 
