@@ -266,7 +266,9 @@ pub fn parse_npz(bytes: &Bytes) -> Result<Vec<RawArray>, String> {
     Ok(out)
 }
 
-/// Writes arrays as an `.npz` (stored or deflated members), as `np.savez` would.
+/// Writes arrays as an `.npz` (stored or deflated members), as `np.savez` would. Test
+/// scaffolding (feature `test-support`): the library never writes data files.
+#[cfg(any(test, feature = "test-support"))]
 pub fn write_npz(arrays: &[(&str, DType, &[usize], &[u8])], deflate: bool) -> Vec<u8> {
     use std::io::Write;
     let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));

@@ -8,11 +8,10 @@ use std::process::{Command, Output};
 use prost::Message;
 use serde_json::Value;
 use smd_onnx::onnx::DType as TDType;
-use smd_onnx::onnx::build::{encode, external, f32_raw, graph, model, raw};
+use smd_onnx::onnx::build::{encode, external, f32_raw, graph, linear_model, model, raw};
 use smd_onnx::onnx::proto::ModelProto;
 use smd_onnx::score::DType;
 use smd_onnx::score::arrays::write_npz;
-use smd_onnx::score::spec::linear_model;
 
 use crate::util::{assert_one_line_error, root, smd, smd_env};
 
