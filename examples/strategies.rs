@@ -26,8 +26,8 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, TensorRef};
 use prost::Message;
 use smd_onnx::ensemble::{self, Heads, TensorAddr, Varying};
-use smd_onnx::mutate::{self, Config, Member, Plan, TensorSpec};
-use smd_onnx::onnx::{self, Model, Selection};
+use smd_onnx::mutate::{self, Config, Member, Plan, Selection, TensorSpec};
+use smd_onnx::onnx::{self, Model};
 use smd_onnx::runtime::{Runtime, RuntimeConfig, tensor_mut, tensor_value};
 use smd_onnx::score::arrays::read_arrays;
 
@@ -132,7 +132,7 @@ fn main() -> Res<()> {
     };
     let outs = vec![output.clone()];
 
-    let selected = model.select(&Selection::default());
+    let selected = Selection::default().mutable_tensors(&model);
     let values: Vec<_> = selected
         .iter()
         .map(|&t| model.read_values(&model.tensors()[t]))

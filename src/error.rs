@@ -7,6 +7,9 @@ pub enum Error {
     /// Reading, indexing or writing a model.
     #[error(transparent)]
     Model(#[from] crate::onnx::ModelError),
+    /// Writing an output file or preparing an output folder.
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
     /// Finding, fetching or using ONNX Runtime.
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),

@@ -5,8 +5,9 @@
 //! model bytes ([`onnx`]) → mutation recipes ([`mutate`]) → ONNX Runtime sessions ([`runtime`]) →
 //! predictions and metrics ([`score`]) → selection and ensembles ([`evolve`]) → exported graphs
 //! ([`ensemble`]). [`lineage`] rebuilds any model smd-onnx wrote from its original and the
-//! recipes stored with it. `ARCHITECTURE.md` in the repository describes each module and
-//! what it may import.
+//! recipes stored with it. [`output`] is how every output file is written (atomically, never
+//! over an input). `ARCHITECTURE.md` in the repository describes each module and what it may
+//! import.
 //!
 //! Evolving a model from Rust, with the CLI's defaults and a few changes:
 //!
@@ -32,6 +33,14 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Features
+//!
+//! - `test-support`: scaffolding for tests, benchmarks and examples, off by default: the
+//!   builders of [`onnx::build`] that the library itself never uses (typed-field and external
+//!   tensors, `Constant` nodes, more attribute kinds), `score::arrays::write_npz` and
+//!   `score::npy::write_npy`. This crate's own tests, benchmarks and examples turn it on through
+//!   a dev-dependency on the crate itself.
 
 pub mod ensemble;
 pub mod error;
@@ -39,6 +48,7 @@ pub mod evolve;
 pub mod lineage;
 pub mod mutate;
 pub mod onnx;
+pub mod output;
 pub mod runtime;
 pub mod score;
 pub mod tensor;

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::mutate::{self, Delta, MutateError, Recipe, TensorSpec};
-use crate::onnx::{Model, Selection};
+use crate::mutate::{self, Delta, MutateError, Recipe, Selection, TensorSpec};
+use crate::onnx::Model;
 use crate::{Error, TensorData};
 
 /// Metadata key of the lineage: a JSON list of recipes.
@@ -298,7 +298,7 @@ pub fn rebuild(original: &Model, recipes: &[Recipe]) -> Result<Rebuilt, Error> {
     let readings = Selection::readings(&first.selection).map_err(|e| step_err(0, e.to_string()))?;
     let mut lineage = None;
     for sel in &readings {
-        let tensors = original.select(sel);
+        let tensors = sel.mutable_tensors(original);
         let values = tensors
             .iter()
             .map(|&t| original.read_values(&original.tensors()[t]))

@@ -5,7 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use smd_onnx::TensorData;
-use smd_onnx::onnx::{Model, Selection, child_bytes};
+use smd_onnx::mutate::Selection;
+use smd_onnx::onnx::{Model, child_bytes};
 
 /// A different value for every element (bit flips, so NaNs and varint widths vary too).
 fn perturb(v: TensorData) -> TensorData {
@@ -35,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = model.facts().inputs.iter().map(|v| v.ty.to_string()).count();
-    let _ = model.select(&Selection { all_float: true, ..Default::default() });
+    let _ = Selection { all_float: true, ..Default::default() }.mutable_tensors(&model);
     let mut changes = Vec::new();
     for (i, t) in model.tensors().iter().enumerate() {
         let _ = (t.key(), t.payload_ranges(), t.storage.to_string());

@@ -18,7 +18,7 @@ pub struct SelectionArgs {
 
 impl SelectionArgs {
     /// The library's selection rule, with the regular expressions compiled.
-    pub fn to_selection(&self) -> anyhow::Result<smd_onnx::onnx::Selection> {
+    pub fn to_selection(&self) -> anyhow::Result<smd_onnx::mutate::Selection> {
         let compile = |flag: &str, re: &Option<String>| -> anyhow::Result<Option<regex::Regex>> {
             re.as_deref()
                 .map(|r| {
@@ -28,7 +28,7 @@ impl SelectionArgs {
                 })
                 .transpose()
         };
-        Ok(smd_onnx::onnx::Selection {
+        Ok(smd_onnx::mutate::Selection {
             include: compile("--include", &self.include)?,
             exclude: compile("--exclude", &self.exclude)?,
             all_float: self.all_float,

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serde_json::json;
-use smd_onnx::onnx::{Model, ModelFacts, Mutability, Storage, TensorInfo};
+use smd_onnx::mutate::Mutability;
+use smd_onnx::onnx::{Model, ModelFacts, Storage, TensorInfo};
 
 use super::common::SelectionArgs;
 
@@ -27,7 +28,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let sel = args.selection.to_selection()?;
     let model = Model::open(&args.model)?;
-    let verdicts = model.mutability(&sel);
+    let verdicts = sel.verdicts(&model);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if args.json {

@@ -43,14 +43,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let model = Model::open(&args.model)?;
     let selection = args.selection.to_selection()?;
-    let selected = model.select(&selection);
+    let selected = selection.mutable_tensors(&model);
     if selected.is_empty() {
         anyhow::bail!(
             "{}: no mutable tensors (see `smd-onnx inspect`; --all-float or --include widen the selection)",
             args.model.display()
         );
     }
-    smd_onnx::onnx::fsx::prepare_out_dir(&args.out, args.force)?;
+    smd_onnx::output::prepare_out_dir(&args.out, args.force)?;
     let values = selected
         .iter()
         .map(|&t| model.read_values(&model.tensors()[t]))
@@ -76,7 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let inputs = model.input_paths();
     let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
     for &i in &children {
-        smd_onnx::onnx::fsx::ensure_not_input(&path_of(i), &inputs)?;
+        smd_onnx::output::ensure_not_input(&path_of(i), &inputs)?;
     }
     let mut written: Vec<PathBuf> = Vec::new();
     for i in children {

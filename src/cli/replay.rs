@@ -65,7 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         lineage::from_model(&Model::open(&args.from)?)?
     };
     let original = Model::open(&args.original)?;
-    smd_onnx::onnx::fsx::ensure_not_input(&args.out, &[args.from.as_path()])?;
+    smd_onnx::output::ensure_not_input(&args.out, &[args.from.as_path()])?;
     let written = lineage::write_rebuilt(&original, &stored.recipes, &args.out)
         .with_context(|| format!("rebuilding {}", describe(&args.from, pick)))?;
     for p in &written {

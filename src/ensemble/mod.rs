@@ -20,7 +20,8 @@ pub use encode::{Change, Encoding, Varying, member_values};
 pub use graph::TensorAddr;
 pub use heads::{Combine, OutputKind};
 
-use crate::onnx::{Model, ModelError, fsx, proto};
+use crate::onnx::{Model, ModelError, proto};
+use crate::output;
 use graph::{copy_graph, copy_node, rename_all, topo_order};
 use proto::{GraphProto, ModelProto, StringStringEntryProto, ValueInfoProto};
 
@@ -823,7 +824,7 @@ pub fn save(model: &ModelProto, path: &Path, inputs: &[&Path]) -> Result<(), cra
     };
     if model.encoded_len() < INLINE_LIMIT {
         let bytes = model.encode_to_vec();
-        return Ok(fsx::write_atomic_except(path, inputs, |w| {
+        return Ok(output::write_atomic_except(path, inputs, |w| {
             w.write_all(&bytes).map_err(io)
         })?);
     }
@@ -866,14 +867,14 @@ pub fn save(model: &ModelProto, path: &Path, inputs: &[&Path]) -> Result<(), cra
         path: data_path.clone(),
         source: e,
     };
-    fsx::write_atomic_except(&data_path, inputs, |w| {
+    output::write_atomic_except(&data_path, inputs, |w| {
         for c in &chunks {
             w.write_all(c).map_err(data_io)?;
         }
         Ok::<(), ModelError>(())
     })?;
     let bytes = m.encode_to_vec();
-    fsx::write_atomic_except(path, inputs, |w| w.write_all(&bytes).map_err(io))?;
+    output::write_atomic_except(path, inputs, |w| w.write_all(&bytes).map_err(io))?;
     Ok(())
 }
 

@@ -71,7 +71,7 @@ impl<'o> Evolution<'o> {
         let mut inputs = model.input_paths();
         inputs.push(cfg.data.clone());
         prepare_out(&cfg, &inputs)?;
-        let selected = model.select(&cfg.selection);
+        let selected = cfg.selection.mutable_tensors(&model);
         if selected.is_empty() {
             return Err(invalid(
                 "model",
@@ -532,19 +532,21 @@ fn open_run(
 /// Checks and creates the output folder: it must be a folder, empty unless `--force` or
 /// `--resume`, and none of its outputs may be an input.
 fn prepare_out(cfg: &EvolveConfig, inputs: &[PathBuf]) -> Result<(), Error> {
-    crate::onnx::fsx::prepare_out_dir(&cfg.out, cfg.force || cfg.resume).map_err(|e| match e {
-        crate::onnx::ModelError::OutputDir { path, what } if what.starts_with("is not empty") => Error::from(EvolveError::Output {
+    crate::output::prepare_out_dir(&cfg.out, cfg.force || cfg.resume).map_err(|e| match e {
+        crate::output::OutputError::NotEmpty { path } => Error::from(EvolveError::Output {
             path,
-            message: "is not empty (use --force to replace its outputs, or --resume to continue a run)".into(),
+            message:
+                "is not empty (use --force to replace its outputs, or --resume to continue a run)"
+                    .into(),
         }),
         e => e.into(),
     })?;
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
     for name in [BEST_FILE, ENSEMBLE_FILE, REPORT_FILE] {
-        crate::onnx::fsx::ensure_not_input(&cfg.out.join(name), &inputs)?;
+        crate::output::ensure_not_input(&cfg.out.join(name), &inputs)?;
     }
     // Temporary files of a killed run (they can be model-sized).
-    crate::onnx::fsx::remove_temps(&cfg.out, Some(&[BEST_FILE, ENSEMBLE_FILE, REPORT_FILE]))?;
+    crate::output::remove_temps(&cfg.out, Some(&[BEST_FILE, ENSEMBLE_FILE, REPORT_FILE]))?;
     Ok(())
 }
 
@@ -554,7 +556,7 @@ fn write_report(path: &Path, report: &Report) -> Result<(), Error> {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    crate::onnx::fsx::write_atomic(path, |w| {
+    crate::output::write_atomic(path, |w| {
         w.write_all(&json).map_err(|e| {
             Error::from(EvolveError::Io {
                 path: path.to_path_buf(),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::EvolveError;
 use crate::Error;
-use crate::onnx::fsx;
+use crate::output;
 use crate::score::{OutputKind, Predictions};
 
 const MAGIC: &[u8; 8] = b"SMDJRN02";
@@ -66,7 +66,7 @@ impl Journal {
                 }
                 .into());
             }
-            fsx::remove_temps(&dir, None)?;
+            output::remove_temps(&dir, None)?;
         } else if dir.exists() {
             // A fresh run, or a resumed one killed before its key file was written (then the
             // folder holds nothing but temporary files).
@@ -86,7 +86,7 @@ impl Journal {
         }
         std::fs::create_dir_all(&self.dir).map_err(|e| io_err(&self.dir, e))?;
         let text = serde_json::json!({ "run_key": self.run_key }).to_string();
-        fsx::write_atomic(&key_file, |w| {
+        output::write_atomic(&key_file, |w| {
             w.write_all(text.as_bytes())
                 .map_err(|e| io_err(&key_file, e))
         })
@@ -126,7 +126,7 @@ impl Journal {
         self.create()?;
         let path = self.path(id);
         let bytes = encode(rec);
-        fsx::write_atomic_cache(&path, |w| w.write_all(&bytes).map_err(|e| io_err(&path, e)))
+        output::write_atomic_cache(&path, |w| w.write_all(&bytes).map_err(|e| io_err(&path, e)))
     }
 }
 

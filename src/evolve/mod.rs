@@ -39,7 +39,7 @@ pub use crate::lineage::recipe_meta;
 use crate::Error;
 use crate::ensemble::Combine;
 use crate::mutate;
-use crate::onnx::Selection;
+use crate::mutate::Selection;
 use crate::runtime::RuntimeConfig;
 
 /// Errors from an evolution run.

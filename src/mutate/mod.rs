@@ -1,4 +1,5 @@
-//! The SMD algorithm: pure compute (no I/O, no ONNX Runtime). Recipes, subspaces, keyed RNG.
+//! The SMD algorithm: pure compute (no I/O, no ONNX Runtime). Which tensors may change
+//! ([`Selection`]), recipes, subspaces, keyed RNG.
 //!
 //! A [`Config`] (mode, k, σ, scale rule, antithetic, seed, static/dynamic subspaces) and the
 //! list of mutable tensors ([`TensorSpec`]: key, element count, std from [`tensor_std`]) give a
@@ -46,12 +47,14 @@ mod philox;
 mod plan;
 mod radix;
 mod recipe;
+mod select;
 mod simd;
 
 pub use apply::{apply, apply_all, apply_to, child_tensors, tensor_std};
 pub use config::{Config, MAX_CHILDREN, Mode, ScaleRule, Subspaces};
 pub use plan::{Delta, Plan, TensorSpec, tensor_list_digest};
 pub use recipe::{Member, ModeName, RECIPE_FORMAT, Recipe};
+pub use select::{Mutability, Selection, SelectionError};
 
 /// Invalid mutation settings, tensors, deltas or recipes. Messages are one line and name the
 /// argument or tensor.

@@ -1,15 +1,24 @@
-//! Small builders over the prost types for making models in tests, benchmarks and examples.
-//! They favour brevity over completeness; use [`super::proto`] directly for anything else.
+//! Small builders over the prost types, for the graphs the library writes: ensemble heads and
+//! member encodings ([`crate::ensemble`]), label tails ([`super::tail`]), and the model of
+//! [`crate::runtime::Runtime::self_check`] ([`linear_model`]). They favour brevity over
+//! completeness; use [`super::proto`] directly for anything else.
+//!
+//! With the `test-support` feature this module also holds the builders only tests, benchmarks
+//! and examples use (typed-field and external tensors, `Constant` nodes, more attribute kinds).
 
-use half::{bf16, f16};
 use prost::Message;
 
 use super::dtype::DType;
 use super::proto::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
-    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto::AttributeType,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto::AttributeType,
     tensor_shape_proto, type_proto,
 };
+
+#[cfg(any(test, feature = "test-support"))]
+mod testing;
+#[cfg(any(test, feature = "test-support"))]
+pub use testing::*;
 
 /// A tensor with `raw_data`.
 pub fn raw(name: &str, dtype: DType, dims: &[i64], raw: Vec<u8>) -> TensorProto {
@@ -35,94 +44,6 @@ pub fn values(name: &str, dims: &[i64], data: &crate::TensorData) -> TensorProto
 /// A float32 tensor in `raw_data`.
 pub fn f32_raw(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
     raw(name, DType::F32, dims, bytemuck::cast_slice(v).to_vec())
-}
-
-/// A float64 tensor in `raw_data`.
-pub fn f64_raw(name: &str, dims: &[i64], v: &[f64]) -> TensorProto {
-    raw(name, DType::F64, dims, bytemuck::cast_slice(v).to_vec())
-}
-
-/// A float16 tensor in `raw_data`.
-pub fn f16_raw(name: &str, dims: &[i64], v: &[f16]) -> TensorProto {
-    raw(name, DType::F16, dims, bytemuck::cast_slice(v).to_vec())
-}
-
-/// A bfloat16 tensor in `raw_data`.
-pub fn bf16_raw(name: &str, dims: &[i64], v: &[bf16]) -> TensorProto {
-    raw(name, DType::BF16, dims, bytemuck::cast_slice(v).to_vec())
-}
-
-fn typed(name: &str, dtype: DType, dims: &[i64]) -> TensorProto {
-    TensorProto {
-        name: Some(name.into()),
-        data_type: Some(dtype.to_onnx()),
-        dims: dims.to_vec(),
-        ..Default::default()
-    }
-}
-
-/// A float32 tensor in `float_data`.
-pub fn f32_typed(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
-    TensorProto {
-        float_data: v.to_vec(),
-        ..typed(name, DType::F32, dims)
-    }
-}
-
-/// A float64 tensor in `double_data`.
-pub fn f64_typed(name: &str, dims: &[i64], v: &[f64]) -> TensorProto {
-    TensorProto {
-        double_data: v.to_vec(),
-        ..typed(name, DType::F64, dims)
-    }
-}
-
-/// A float16 tensor in `int32_data` (bits as uint16).
-pub fn f16_typed(name: &str, dims: &[i64], v: &[f16]) -> TensorProto {
-    TensorProto {
-        int32_data: v.iter().map(|x| i32::from(x.to_bits())).collect(),
-        ..typed(name, DType::F16, dims)
-    }
-}
-
-/// A bfloat16 tensor in `int32_data` (bits as uint16).
-pub fn bf16_typed(name: &str, dims: &[i64], v: &[bf16]) -> TensorProto {
-    TensorProto {
-        int32_data: v.iter().map(|x| i32::from(x.to_bits())).collect(),
-        ..typed(name, DType::BF16, dims)
-    }
-}
-
-/// An int64 tensor in `int64_data`.
-pub fn i64_typed(name: &str, dims: &[i64], v: &[i64]) -> TensorProto {
-    TensorProto {
-        int64_data: v.to_vec(),
-        ..typed(name, DType::I64, dims)
-    }
-}
-
-/// A tensor whose `raw_data` is in an external file.
-pub fn external(
-    name: &str,
-    dtype: DType,
-    dims: &[i64],
-    location: &str,
-    offset: u64,
-    length: u64,
-) -> TensorProto {
-    let kv = |k: &str, v: String| StringStringEntryProto {
-        key: Some(k.into()),
-        value: Some(v),
-    };
-    TensorProto {
-        data_location: Some(1),
-        external_data: vec![
-            kv("location", location.into()),
-            kv("offset", offset.to_string()),
-            kv("length", length.to_string()),
-        ],
-        ..typed(name, dtype, dims)
-    }
 }
 
 /// A node.
@@ -151,57 +72,12 @@ fn attr(name: &str, ty: AttributeType) -> AttributeProto {
     }
 }
 
-/// A tensor attribute.
-pub fn attr_tensor(name: &str, t: TensorProto) -> AttributeProto {
-    AttributeProto {
-        t: Some(t),
-        ..attr(name, AttributeType::Tensor)
-    }
-}
-
-/// A graph attribute.
-pub fn attr_graph(name: &str, g: GraphProto) -> AttributeProto {
-    AttributeProto {
-        g: Some(g),
-        ..attr(name, AttributeType::Graph)
-    }
-}
-
-/// A float attribute.
-pub fn attr_float(name: &str, v: f32) -> AttributeProto {
-    AttributeProto {
-        f: Some(v),
-        ..attr(name, AttributeType::Float)
-    }
-}
-
-/// A floats attribute.
-pub fn attr_floats(name: &str, v: &[f32]) -> AttributeProto {
-    AttributeProto {
-        floats: v.to_vec(),
-        ..attr(name, AttributeType::Floats)
-    }
-}
-
 /// An int attribute.
 pub fn attr_int(name: &str, v: i64) -> AttributeProto {
     AttributeProto {
         i: Some(v),
         ..attr(name, AttributeType::Int)
     }
-}
-
-/// An ints attribute.
-pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto {
-        ints: v.to_vec(),
-        ..attr(name, AttributeType::Ints)
-    }
-}
-
-/// A `Constant` node holding tensor `t` as its `value`, output `out`.
-pub fn constant(name: &str, out: &str, t: TensorProto) -> NodeProto {
-    node("Constant", name, &[], &[out], vec![attr_tensor("value", t)])
 }
 
 /// A tensor value info with fixed (`Ok`) or symbolic (`Err`) dims.
@@ -265,4 +141,41 @@ pub fn model(graph: GraphProto) -> ModelProto {
 /// The protobuf encoding of a model.
 pub fn encode(m: &ModelProto) -> Vec<u8> {
     m.encode_to_vec()
+}
+
+/// A small model: `y = x · W + b` (MatMul + Add) with an optional Softmax, input
+/// `x: float[N, features]`, output `y: float[N, classes]` (`N` fixed when `batch` is given).
+/// [`crate::runtime::Runtime::self_check`] runs it; tests use it too.
+pub fn linear_model(
+    weights: &[f32],
+    bias: &[f32],
+    features: usize,
+    classes: usize,
+    softmax: bool,
+    batch: Option<i64>,
+) -> Vec<u8> {
+    let f = i64::try_from(features).unwrap_or(0);
+    let c = i64::try_from(classes).unwrap_or(0);
+    let n = batch.ok_or("N");
+    let mut nodes = vec![node("MatMul", "mm", &["x", "W"], &["xw"], Vec::new())];
+    if softmax {
+        nodes.push(node("Add", "add", &["xw", "b"], &["z"], Vec::new()));
+        nodes.push(node(
+            "Softmax",
+            "softmax",
+            &["z"],
+            &["y"],
+            vec![attr_int("axis", 1)],
+        ));
+    } else {
+        nodes.push(node("Add", "add", &["xw", "b"], &["y"], Vec::new()));
+    }
+    let g = graph(
+        "linear",
+        nodes,
+        vec![f32_raw("W", &[f, c], weights), f32_raw("b", &[c], bias)],
+        vec![value_info("x", DType::F32, &[n, Ok(f)])],
+        vec![value_info("y", DType::F32, &[n, Ok(c)])],
+    );
+    encode(&model(g))
 }

@@ -117,30 +117,6 @@ impl fmt::Display for Storage {
     }
 }
 
-/// Whether a tensor may be mutated, and if not, why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mutability {
-    /// A mutation candidate.
-    Mutable,
-    /// Never mutated, with a short reason ("1-d (bias/norm)", "int64", ...).
-    NotMutable(String),
-}
-
-impl Mutability {
-    /// True for [`Mutability::Mutable`].
-    pub fn is_mutable(&self) -> bool {
-        matches!(self, Mutability::Mutable)
-    }
-
-    /// The reason a tensor is not mutable, if it is not.
-    pub fn reason(&self) -> Option<&str> {
-        match self {
-            Mutability::Mutable => None,
-            Mutability::NotMutable(r) => Some(r),
-        }
-    }
-}
-
 /// A stretch of a repeated scalar field's values in the model file.
 ///
 /// Packed (`prefix` is `Some`): `start..end` is the packed content. Unpacked: `start..end`
@@ -192,8 +168,10 @@ pub struct TensorInfo {
     pub location: Location,
     /// How its values are stored.
     pub storage: Storage,
-    /// The default rule's verdict (see [`crate::onnx::Selection`]).
-    pub mutability: Mutability,
+    /// Why it is never mutable when it feeds a shape-like input (in its own scope or a nested
+    /// one), e.g. `shape input of Reshape 'r'`: a fact the mutation policy
+    /// ([`crate::mutate::Selection`]) reads.
+    pub(crate) shape_use: Option<String>,
     pub(crate) key: String,
     pub(crate) payload: Payload,
     /// Enclosing length-delimited fields, outermost first; the last is the tensor's own.

@@ -1,5 +1,5 @@
 //! Model I/O: a wire-level tensor index over a memory-mapped model, typed messages where the
-//! graph must change, dtypes, external data, the byte-faithful child writer, atomic writes.
+//! graph must change, dtypes, external data, the byte-faithful child writer.
 //!
 //! [`Model::open`] maps the file and walks the protobuf wire format (never decoding or
 //! copying payloads) to list every tensor: initializers, `Constant` nodes (also
@@ -12,13 +12,11 @@ pub mod build;
 mod dtype;
 mod external;
 mod facts;
-pub mod fsx;
 mod index;
 mod meta;
 #[allow(clippy::all, missing_docs, rustdoc::all)]
 pub mod proto;
 mod scan;
-mod select;
 pub mod tail;
 mod values;
 mod wire;
@@ -33,8 +31,7 @@ use std::path::{Path, PathBuf};
 pub use dtype::{DType, TypedField};
 pub use external::ExternalFile;
 pub use facts::{Dim, ModelFacts, Opset, ValueFacts, ValueType};
-pub use index::{Location, Mutability, Storage, TensorInfo};
-pub use select::{Selection, SelectionError};
+pub use index::{Location, Storage, TensorInfo};
 pub use writer::{
     SMD_META_PREFIX, TEMPLATE_LOCATION, child_bytes, external_template, write_child,
     write_child_to, write_child_with_metadata,
@@ -154,14 +151,10 @@ pub enum ModelError {
         /// The model file.
         path: PathBuf,
     },
-    /// An output path is one of the inputs.
-    #[error("refusing to write {}: it is the input {}", out.display(), input.display())]
-    Overwrite {
-        /// The output.
-        out: PathBuf,
-        /// The input it would overwrite.
-        input: PathBuf,
-    },
+    /// Writing the child's files failed, or they would overwrite an input
+    /// ([`OutputError::Overwrite`](crate::output::OutputError::Overwrite)).
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
     /// Writing a child to a caller's writer failed.
     #[error("writing the child model: {source}")]
     Write {
@@ -175,14 +168,6 @@ pub enum ModelError {
         path: PathBuf,
         /// What went wrong.
         message: String,
-    },
-    /// An output folder cannot be used.
-    #[error("{}: {what}", path.display())]
-    OutputDir {
-        /// The folder.
-        path: PathBuf,
-        /// Why.
-        what: String,
     },
     /// A bug: an invariant of the index did not hold.
     #[error("{}: internal error: {what}", path.display())]
@@ -208,7 +193,6 @@ pub struct Model {
     externals: Vec<ExternalFile>,
     tensors: Vec<TensorInfo>,
     facts: ModelFacts,
-    shape_use: Vec<Option<String>>,
     locations: Vec<LocRef>,
 }
 
@@ -350,9 +334,8 @@ impl Model {
 
         assign_keys(&mut tensors);
         let shape_use = shape_uses(&tensors, &scan.shape_uses);
-        let default = Selection::default();
-        for (t, s) in tensors.iter_mut().zip(&shape_use) {
-            t.mutability = select::judge(t, s.as_deref(), &default);
+        for (t, s) in tensors.iter_mut().zip(shape_use) {
+            t.shape_use = s;
         }
         Ok(Model {
             path,
@@ -360,7 +343,6 @@ impl Model {
             externals,
             tensors,
             facts,
-            shape_use,
             locations,
         })
     }
@@ -473,25 +455,6 @@ impl Model {
                 ),
                 name,
             })
-            .collect()
-    }
-
-    /// The verdict of `sel` for every tensor, in [`Model::tensors`] order.
-    pub fn mutability(&self, sel: &Selection) -> Vec<Mutability> {
-        self.tensors
-            .iter()
-            .zip(&self.shape_use)
-            .map(|(t, s)| select::judge(t, s.as_deref(), sel))
-            .collect()
-    }
-
-    /// Indices of the tensors `sel` makes mutable.
-    pub fn select(&self, sel: &Selection) -> Vec<usize> {
-        self.mutability(sel)
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.is_mutable())
-            .map(|(i, _)| i)
             .collect()
     }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::ModelError;
 use super::dtype::{DType, TypedField};
-use super::index::{Location, Mutability, Payload, Run, Storage, TensorInfo};
+use super::index::{Location, Payload, Run, Storage, TensorInfo};
 use super::wire::{self, Field, LenPrefix, Reader, Wire, WireError};
 
 /// Most dimensions accepted for one tensor (ONNX sets no limit; this guards memory).
@@ -519,7 +519,7 @@ impl<'a> Scanner<'a> {
             elements: fin.elements,
             location,
             storage: fin.storage,
-            mutability: Mutability::NotMutable(String::new()),
+            shape_use: None,
             key: String::new(),
             payload: fin.payload,
             ancestors,

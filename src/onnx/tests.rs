@@ -6,6 +6,8 @@ use prost::Message;
 use super::build::*;
 use super::proto::{self, ModelProto, TensorProto};
 use super::*;
+use crate::mutate::{Mutability, Selection};
+use crate::output::OutputError;
 
 const FAKE: &str = "/nonexistent-smd-test/model.onnx";
 
@@ -14,6 +16,11 @@ fn open(bytes: Vec<u8>) -> Model {
         Ok(m) => m,
         Err(e) => panic!("{e}"),
     }
+}
+
+/// The default rule's verdict.
+fn verdict(t: &TensorInfo) -> Mutability {
+    Selection::default().judge(t)
 }
 
 fn open_err(bytes: Vec<u8>) -> String {
@@ -180,17 +187,17 @@ fn every_storage_form_reads_back() {
     );
     assert!(m.read_values(t("shape")).is_err());
     // Default rule.
-    assert!(t("f32_raw").mutability.is_mutable());
-    assert!(t("const_raw").mutability.is_mutable());
-    assert_eq!(t("cfs").mutability.reason(), Some("1-d (bias/norm)"));
-    assert_eq!(t("cf").mutability.reason(), Some("scalar"));
-    assert_eq!(t("shape").mutability.reason(), Some("int64"));
+    assert!(verdict(t("f32_raw")).is_mutable());
+    assert!(verdict(t("const_raw")).is_mutable());
+    assert_eq!(verdict(t("cfs")).reason(), Some("1-d (bias/norm)"));
+    assert_eq!(verdict(t("cf")).reason(), Some("scalar"));
+    assert_eq!(verdict(t("shape")).reason(), Some("int64"));
     let all = Selection {
         all_float: true,
         ..Default::default()
     };
-    assert!(m.mutability(&all)[m.find("cfs").unwrap()].is_mutable());
-    assert_eq!(m.select(&Selection::default()).len(), 9);
+    assert!(all.verdicts(&m)[m.find("cfs").unwrap()].is_mutable());
+    assert_eq!(Selection::default().mutable_tensors(&m).len(), 9);
 }
 
 #[test]
@@ -341,7 +348,7 @@ fn nested_subgraphs_scopes_and_shape_uses() {
         all_float: true,
         ..Default::default()
     };
-    let mu = m.mutability(&all);
+    let mu = all.verdicts(&m);
     assert_eq!(mu[0].reason(), Some("shape input of Resize 'rs'"));
     assert!(mu.iter().enumerate().all(|(i, x)| i == 0 || x.is_mutable()));
     // Values and writing at depth.
@@ -366,26 +373,6 @@ fn nested_subgraphs_scopes_and_shape_uses() {
 }
 
 #[test]
-fn selection_include_exclude() {
-    let w = [0.0f32; 4];
-    let m = open(simple(vec![
-        f32_raw("conv.weight", &[2, 2], &w),
-        f32_raw("fc.weight", &[2, 2], &w),
-        f32_raw("fc.bias", &[4], &w),
-    ]));
-    let sel = Selection {
-        include: Some(regex::Regex::new("^fc").unwrap()),
-        exclude: Some(regex::Regex::new("bias").unwrap()),
-        all_float: true,
-    };
-    let mu = m.mutability(&sel);
-    assert_eq!(mu[0].reason(), Some("not matched by --include"));
-    assert!(mu[1].is_mutable());
-    assert_eq!(mu[2].reason(), Some("excluded by --exclude"));
-    assert_eq!(m.select(&sel), vec![1]);
-}
-
-#[test]
 fn sparse_initializers_are_listed_never_mutable() {
     let mut g = graph("g", vec![], vec![], vec![], vec![]);
     g.sparse_initializer.push(proto::SparseTensorProto {
@@ -399,7 +386,7 @@ fn sparse_initializers_are_listed_never_mutable() {
     assert_eq!(t.location, Location::SparseInitializer);
     assert_eq!(t.dims, vec![3, 4]);
     assert_eq!(t.elements, 12);
-    assert_eq!(t.mutability.reason(), Some("sparse initializer"));
+    assert_eq!(verdict(t).reason(), Some("sparse initializer"));
     assert!(m.read_values(t).is_err());
     assert!(child_bytes(&m, &[(0, TensorData::F32(vec![0.0; 12]))]).is_err());
 }
@@ -476,7 +463,7 @@ fn tensor_errors_name_the_tensor() {
     ]);
     let m = open(ok);
     assert_eq!(m.tensors()[0].dtype.name(), "int4");
-    assert_eq!(m.tensors()[1].mutability.reason(), Some("float8e4m3fn"));
+    assert_eq!(verdict(&m.tensors()[1]).reason(), Some("float8e4m3fn"));
 }
 
 fn typed_empty(name: &str, dims: &[i64]) -> TensorProto {
@@ -566,7 +553,7 @@ fn external_data_read_write_and_errors() {
     // Refuses to overwrite the inputs.
     assert!(matches!(
         write_child(&m, &[], &mp),
-        Err(ModelError::Overwrite { .. })
+        Err(ModelError::Output(OutputError::Overwrite { .. }))
     ));
     assert!(write_child(&m, &[], &d.path().join("weights.bin")).is_err());
 
@@ -983,7 +970,7 @@ fn training_graphs_listed_functions_not() {
     let keys: Vec<&str> = model.tensors().iter().map(|t| t.key()).collect();
     assert_eq!(keys, ["w", "training_info[0]/initialization/seed"]);
     assert_eq!(
-        model.tensors()[1].mutability.reason(),
+        verdict(&model.tensors()[1]).reason(),
         Some("training graph")
     );
     assert_eq!(child_bytes(&model, &[]).unwrap(), bytes);

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use super::index::{Location, Payload, TensorInfo};
 use super::values::{bits16, encode_le};
 use super::wire::{self, LenPrefix};
-use super::{Model, ModelError, fsx};
+use super::{Model, ModelError};
+use crate::output::{self, OutputError};
 use crate::tensor::TensorData;
 
 /// One replacement of `start..end` in the source by `bytes`.
@@ -506,7 +507,7 @@ pub fn write_child_with_metadata(
     let valid = validate(model, changes)?;
     let inputs = model.input_paths();
     let input_refs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
-    fsx::ensure_not_input(out, &input_refs)?;
+    output::ensure_not_input(out, &input_refs)?;
     let mut edits = Vec::new();
     let mut ext = ExtPatches::new();
     plan_changes(model, &valid, &mut edits, &mut ext)?;
@@ -518,12 +519,13 @@ pub fn write_child_with_metadata(
     let names = child_external_names(model, out);
     let ext_paths: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
     for p in &ext_paths {
-        fsx::ensure_not_input(p, &input_refs)?;
+        output::ensure_not_input(p, &input_refs)?;
         if p == out {
-            return Err(ModelError::Overwrite {
+            return Err(OutputError::Overwrite {
                 out: p.clone(),
                 input: out.to_path_buf(),
-            });
+            }
+            .into());
         }
     }
     for loc in model.locations() {
@@ -577,7 +579,7 @@ pub fn write_child_with_metadata(
                         bytes,
                     })
                     .collect();
-                fsx::write_atomic(dst, |w| {
+                output::write_atomic(dst, |w| {
                     stream(&f.bytes, &repls, w).map_err(|source| ModelError::Io {
                         path: dst.clone(),
                         source,
@@ -585,7 +587,7 @@ pub fn write_child_with_metadata(
                 })?;
             } else {
                 // Little changes: let the kernel copy (reflink where possible), then patch.
-                fsx::copy_atomic(&f.path, dst, |file: &mut File| {
+                output::copy_atomic(&f.path, dst, |file: &mut File| {
                     for (offset, bytes) in &patches {
                         file.seek(SeekFrom::Start(*offset))?;
                         file.write_all(bytes)?;
@@ -595,7 +597,7 @@ pub fn write_child_with_metadata(
             }
             written.push(dst.clone());
         }
-        fsx::write_atomic(out, |w| {
+        output::write_atomic(out, |w| {
             stream(model.bytes(), &repls, w).map_err(|source| ModelError::Io {
                 path: out.to_path_buf(),
                 source,

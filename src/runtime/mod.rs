@@ -655,7 +655,7 @@ impl Runtime {
     /// Runs a tiny model (MatMul + Add) on the device and checks its result: proves that the
     /// library loads, the execution provider registers and a kernel runs.
     pub fn self_check(&self) -> Result<(), RuntimeError> {
-        let m = crate::score::spec::linear_model(
+        let m = crate::onnx::build::linear_model(
             &[1.0, 0.0, 0.0, 1.0],
             &[0.5, -0.5],
             2,

@@ -27,7 +27,8 @@ pub struct RawArray {
     pub data: Bytes,
 }
 
-/// Bytes whose start is 8-byte aligned (a `Vec<u64>` underneath).
+/// Bytes whose start is 8-byte aligned: a `Vec<u64>` underneath, viewed as bytes, so typed
+/// views of up to 8-byte elements need no copy.
 struct Aligned {
     words: Vec<u64>,
     len: usize,
@@ -35,25 +36,15 @@ struct Aligned {
 
 impl AsRef<[u8]> for Aligned {
     fn as_ref(&self) -> &[u8] {
-        let all: &[u8] = bytemuck_bytes(&self.words);
+        let all: &[u8] = bytemuck::cast_slice(&self.words);
         all.get(..self.len).unwrap_or_default()
     }
-}
-
-fn bytemuck_bytes(w: &[u64]) -> &[u8] {
-    // SAFETY: u64 has no padding and any byte pattern is valid u8; the length is exact.
-    unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<u8>(), std::mem::size_of_val(w)) }
-}
-
-fn bytemuck_bytes_mut(w: &mut [u64]) -> &mut [u8] {
-    // SAFETY: as above; the borrow is unique.
-    unsafe { std::slice::from_raw_parts_mut(w.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(w)) }
 }
 
 /// A new 8-byte-aligned buffer of `len` bytes, filled by `fill`.
 pub fn aligned_with(len: usize, fill: impl FnOnce(&mut [u8])) -> Bytes {
     let mut words = vec![0u64; len.div_ceil(8)];
-    if let Some(dst) = bytemuck_bytes_mut(&mut words).get_mut(..len) {
+    if let Some(dst) = bytemuck::cast_slice_mut::<u64, u8>(&mut words).get_mut(..len) {
         fill(dst);
     }
     Bytes::from_owner(Aligned { words, len })
@@ -241,7 +232,7 @@ pub fn parse_npz(bytes: &Bytes) -> Result<Vec<RawArray>, String> {
                     .map_err(|_| format!("array `{name}`: member too large"))?;
                 // Decompressed straight into an aligned buffer: typed views need no further copy.
                 let mut words = vec![0u64; len.div_ceil(8)];
-                let dst = bytemuck_bytes_mut(&mut words)
+                let dst = bytemuck::cast_slice_mut::<u64, u8>(&mut words)
                     .get_mut(..len)
                     .ok_or_else(|| format!("array `{name}`: size overflows"))?;
                 let corrupt = |e: std::io::Error| {
@@ -266,7 +257,9 @@ pub fn parse_npz(bytes: &Bytes) -> Result<Vec<RawArray>, String> {
     Ok(out)
 }
 
-/// Writes arrays as an `.npz` (stored or deflated members), as `np.savez` would.
+/// Writes arrays as an `.npz` (stored or deflated members), as `np.savez` would. Test
+/// scaffolding (feature `test-support`): the library never writes data files.
+#[cfg(any(test, feature = "test-support"))]
 pub fn write_npz(arrays: &[(&str, DType, &[usize], &[u8])], deflate: bool) -> Vec<u8> {
     use std::io::Write;
     let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
@@ -320,6 +313,16 @@ mod tests {
         // The member's offset is where the local header says.
         let off = a.data.as_ptr() as usize - z.as_ptr() as usize;
         assert_eq!(&z[off..off + x.len()], &x[..]);
+    }
+
+    #[test]
+    fn aligned_buffers_are_aligned_and_exact() {
+        for n in [0usize, 1, 7, 8, 9, 1001] {
+            let src: Vec<u8> = (0..n).map(|i| i as u8).collect();
+            let b = aligned_copy(&src);
+            assert_eq!(&b[..], &src[..]);
+            assert_eq!(b.as_ptr() as usize % 8, 0, "{n} bytes");
+        }
     }
 
     #[test]

@@ -351,7 +351,9 @@ fn parse_dict(text: &str) -> Result<Dict, String> {
     Ok(d)
 }
 
-/// Serialises an array as `.npy` version 1 (header padded to 64 bytes, as numpy does).
+/// Serialises an array as `.npy` version 1 (header padded to 64 bytes, as numpy does). Test
+/// scaffolding (feature `test-support`): the library never writes data files.
+#[cfg(any(test, feature = "test-support"))]
 pub fn write_npy(dtype: DType, shape: &[usize], data: &[u8]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let shape_s = match dims.len() {

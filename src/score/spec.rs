@@ -168,47 +168,10 @@ impl ModelIo {
     }
 }
 
-/// Builds a small model for tests and smoke checks: `y = x · W + b` (MatMul + Add) with an
-/// optional Softmax, input `x: float[N, features]`, output `y: float[N, classes]`.
-pub fn linear_model(
-    weights: &[f32],
-    bias: &[f32],
-    features: usize,
-    classes: usize,
-    softmax: bool,
-    batch: Option<i64>,
-) -> Vec<u8> {
-    use crate::onnx::DType as T;
-    use crate::onnx::build::{self, attr_int, f32_raw, graph, model, node, value_info};
-    let f = i64::try_from(features).unwrap_or(0);
-    let c = i64::try_from(classes).unwrap_or(0);
-    let n = batch.ok_or("N");
-    let mut nodes = vec![node("MatMul", "mm", &["x", "W"], &["xw"], Vec::new())];
-    if softmax {
-        nodes.push(node("Add", "add", &["xw", "b"], &["z"], Vec::new()));
-        nodes.push(node(
-            "Softmax",
-            "softmax",
-            &["z"],
-            &["y"],
-            vec![attr_int("axis", 1)],
-        ));
-    } else {
-        nodes.push(node("Add", "add", &["xw", "b"], &["y"], Vec::new()));
-    }
-    let g = graph(
-        "linear",
-        nodes,
-        vec![f32_raw("W", &[f, c], weights), f32_raw("b", &[c], bias)],
-        vec![value_info("x", T::F32, &[n, Ok(f)])],
-        vec![value_info("y", T::F32, &[n, Ok(c)])],
-    );
-    build::encode(&model(g))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::onnx::build::linear_model;
 
     #[test]
     fn reads_inputs_and_outputs() {

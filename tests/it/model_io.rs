@@ -9,6 +9,7 @@ use prost::Message;
 use smd_onnx::TensorData;
 use smd_onnx::onnx::proto::{GraphProto, ModelProto, TensorProto};
 use smd_onnx::onnx::{DType, Model, ModelError, Storage, TypedField, child_bytes, write_child};
+use smd_onnx::output::OutputError;
 
 use crate::util::repo;
 
@@ -433,13 +434,13 @@ fn writes_are_atomic_and_never_touch_inputs() {
     let m = open(&mp);
     assert!(matches!(
         write_child(&m, &[], &mp),
-        Err(ModelError::Overwrite { .. })
+        Err(ModelError::Output(OutputError::Overwrite { .. }))
     ));
     // A child whose data file name would be the parent's data file.
     let clash = d.path().join("digits_mlp_external.onnx");
     assert!(matches!(
         write_child(&m, &[], &clash),
-        Err(ModelError::Overwrite { .. })
+        Err(ModelError::Output(OutputError::Overwrite { .. }))
     ));
     // A folder that does not exist: error, nothing written anywhere.
     let r = write_child(&m, &[], &d.path().join("no/such/dir/c.onnx"));

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use smd_onnx::TensorData;
+use smd_onnx::mutate::Selection;
 use smd_onnx::onnx::Model;
 
 use crate::util::{assert_one_line_error, repo, smd};
@@ -24,7 +25,8 @@ fn mutate(model: &str, out: &Path, extra: &[&str]) -> Vec<PathBuf> {
 fn weights(path: &Path) -> Vec<u64> {
     let m = Model::open(path).unwrap();
     let mut out = Vec::new();
-    for t in m.tensors().iter().filter(|t| t.mutability.is_mutable()) {
+    let default = Selection::default();
+    for t in m.tensors().iter().filter(|t| default.judge(t).is_mutable()) {
         match m.read_values(t).unwrap() {
             TensorData::F32(v) => out.extend(v.iter().map(|x| u64::from(x.to_bits()))),
             other => panic!("float32 fixture expected, got {:?}", other.dtype()),

@@ -8,11 +8,10 @@ use std::process::{Command, Output};
 use prost::Message;
 use serde_json::Value;
 use smd_onnx::onnx::DType as TDType;
-use smd_onnx::onnx::build::{encode, external, f32_raw, graph, model, raw};
+use smd_onnx::onnx::build::{encode, external, f32_raw, graph, linear_model, model, raw};
 use smd_onnx::onnx::proto::ModelProto;
 use smd_onnx::score::DType;
 use smd_onnx::score::arrays::write_npz;
-use smd_onnx::score::spec::linear_model;
 
 use crate::util::{assert_one_line_error, root, smd, smd_env};
 
@@ -458,7 +457,14 @@ fn unusable_output_folders_are_refused() {
     std::fs::write(full.join("mine.txt"), b"x").unwrap();
     let o = evolve(&m, &d, &full, &[]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not empty"));
+    // evolve rewords the output module's typed error to name its own way out.
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(
+            "is not empty (use --force to replace its outputs, or --resume to continue a run)"
+        ),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_eq!(entries(&full), ["mine.txt"]);
 
     // Not writable. Root ignores permission bits: then check the folder probe differently.
@@ -989,7 +995,7 @@ fn atomic_write_helper() {
     };
     let path = PathBuf::from(path);
     let ready = path.with_extension("ready");
-    smd_onnx::onnx::fsx::write_atomic::<(), smd_onnx::onnx::ModelError>(&path, |w| {
+    smd_onnx::output::write_atomic::<(), smd_onnx::output::OutputError>(&path, |w| {
         w.write_all(&vec![b'n'; 1 << 20]).unwrap();
         w.flush().unwrap();
         std::fs::write(&ready, b"").unwrap();
@@ -1050,7 +1056,7 @@ fn writes_killed_midway_leave_the_old_file() {
             names[0].starts_with(".report.json.") && is_temp(&names[0]),
             "{names:?}"
         );
-        smd_onnx::onnx::fsx::remove_temps(d.path(), Some(&["report.json"])).unwrap();
+        smd_onnx::output::remove_temps(d.path(), Some(&["report.json"])).unwrap();
     }
 }
 

@@ -169,9 +169,9 @@ fn gpu_devices_never_fall_back_to_cpu() {
 #[test]
 fn sessions_take_initializer_overrides_and_predict_any_rows() {
     use smd_onnx::TensorData;
+    use smd_onnx::onnx::build::linear_model;
     use smd_onnx::runtime::{Runtime, RuntimeConfig, tensor_value};
     use smd_onnx::score::arrays::RawArray;
-    use smd_onnx::score::spec::linear_model;
     use smd_onnx::score::{DType, Dataset, ModelIo, Predictor};
 
     let rt = Runtime::new(&RuntimeConfig::default()).expect("runtime");

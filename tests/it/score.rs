@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use serde_json::Value;
+use smd_onnx::onnx::build::linear_model;
 use smd_onnx::score::DType;
 use smd_onnx::score::arrays::write_npz;
-use smd_onnx::score::spec::linear_model;
 
 use crate::util::{assert_one_line_error, json_of, repo, smd};
 

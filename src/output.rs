@@ -1,14 +1,58 @@
-//! Atomic file writes: a temporary file in the destination's folder, fsync, rename. A failed
-//! or interrupted write leaves no partial file behind (the temporary file is removed).
+//! Writing outputs safely: atomic file writes (a temporary file in the destination's folder,
+//! fsync, rename), output folders, cleanup of temporary files, and the refusal to write over
+//! an input. A failed or interrupted write leaves no partial file behind.
+//!
+//! Every writer of the library (child models, ensembles, reports, the run journal) goes
+//! through here. The functions are generic over the caller's error type `E`, which only needs
+//! `From<OutputError>`, so the closure that produces the contents can fail with its own errors.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::ModelError;
+/// Errors from writing outputs. Each names the file or folder, on one line.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// A file or folder could not be read, created, written or renamed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// An output path is one of the inputs.
+    #[error("refusing to write {}: it is the input {}", out.display(), input.display())]
+    Overwrite {
+        /// The output.
+        out: PathBuf,
+        /// The input it would overwrite.
+        input: PathBuf,
+    },
+    /// The output folder's path exists and is not a folder.
+    #[error("{}: exists and is not a folder", path.display())]
+    NotAFolder {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The output folder holds files, and reusing it was not asked for.
+    #[error("{}: is not empty (use --force to replace its outputs)", path.display())]
+    NotEmpty {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// No file can be created in the output folder.
+    #[error("{}: is not writable ({kind})", path.display())]
+    NotWritable {
+        /// The folder.
+        path: PathBuf,
+        /// Why creating a file failed (only the kind: the message stays one short line).
+        kind: std::io::ErrorKind,
+    },
+}
 
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> ModelError + '_ {
-    move |source| ModelError::Io {
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> OutputError + '_ {
+    move |source| OutputError::Io {
         path: path.to_path_buf(),
         source,
     }
@@ -24,7 +68,7 @@ fn folder_of(path: &Path) -> PathBuf {
 /// Suffix of the temporary files: `.<final name>.<random>.tmp`, hidden, in the same folder.
 const TEMP_SUFFIX: &str = ".tmp";
 
-fn temp_for(path: &Path) -> Result<tempfile::NamedTempFile, ModelError> {
+fn temp_for(path: &Path) -> Result<tempfile::NamedTempFile, OutputError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -46,7 +90,7 @@ fn temp_for(path: &Path) -> Result<tempfile::NamedTempFile, ModelError> {
 /// Removes the temporary files an interrupted [`write_atomic`] left in `dir` (a killed
 /// process cannot clean up): hidden `.<name>.<random>.tmp` files, only those whose `<name>`
 /// starts with one of `names` when given. A missing folder is fine.
-pub fn remove_temps(dir: &Path, names: Option<&[&str]>) -> Result<(), ModelError> {
+pub fn remove_temps(dir: &Path, names: Option<&[&str]>) -> Result<(), OutputError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -76,7 +120,7 @@ pub fn remove_temps(dir: &Path, names: Option<&[&str]>) -> Result<(), ModelError
     Ok(())
 }
 
-fn commit(tmp: tempfile::NamedTempFile, path: &Path, durable: bool) -> Result<(), ModelError> {
+fn commit(tmp: tempfile::NamedTempFile, path: &Path, durable: bool) -> Result<(), OutputError> {
     if durable {
         tmp.as_file().sync_all().map_err(io_err(path))?;
     }
@@ -96,7 +140,7 @@ fn write_via_temp<T, E>(
     f: impl FnOnce(&mut dyn Write) -> Result<T, E>,
 ) -> Result<T, E>
 where
-    E: From<ModelError>,
+    E: From<OutputError>,
 {
     let mut tmp = temp_for(path)?;
     let value = {
@@ -116,7 +160,7 @@ pub fn write_atomic<T, E>(
     f: impl FnOnce(&mut dyn Write) -> Result<T, E>,
 ) -> Result<T, E>
 where
-    E: From<ModelError>,
+    E: From<OutputError>,
 {
     write_via_temp(path, true, f)
 }
@@ -130,7 +174,7 @@ pub fn write_atomic_cache<T, E>(
     f: impl FnOnce(&mut dyn Write) -> Result<T, E>,
 ) -> Result<T, E>
 where
-    E: From<ModelError>,
+    E: From<OutputError>,
 {
     write_via_temp(path, false, f)
 }
@@ -143,7 +187,7 @@ pub fn write_atomic_except<T, E>(
     f: impl FnOnce(&mut dyn Write) -> Result<T, E>,
 ) -> Result<T, E>
 where
-    E: From<ModelError>,
+    E: From<OutputError>,
 {
     ensure_not_input(path, inputs)?;
     write_atomic(path, f)
@@ -155,7 +199,7 @@ pub(crate) fn copy_atomic(
     src: &Path,
     dst: &Path,
     patch: impl FnOnce(&mut File) -> std::io::Result<()>,
-) -> Result<(), ModelError> {
+) -> Result<(), OutputError> {
     let mut tmp = temp_for(dst)?;
     // `fs::copy` gives the copy the source's permissions: keep those of a new file.
     let perms = tmp.as_file().metadata().map_err(io_err(dst))?.permissions();
@@ -181,10 +225,10 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// Refuses `out` when it is (or links to) one of `inputs`.
-pub fn ensure_not_input(out: &Path, inputs: &[&Path]) -> Result<(), ModelError> {
+pub fn ensure_not_input(out: &Path, inputs: &[&Path]) -> Result<(), OutputError> {
     for input in inputs {
         if same_file(out, input) {
-            return Err(ModelError::Overwrite {
+            return Err(OutputError::Overwrite {
                 out: out.to_path_buf(),
                 input: input.to_path_buf(),
             });
@@ -195,19 +239,16 @@ pub fn ensure_not_input(out: &Path, inputs: &[&Path]) -> Result<(), ModelError> 
 
 /// Prepares an output folder: creates it if missing; refuses a path that is not a folder, and a
 /// non-empty folder unless `reuse` (e.g. `--force`, `--resume`).
-pub fn prepare_out_dir(out: &Path, reuse: bool) -> Result<(), ModelError> {
-    let fail = |what: &str| ModelError::OutputDir {
-        path: out.to_path_buf(),
-        what: what.into(),
-    };
+pub fn prepare_out_dir(out: &Path, reuse: bool) -> Result<(), OutputError> {
+    let path = || out.to_path_buf();
     match std::fs::metadata(out) {
-        Ok(m) if !m.is_dir() => return Err(fail("exists and is not a folder")),
+        Ok(m) if !m.is_dir() => return Err(OutputError::NotAFolder { path: path() }),
         Ok(_) => {
             // A probe left by a run killed right after creating it is not an output.
             remove_temps(out, Some(&[PROBE]))?;
             let mut entries = std::fs::read_dir(out).map_err(io_err(out))?;
             if entries.next().is_some() && !reuse {
-                return Err(fail("is not empty (use --force to replace its outputs)"));
+                return Err(OutputError::NotEmpty { path: path() });
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -218,7 +259,10 @@ pub fn prepare_out_dir(out: &Path, reuse: bool) -> Result<(), ModelError> {
     // Fail now rather than after hours of work: can files be created there? (The probe is
     // removed when dropped; named like every temporary file, so a kill leaves nothing else.)
     temp_for(&out.join(PROBE)).map(drop).map_err(|e| match e {
-        ModelError::Io { source, .. } => fail(&format!("is not writable ({})", source.kind())),
+        OutputError::Io { source, .. } => OutputError::NotWritable {
+            path: path(),
+            kind: source.kind(),
+        },
         other => other,
     })
 }
@@ -234,18 +278,15 @@ mod tests {
     fn atomic_write_and_failure_leave_no_temp() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("out.bin");
-        write_atomic::<_, ModelError>(&p, |w| {
+        write_atomic::<_, OutputError>(&p, |w| {
             w.write_all(b"hello").map_err(io_err(&p))?;
             Ok(())
         })
         .unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"hello");
-        let r = write_atomic::<(), ModelError>(&p, |w| {
+        let r = write_atomic::<(), OutputError>(&p, |w| {
             w.write_all(b"partial").map_err(io_err(&p))?;
-            Err(ModelError::Internal {
-                path: p.clone(),
-                what: "boom".into(),
-            })
+            Err(io_err(&p)(std::io::Error::other("boom")))
         });
         assert!(r.is_err());
         assert_eq!(std::fs::read(&p).unwrap(), b"hello");
@@ -263,7 +304,7 @@ mod tests {
         File::create(&plain).unwrap();
         let want = std::fs::metadata(&plain).unwrap().permissions().mode() & 0o777;
         let p = d.path().join("out.bin");
-        write_atomic::<_, ModelError>(&p, |w| w.write_all(b"x").map_err(io_err(&p))).unwrap();
+        write_atomic::<_, OutputError>(&p, |w| w.write_all(b"x").map_err(io_err(&p))).unwrap();
         assert_eq!(
             std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
             want
@@ -291,6 +332,23 @@ mod tests {
         std::fs::write(out.join(".smd-probe.x1y2z3.tmp"), b"").unwrap();
         prepare_out_dir(&out, false).unwrap();
         assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+        // A real file is: the error says so by its type (callers reword it) and in one line.
+        std::fs::write(out.join("best.onnx"), b"").unwrap();
+        let e = prepare_out_dir(&out, false).unwrap_err();
+        assert!(matches!(&e, OutputError::NotEmpty { path } if path == &out));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: is not empty (use --force to replace its outputs)",
+                out.display()
+            )
+        );
+        prepare_out_dir(&out, true).unwrap();
+        let file = out.join("best.onnx");
+        assert!(matches!(
+            prepare_out_dir(&file, true),
+            Err(OutputError::NotAFolder { .. })
+        ));
     }
 
     #[test]
@@ -327,7 +385,7 @@ mod tests {
         assert!(ensure_not_input(&a, &[&a]).is_err());
         assert!(ensure_not_input(&link, &[&a]).is_err());
         assert!(ensure_not_input(&d.path().join("c"), &[&a]).is_ok());
-        let r = write_atomic_except::<(), ModelError>(&a, &[&a], |_| Ok(()));
-        assert!(matches!(r, Err(ModelError::Overwrite { .. })));
+        let r = write_atomic_except::<(), OutputError>(&a, &[&a], |_| Ok(()));
+        assert!(matches!(r, Err(OutputError::Overwrite { .. })));
     }
 }

@@ -1,8 +1,41 @@
-//! Which tensors may be mutated.
+//! Which tensors may be mutated: the policy ([`Selection`]) and its verdicts ([`Mutability`]).
+//!
+//! The policy is pure: it reads the facts [`crate::onnx`] records for each tensor (dtype, dims,
+//! where it is declared, whether it feeds a shape-like input) and decides. It lives here, next
+//! to the mutation it feeds, rather than on [`Model`]: `onnx` only describes models and never
+//! depends on `mutate`, so the modules still depend on each other one way (`mutate` → `onnx`).
+//! Hence [`Selection::verdicts`] and [`Selection::mutable_tensors`] take the model, instead of
+//! `Model` methods that would have to call back into `mutate`.
+//!
+//! The reasons name the CLI flags (`--include`, `--exclude`): `smd-onnx inspect` shows them.
 
 use regex::Regex;
 
-use super::index::{Location, Mutability, TensorInfo};
+use crate::onnx::{Location, Model, TensorInfo};
+
+/// Whether a tensor may be mutated, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mutability {
+    /// A mutation candidate.
+    Mutable,
+    /// Never mutated, with a short reason ("1-d (bias/norm)", "int64", ...).
+    NotMutable(String),
+}
+
+impl Mutability {
+    /// True for [`Mutability::Mutable`].
+    pub fn is_mutable(&self) -> bool {
+        matches!(self, Mutability::Mutable)
+    }
+
+    /// The reason a tensor is not mutable, if it is not.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Mutability::Mutable => None,
+            Mutability::NotMutable(r) => Some(r),
+        }
+    }
+}
 
 /// The mutable-tensor rule. By default: float32/float16/bfloat16/float64 tensors with at least
 /// two dimensions and at least one element, in initializers or `Constant` nodes (any subgraph
@@ -29,6 +62,57 @@ pub struct SelectionError {
 }
 
 impl Selection {
+    /// The verdict for every tensor of `model`, in [`Model::tensors`] order.
+    pub fn verdicts(&self, model: &Model) -> Vec<Mutability> {
+        model.tensors().iter().map(|t| self.judge(t)).collect()
+    }
+
+    /// Indices (into [`Model::tensors`]) of the tensors this rule makes mutable.
+    pub fn mutable_tensors(&self, model: &Model) -> Vec<usize> {
+        model
+            .tensors()
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| self.judge(t).is_mutable())
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// The verdict for one tensor of a model.
+    pub fn judge(&self, t: &TensorInfo) -> Mutability {
+        let no = |r: &str| Mutability::NotMutable(r.to_string());
+        if t.location == Location::SparseInitializer {
+            return no("sparse initializer");
+        }
+        if !t.dtype.is_mutable_float() {
+            return no(&t.dtype.name());
+        }
+        if t.training {
+            return no("training graph");
+        }
+        if t.elements == 0 {
+            return no("empty");
+        }
+        if let Some(r) = &t.shape_use {
+            return no(r);
+        }
+        if !self.all_float && t.dims.len() < 2 {
+            return no(if t.dims.is_empty() {
+                "scalar"
+            } else {
+                "1-d (bias/norm)"
+            });
+        }
+        let matches = |re: &Regex| re.is_match(&t.name) || re.is_match(t.key());
+        if self.exclude.as_ref().is_some_and(matches) {
+            return no("excluded by --exclude");
+        }
+        if self.include.as_ref().is_some_and(|re| !matches(re)) {
+            return no("not matched by --include");
+        }
+        Mutability::Mutable
+    }
+
     /// The rule as recipes record it: `default` or `all-float`, then ` include=<regex>` and
     /// ` exclude=<regex>` when set (the patterns verbatim).
     pub fn describe(&self) -> String {
@@ -125,45 +209,32 @@ impl Selection {
     }
 }
 
-/// The verdict for one tensor; `shape_use` is the reason when the tensor feeds a shape-like
-/// input.
-pub(crate) fn judge(t: &TensorInfo, shape_use: Option<&str>, sel: &Selection) -> Mutability {
-    let no = |r: &str| Mutability::NotMutable(r.to_string());
-    if t.location == Location::SparseInitializer {
-        return no("sparse initializer");
-    }
-    if !t.dtype.is_mutable_float() {
-        return no(&t.dtype.name());
-    }
-    if t.training {
-        return no("training graph");
-    }
-    if t.elements == 0 {
-        return no("empty");
-    }
-    if let Some(r) = shape_use {
-        return no(r);
-    }
-    if !sel.all_float && t.dims.len() < 2 {
-        return no(if t.dims.is_empty() {
-            "scalar"
-        } else {
-            "1-d (bias/norm)"
-        });
-    }
-    let matches = |re: &Regex| re.is_match(&t.name) || re.is_match(t.key());
-    if sel.exclude.as_ref().is_some_and(matches) {
-        return no("excluded by --exclude");
-    }
-    if sel.include.as_ref().is_some_and(|re| !matches(re)) {
-        return no("not matched by --include");
-    }
-    Mutability::Mutable
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::onnx::build::{encode, f32_raw, graph, model};
+
+    #[test]
+    fn include_exclude() {
+        let w = [0.0f32; 4];
+        let inits = vec![
+            f32_raw("conv.weight", &[2, 2], &w),
+            f32_raw("fc.weight", &[2, 2], &w),
+            f32_raw("fc.bias", &[4], &w),
+        ];
+        let bytes = encode(&model(graph("g", vec![], inits, vec![], vec![])));
+        let m = Model::from_bytes(bytes, "/nonexistent-smd-test/model.onnx").unwrap();
+        let sel = Selection {
+            include: Some(Regex::new("^fc").unwrap()),
+            exclude: Some(Regex::new("bias").unwrap()),
+            all_float: true,
+        };
+        let mu = sel.verdicts(&m);
+        assert_eq!(mu[0].reason(), Some("not matched by --include"));
+        assert!(mu[1].is_mutable());
+        assert_eq!(mu[2].reason(), Some("excluded by --exclude"));
+        assert_eq!(sel.mutable_tensors(&m), vec![1]);
+    }
 
     #[test]
     fn descriptions_read_back() {
