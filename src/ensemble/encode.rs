@@ -154,229 +154,323 @@ pub fn encode(
     base_name: &str,
     member_name: &dyn Fn(usize) -> String,
 ) -> Encoded {
-    let n = v.base.len();
-    let d = v.base.dtype().raw_bytes(1).unwrap_or(4) as usize;
-    let members = v.changes.len();
     let changers: Vec<(usize, &Change)> = v
         .changes
         .iter()
         .enumerate()
         .filter_map(|(i, c)| c.as_ref().filter(|c| !c.indices.is_empty()).map(|c| (i, c)))
         .collect();
-    let nnz: usize = changers.iter().map(|(_, c)| c.indices.len()).sum();
-    let idx_bytes = 4; // u32 indices suffice: `Change` holds u32.
+    let overlap = Overlap::of(v, &changers);
+    let encoding = cheapest_encoding(v, &changers, &overlap);
+    let mut p = Pieces {
+        out: Encoded {
+            initializers: Vec::new(),
+            nodes: Vec::new(),
+            encoding,
+        },
+        id,
+        // ONNX Runtime's CPU kernels for Where/ScatterElements lack bfloat16: select in float32
+        // and cast back (bfloat16 → float32 → bfloat16 is exact).
+        widen: v.base.dtype() == DType::BF16,
+        member_name,
+    };
+    if encoding == Encoding::Dense {
+        // No computation: each member's tensor is an initializer under the member's name.
+        for &(i, _) in &changers {
+            let values = member_values(v, i);
+            p.out
+                .initializers
+                .push(float_tensor(&member_name(i), &v.dims, &values));
+        }
+        return p.out;
+    }
+    let base_c = p.compute(base_name);
+    match encoding {
+        Encoding::Dense => {}
+        Encoding::OwnerMap => p.owner_map(v, &changers, &overlap, &base_c),
+        Encoding::SharedValues | Encoding::Sparse => {
+            p.scatter(v, &changers, &overlap.mutated, &base_c)
+        }
+    }
+    p.out
+}
 
-    // One pass decides which encodings are possible and builds the shared mutated tensor.
-    const NONE: u16 = u16::MAX;
-    let mut owner = vec![NONE; n];
-    let mut mutated = v.base.clone();
-    let mut disjoint = members < usize::from(NONE);
-    let mut consistent = true;
-    for &(i, c) in &changers {
-        for (p, &j) in c.indices.iter().enumerate() {
-            let j = j as usize;
-            if owner[j] == NONE {
-                owner[j] = i as u16;
-                set_from(&mut mutated, j, &c.values, p);
-            } else {
-                disjoint = false;
-                if bits(&mutated, j) != bits(&c.values, p) {
-                    consistent = false;
+/// Marks [`Overlap::owner`] elements that no member changes.
+const NO_OWNER: u16 = u16::MAX;
+
+/// How the members' changes of one tensor overlap, found in one pass, with the shared mutated
+/// tensor the owner-map and shared-values encodings store.
+struct Overlap {
+    /// Per element: the member that changes it first, or [`NO_OWNER`].
+    owner: Vec<u16>,
+    /// The base with every change applied (the first change of an element wins).
+    mutated: TensorData,
+    /// No element is changed by two members (and member indices fit the owner map).
+    disjoint: bool,
+    /// Members that change the same element give it the same value.
+    consistent: bool,
+}
+
+impl Overlap {
+    fn of(v: &Varying, changers: &[(usize, &Change)]) -> Overlap {
+        let mut owner = vec![NO_OWNER; v.base.len()];
+        let mut mutated = v.base.clone();
+        let mut disjoint = v.changes.len() < usize::from(NO_OWNER);
+        let mut consistent = true;
+        for &(i, c) in changers {
+            for (p, &j) in c.indices.iter().enumerate() {
+                let j = j as usize;
+                if owner[j] == NO_OWNER {
+                    owner[j] = i as u16;
+                    set_from(&mut mutated, j, &c.values, p);
+                } else {
+                    disjoint = false;
+                    if bits(&mutated, j) != bits(&c.values, p) {
+                        consistent = false;
+                    }
                 }
             }
         }
+        Overlap {
+            owner,
+            mutated,
+            disjoint,
+            consistent,
+        }
     }
-    let map_elem = if members <= 255 { 1 } else { 2 };
+}
+
+/// Bytes per owner-map element: u8 member indices while they fit, else u16.
+fn owner_map_width(members: usize) -> usize {
+    if members <= 255 { 1 } else { 2 }
+}
+
+/// The encoding that stores the fewest bytes among those the overlap allows.
+fn cheapest_encoding(v: &Varying, changers: &[(usize, &Change)], overlap: &Overlap) -> Encoding {
+    let n = v.base.len();
+    let d = v.base.dtype().raw_bytes(1).unwrap_or(4) as usize;
+    let members = v.changes.len();
+    let nnz: usize = changers.iter().map(|(_, c)| c.indices.len()).sum();
+    let idx_bytes = 4; // u32 indices suffice: `Change` holds u32.
     // Bytes beyond the parent's tensor, which the other encodings read and Dense needs only
     // for members that keep it (otherwise the graph drops it as dead).
     let dense =
         (changers.len() * n * d).saturating_sub(if changers.len() == members { n * d } else { 0 });
     let mut options = vec![(Encoding::Sparse, nnz * (idx_bytes + d))];
-    if consistent {
+    if overlap.consistent {
         options.push((Encoding::SharedValues, n * d + nnz * idx_bytes));
     }
-    if disjoint {
-        options.push((Encoding::OwnerMap, n * (d + map_elem)));
+    if overlap.disjoint {
+        options.push((Encoding::OwnerMap, n * (d + owner_map_width(members))));
     }
     options.push((Encoding::Dense, dense));
-    let encoding = options
+    options
         .iter()
         .min_by_key(|(_, cost)| *cost)
         .map(|(e, _)| *e)
-        .unwrap_or(Encoding::Sparse);
+        .unwrap_or(Encoding::Sparse)
+}
 
-    let mut out = Encoded {
-        initializers: Vec::new(),
-        nodes: Vec::new(),
-        encoding,
-    };
-    let shape_name = format!("smd/shape/{id}");
-    // ONNX Runtime's CPU kernels for Where/ScatterElements lack bfloat16: select in float32
-    // and cast back (bfloat16 → float32 → bfloat16 is exact).
-    let widen = v.base.dtype() == DType::BF16;
-    let cast = |out: &mut Encoded, from: &str, to: &str, dtype: DType| {
-        out.nodes.push(build::node(
+/// The graph pieces being built for one varying tensor.
+struct Pieces<'a> {
+    out: Encoded,
+    /// Names the pieces.
+    id: &'a str,
+    /// Compute in float32 (the tensor is bfloat16).
+    widen: bool,
+    member_name: &'a dyn Fn(usize) -> String,
+}
+
+impl Pieces<'_> {
+    fn cast(&mut self, from: &str, to: &str, dtype: DType) {
+        self.out.nodes.push(build::node(
             "Cast",
             to,
             &[from],
             &[to],
             vec![attr_int("to", i64::from(dtype.to_onnx()))],
         ));
-    };
-    let compute = |out: &mut Encoded, name: &str| -> String {
-        if widen {
+    }
+
+    /// The value to compute with in place of `name`: itself, or its float32 cast.
+    fn compute(&mut self, name: &str) -> String {
+        if self.widen {
             let w = format!("{name}/f32");
-            cast(out, name, &w, DType::F32);
+            self.cast(name, &w, DType::F32);
             w
         } else {
             name.to_string()
         }
-    };
-    // The value a member's computation writes: its final name, or a float32 one cast back.
-    let result = |i: usize| -> (String, Option<String>) {
-        let m = member_name(i);
-        if widen {
+    }
+
+    /// The value member `i`'s computation writes: its final name, or a float32 one to cast
+    /// back to the final name (returned second, for [`Pieces::finish`]).
+    fn result(&self, i: usize) -> (String, Option<String>) {
+        let m = (self.member_name)(i);
+        if self.widen {
             (format!("{m}/f32"), Some(m))
         } else {
             (m, None)
         }
-    };
-    let finish = |out: &mut Encoded, pending: Option<String>, computed: &str| {
-        if let Some(m) = pending {
-            cast(out, computed, &m, DType::BF16);
-        }
-    };
-    if encoding == Encoding::Dense {
-        // No computation: each member's tensor is an initializer under the member's name.
-        for &(i, _) in &changers {
-            let values = member_values(v, i);
-            out.initializers
-                .push(float_tensor(&member_name(i), &v.dims, &values));
-        }
-        return out;
     }
-    let base_c = compute(&mut out, base_name);
-    match encoding {
-        Encoding::Dense => {}
-        Encoding::OwnerMap => {
-            let map_name = format!("smd/map/{id}");
-            let mut_name = format!("smd/mut/{id}");
-            let map_i32 = format!("smd/map_i32/{id}");
-            let map_tensor = if map_elem == 1 {
-                build::raw(
-                    &map_name,
-                    DType::U8,
-                    &v.dims,
-                    owner.iter().map(|&o| o as u8).collect(),
-                )
-            } else {
-                build::raw(
-                    &map_name,
-                    DType::U16,
-                    &v.dims,
-                    owner.iter().flat_map(|o| o.to_le_bytes()).collect(),
-                )
-            };
-            out.initializers.push(map_tensor);
-            out.initializers
-                .push(float_tensor(&mut_name, &v.dims, &mutated));
-            let mut_c = compute(&mut out, &mut_name);
-            out.nodes.push(build::node(
-                "Cast",
-                &format!("smd/cast/{id}"),
-                &[&map_name],
-                &[&map_i32],
-                vec![attr_int("to", i64::from(DType::I32.to_onnx()))],
-            ));
-            for &(i, _) in &changers {
-                let eq = format!("smd/eq{i}/{id}");
-                out.nodes.push(build::node(
-                    "Equal",
-                    &eq,
-                    &[&map_i32, &member_const(i)],
-                    &[&eq],
-                    Vec::new(),
-                ));
-                let (m, pending) = result(i);
-                out.nodes.push(build::node(
-                    "Where",
-                    &format!("smd/where{i}/{id}"),
-                    &[&eq, &mut_c, &base_c],
-                    &[&m],
-                    Vec::new(),
-                ));
-                finish(&mut out, pending, &m);
-            }
+
+    /// Casts a member's float32 result back to its final name, when [`Pieces::result`] asked.
+    fn finish(&mut self, pending: Option<String>, computed: &str) {
+        if let Some(m) = pending {
+            self.cast(computed, &m, DType::BF16);
         }
-        Encoding::SharedValues | Encoding::Sparse => {
-            let flat = format!("smd/flat/{id}");
-            out.initializers
-                .push(i64_tensor(&shape_name, &[v.dims.len() as i64], &v.dims));
-            out.nodes.push(build::node(
-                "Reshape",
-                &flat,
-                &[&base_c, FLAT],
-                &[&flat],
+    }
+
+    /// [`Encoding::OwnerMap`]: member `i` takes the mutated value where the map says `i`,
+    /// else the base (`Where(map == i, mutated, base)`).
+    fn owner_map(
+        &mut self,
+        v: &Varying,
+        changers: &[(usize, &Change)],
+        overlap: &Overlap,
+        base_c: &str,
+    ) {
+        let id = self.id;
+        let map_name = format!("smd/map/{id}");
+        let mut_name = format!("smd/mut/{id}");
+        let map_i32 = format!("smd/map_i32/{id}");
+        let map_tensor = if owner_map_width(v.changes.len()) == 1 {
+            build::raw(
+                &map_name,
+                DType::U8,
+                &v.dims,
+                overlap.owner.iter().map(|&o| o as u8).collect(),
+            )
+        } else {
+            build::raw(
+                &map_name,
+                DType::U16,
+                &v.dims,
+                overlap.owner.iter().flat_map(|o| o.to_le_bytes()).collect(),
+            )
+        };
+        self.out.initializers.push(map_tensor);
+        self.out
+            .initializers
+            .push(float_tensor(&mut_name, &v.dims, &overlap.mutated));
+        let mut_c = self.compute(&mut_name);
+        self.out.nodes.push(build::node(
+            "Cast",
+            &format!("smd/cast/{id}"),
+            &[&map_name],
+            &[&map_i32],
+            vec![attr_int("to", i64::from(DType::I32.to_onnx()))],
+        ));
+        for &(i, _) in changers {
+            let eq = format!("smd/eq{i}/{id}");
+            self.out.nodes.push(build::node(
+                "Equal",
+                &eq,
+                &[&map_i32, &member_const(i)],
+                &[&eq],
                 Vec::new(),
             ));
-            let mut_flat = format!("smd/mut_flat/{id}");
-            if encoding == Encoding::SharedValues {
-                let mut_name = format!("smd/mut/{id}");
-                out.initializers
-                    .push(float_tensor(&mut_name, &v.dims, &mutated));
-                let mut_c = compute(&mut out, &mut_name);
-                out.nodes.push(build::node(
-                    "Reshape",
-                    &mut_flat,
-                    &[&mut_c, FLAT],
-                    &[&mut_flat],
-                    Vec::new(),
-                ));
-            }
-            for &(i, c) in &changers {
-                let idx = format!("smd/idx{i}/{id}");
-                let len = c.indices.len() as i64;
-                out.initializers.push(i32_tensor(
-                    &idx,
-                    &[len],
-                    c.indices.iter().map(|&x| x as i32),
-                ));
-                let vals = format!("smd/val{i}/{id}");
-                let vals = if encoding == Encoding::SharedValues {
-                    out.nodes.push(build::node(
-                        "Gather",
-                        &vals,
-                        &[&mut_flat, &idx],
-                        &[&vals],
-                        vec![attr_int("axis", 0)],
-                    ));
-                    vals
-                } else {
-                    out.initializers
-                        .push(float_tensor(&vals, &[len], &c.values));
-                    compute(&mut out, &vals)
-                };
-                let scattered = format!("smd/scatter{i}/{id}");
-                out.nodes.push(build::node(
-                    "ScatterElements",
-                    &scattered,
-                    &[&flat, &idx, &vals],
-                    &[&scattered],
-                    vec![attr_int("axis", 0)],
-                ));
-                let (m, pending) = result(i);
-                out.nodes.push(build::node(
-                    "Reshape",
-                    &format!("smd/reshape{i}/{id}"),
-                    &[&scattered, &shape_name],
-                    &[&m],
-                    Vec::new(),
-                ));
-                finish(&mut out, pending, &m);
-            }
+            let (m, pending) = self.result(i);
+            self.out.nodes.push(build::node(
+                "Where",
+                &format!("smd/where{i}/{id}"),
+                &[&eq, &mut_c, base_c],
+                &[&m],
+                Vec::new(),
+            ));
+            self.finish(pending, &m);
         }
     }
-    out
+
+    /// [`Encoding::SharedValues`] and [`Encoding::Sparse`]: each member scatters its values
+    /// (gathered from the shared mutated tensor, or its own) into the flattened base.
+    fn scatter(
+        &mut self,
+        v: &Varying,
+        changers: &[(usize, &Change)],
+        mutated: &TensorData,
+        base_c: &str,
+    ) {
+        let id = self.id;
+        let shared = self.out.encoding == Encoding::SharedValues;
+        let shape_name = format!("smd/shape/{id}");
+        let flat = format!("smd/flat/{id}");
+        self.out
+            .initializers
+            .push(i64_tensor(&shape_name, &[v.dims.len() as i64], &v.dims));
+        self.out.nodes.push(build::node(
+            "Reshape",
+            &flat,
+            &[base_c, FLAT],
+            &[&flat],
+            Vec::new(),
+        ));
+        let mut_flat = format!("smd/mut_flat/{id}");
+        if shared {
+            let mut_name = format!("smd/mut/{id}");
+            self.out
+                .initializers
+                .push(float_tensor(&mut_name, &v.dims, mutated));
+            let mut_c = self.compute(&mut_name);
+            self.out.nodes.push(build::node(
+                "Reshape",
+                &mut_flat,
+                &[&mut_c, FLAT],
+                &[&mut_flat],
+                Vec::new(),
+            ));
+        }
+        for &(i, c) in changers {
+            let (idx, vals) = self.scatter_values(i, c, shared.then_some(mut_flat.as_str()));
+            let scattered = format!("smd/scatter{i}/{id}");
+            self.out.nodes.push(build::node(
+                "ScatterElements",
+                &scattered,
+                &[&flat, &idx, &vals],
+                &[&scattered],
+                vec![attr_int("axis", 0)],
+            ));
+            let (m, pending) = self.result(i);
+            self.out.nodes.push(build::node(
+                "Reshape",
+                &format!("smd/reshape{i}/{id}"),
+                &[&scattered, &shape_name],
+                &[&m],
+                Vec::new(),
+            ));
+            self.finish(pending, &m);
+        }
+    }
+
+    /// Member `i`'s scatter indices and values: an index initializer, and the values gathered
+    /// from the flat shared mutated tensor `mut_flat` or stored as the member's own.
+    fn scatter_values(&mut self, i: usize, c: &Change, mut_flat: Option<&str>) -> (String, String) {
+        let id = self.id;
+        let idx = format!("smd/idx{i}/{id}");
+        let len = c.indices.len() as i64;
+        self.out.initializers.push(i32_tensor(
+            &idx,
+            &[len],
+            c.indices.iter().map(|&x| x as i32),
+        ));
+        let vals = format!("smd/val{i}/{id}");
+        let vals = if let Some(mut_flat) = mut_flat {
+            self.out.nodes.push(build::node(
+                "Gather",
+                &vals,
+                &[mut_flat, &idx],
+                &[&vals],
+                vec![attr_int("axis", 0)],
+            ));
+            vals
+        } else {
+            self.out
+                .initializers
+                .push(float_tensor(&vals, &[len], &c.values));
+            self.compute(&vals)
+        };
+        (idx, vals)
+    }
 }
 
 /// The values a member has for the whole tensor (base with its change applied): for tests and
