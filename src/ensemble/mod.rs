@@ -149,20 +149,7 @@ pub fn compact(
 ) -> Result<Built, EnsembleError> {
     check_weights(weights)?;
     let members = weights.len();
-    for v in varying {
-        if v.changes.len() != members {
-            return Err(EnsembleError::Invalid(format!(
-                "tensor `{}` has changes for {} members, expected {members}",
-                v.addr.name,
-                v.changes.len()
-            )));
-        }
-        encode::check(v).map_err(EnsembleError::Invalid)?;
-    }
-    let opset = default_opset(parent);
-    if opset < 11 && !varying.is_empty() {
-        return Err(EnsembleError::OpsetTooOld(opset));
-    }
+    check_varying(parent, varying, members)?;
     let parent_graph = parent
         .graph
         .as_ref()
@@ -170,112 +157,18 @@ pub fn compact(
     let mut g = parent_graph.clone();
     rename_outputs(&mut g);
 
-    let changed = |v: &Varying, i: usize| {
-        v.changes
-            .get(i)
-            .is_some_and(|c| c.as_ref().is_some_and(|c| !c.indices.is_empty()))
-    };
-    let id_of = |a: &TensorAddr| {
-        if a.scope.is_empty() {
-            a.name.clone()
-        } else {
-            format!("{}/{}", a.scope, a.name)
-        }
-    };
-    let mut sub_varying: HashMap<TensorAddr, &Varying> = HashMap::new();
-    let mut dirty: Vec<HashSet<String>> = vec![HashSet::new(); members];
-    let mut prelude = Vec::new();
-    let mut extra_inits = encode::member_constants(members);
-    let mut encodings = Vec::new();
-    for v in varying {
-        let id = id_of(&v.addr);
-        let main = v.addr.scope.is_empty();
-        let base_name = if main {
-            set_main_tensor(&mut g, &v.addr.name, &v.dims, &v.base)?;
-            v.addr.name.clone()
-        } else {
-            let b = format!("smd/base/{id}");
-            extra_inits.push(encode::float_tensor(&b, &v.dims, &v.base));
-            sub_varying.insert(v.addr.clone(), v);
-            b
-        };
-        let member_value = |i: usize| {
-            if main {
-                member_name(i, &v.addr.name)
-            } else {
-                format!("smd/m{i}/{id}")
-            }
-        };
-        let enc = encode::encode(v, &id, &base_name, &member_value);
-        encodings.push((v.addr.clone(), enc.encoding));
-        prelude.extend(enc.nodes);
-        extra_inits.extend(enc.initializers);
-        if main {
-            for (i, d) in dirty.iter_mut().enumerate() {
-                if changed(v, i) {
-                    d.insert(v.addr.name.clone());
-                }
-            }
-        }
-    }
-    // Where each subgraph's varying tensor comes from, for the shared copy and each member.
-    let source_for = |member: Option<usize>| {
-        let sub_varying = &sub_varying;
-        move |a: &TensorAddr| {
-            sub_varying.get(a).map(|v| match member {
-                Some(i) if changed(v, i) => format!("smd/m{i}/{}", id_of(a)),
-                _ => format!("smd/base/{}", id_of(a)),
-            })
-        }
-    };
-
-    let mut nodes = prelude;
-    let shared_source = source_for(None);
-    let keep = |s: &str| s.to_string();
-    for j in topo_order(&g) {
-        let n = &g.node[j];
-        nodes.push(copy_node(n, "", j, &keep, &keep, &shared_source));
-        let refs = graph::node_refs(n);
-        let mut nested = Vec::new();
-        graph::nested_tensor_addrs("", n, j, &mut nested);
-        for (i, d) in dirty.iter_mut().enumerate() {
-            let member_changes_inside = nested
-                .iter()
-                .any(|a| sub_varying.get(a).is_some_and(|v| changed(v, i)));
-            if !member_changes_inside && !refs.iter().any(|r| d.contains(r)) {
-                continue;
-            }
-            d.extend(n.output.iter().filter(|o| !o.is_empty()).cloned());
-            let d: &HashSet<String> = d;
-            let rename = |x: &str| {
-                if d.contains(x) {
-                    member_name(i, x)
-                } else {
-                    x.to_string()
-                }
-            };
-            let local = |x: &str| member_name(i, x);
-            nodes.push(copy_node(n, "", j, &rename, &local, &source_for(Some(i))));
-        }
-    }
-    let value_info: Vec<ValueInfoProto> = g
-        .value_info
-        .iter()
-        .flat_map(|v| {
-            let mut copies = vec![v.clone()];
-            for (i, d) in dirty.iter().enumerate() {
-                if d.contains(name_of(v)) {
-                    let mut c = v.clone();
-                    c.name = Some(member_name(i, name_of(v)));
-                    copies.push(c);
-                }
-            }
-            copies
-        })
-        .collect();
+    let EncodedVarying {
+        sub_varying,
+        mut dirty,
+        prelude,
+        initializers,
+        encodings,
+    } = encode_varying(&mut g, varying, members)?;
+    let nodes = copy_member_nodes(&g, &sub_varying, &mut dirty, prelude);
+    let value_info = member_value_info(&g, &dirty);
     g.node = nodes;
     g.value_info = value_info;
-    g.initializer.extend(extra_inits);
+    g.initializer.extend(initializers);
     // A value of the (renamed) graph: member i's copy if the member changes it, else shared.
     let member_values = |v: &str, i: usize| {
         if dirty[i].contains(v) {
@@ -302,6 +195,186 @@ pub fn compact(
         notices,
         encodings,
     })
+}
+
+/// Checks that every varying tensor has valid changes for `members` members, and that the
+/// model's opset has the operators the encodings use.
+fn check_varying(
+    parent: &ModelProto,
+    varying: &[Varying],
+    members: usize,
+) -> Result<(), EnsembleError> {
+    for v in varying {
+        if v.changes.len() != members {
+            return Err(EnsembleError::Invalid(format!(
+                "tensor `{}` has changes for {} members, expected {members}",
+                v.addr.name,
+                v.changes.len()
+            )));
+        }
+        encode::check(v).map_err(EnsembleError::Invalid)?;
+    }
+    let opset = default_opset(parent);
+    if opset < 11 && !varying.is_empty() {
+        return Err(EnsembleError::OpsetTooOld(opset));
+    }
+    Ok(())
+}
+
+/// True when member `i` changes some of `v`'s elements.
+fn member_changes(v: &Varying, i: usize) -> bool {
+    v.changes
+        .get(i)
+        .is_some_and(|c| c.as_ref().is_some_and(|c| !c.indices.is_empty()))
+}
+
+/// The id that names the graph pieces of varying tensor `a`: its scope and name.
+fn varying_id(a: &TensorAddr) -> String {
+    if a.scope.is_empty() {
+        a.name.clone()
+    } else {
+        format!("{}/{}", a.scope, a.name)
+    }
+}
+
+/// The varying tensors, encoded: what [`compact`] adds to the parent's graph besides the
+/// members' copies of its nodes.
+struct EncodedVarying<'v> {
+    /// Varying tensors of subgraphs, whose base and member values are main-graph values.
+    sub_varying: HashMap<TensorAddr, &'v Varying>,
+    /// Per member: main-graph values it computes differently from the parent (so far, the
+    /// main-graph tensors it changes).
+    dirty: Vec<HashSet<String>>,
+    /// Nodes that rebuild the members' tensors, ahead of the graph's own.
+    prelude: Vec<proto::NodeProto>,
+    /// Initializers to add: shared constants, subgraph bases, stored differences.
+    initializers: Vec<proto::TensorProto>,
+    /// How each varying tensor was encoded.
+    encodings: Vec<(TensorAddr, Encoding)>,
+}
+
+/// Stores each varying tensor's base (main-graph tensors in place in `g`, subgraph ones as
+/// new initializers) and encodes the members' changes of it.
+fn encode_varying<'v>(
+    g: &mut GraphProto,
+    varying: &'v [Varying],
+    members: usize,
+) -> Result<EncodedVarying<'v>, EnsembleError> {
+    let mut e = EncodedVarying {
+        sub_varying: HashMap::new(),
+        dirty: vec![HashSet::new(); members],
+        prelude: Vec::new(),
+        initializers: encode::member_constants(members),
+        encodings: Vec::new(),
+    };
+    for v in varying {
+        let id = varying_id(&v.addr);
+        let main = v.addr.scope.is_empty();
+        let base_name = if main {
+            set_main_tensor(g, &v.addr.name, &v.dims, &v.base)?;
+            v.addr.name.clone()
+        } else {
+            let b = format!("smd/base/{id}");
+            e.initializers
+                .push(encode::float_tensor(&b, &v.dims, &v.base));
+            e.sub_varying.insert(v.addr.clone(), v);
+            b
+        };
+        let member_value = |i: usize| {
+            if main {
+                member_name(i, &v.addr.name)
+            } else {
+                format!("smd/m{i}/{id}")
+            }
+        };
+        let enc = encode::encode(v, &id, &base_name, &member_value);
+        e.encodings.push((v.addr.clone(), enc.encoding));
+        e.prelude.extend(enc.nodes);
+        e.initializers.extend(enc.initializers);
+        if main {
+            for (i, d) in e.dirty.iter_mut().enumerate() {
+                if member_changes(v, i) {
+                    d.insert(v.addr.name.clone());
+                }
+            }
+        }
+    }
+    Ok(e)
+}
+
+/// Where each subgraph's varying tensor comes from, for the shared copy (`member` None) and
+/// for each member.
+fn varying_source<'a>(
+    sub_varying: &'a HashMap<TensorAddr, &Varying>,
+    member: Option<usize>,
+) -> impl Fn(&TensorAddr) -> Option<String> + 'a {
+    move |a: &TensorAddr| {
+        sub_varying.get(a).map(|v| match member {
+            Some(i) if member_changes(v, i) => format!("smd/m{i}/{}", varying_id(a)),
+            _ => format!("smd/base/{}", varying_id(a)),
+        })
+    }
+}
+
+/// The ensemble's nodes: `prelude`, then in topological order each node of `g` once, shared,
+/// plus a copy for every member that computes it differently (it reads a value in the
+/// member's `dirty` set or holds a subgraph tensor the member changes). The outputs of copied
+/// nodes join the member's `dirty` set.
+fn copy_member_nodes(
+    g: &GraphProto,
+    sub_varying: &HashMap<TensorAddr, &Varying>,
+    dirty: &mut [HashSet<String>],
+    prelude: Vec<proto::NodeProto>,
+) -> Vec<proto::NodeProto> {
+    let mut nodes = prelude;
+    let shared_source = varying_source(sub_varying, None);
+    let keep = |s: &str| s.to_string();
+    for j in topo_order(g) {
+        let n = &g.node[j];
+        nodes.push(copy_node(n, "", j, &keep, &keep, &shared_source));
+        let refs = graph::node_refs(n);
+        let mut nested = Vec::new();
+        graph::nested_tensor_addrs("", n, j, &mut nested);
+        for (i, d) in dirty.iter_mut().enumerate() {
+            let member_changes_inside = nested
+                .iter()
+                .any(|a| sub_varying.get(a).is_some_and(|v| member_changes(v, i)));
+            if !member_changes_inside && !refs.iter().any(|r| d.contains(r)) {
+                continue;
+            }
+            d.extend(n.output.iter().filter(|o| !o.is_empty()).cloned());
+            let d: &HashSet<String> = d;
+            let rename = |x: &str| {
+                if d.contains(x) {
+                    member_name(i, x)
+                } else {
+                    x.to_string()
+                }
+            };
+            let local = |x: &str| member_name(i, x);
+            let source = varying_source(sub_varying, Some(i));
+            nodes.push(copy_node(n, "", j, &rename, &local, &source));
+        }
+    }
+    nodes
+}
+
+/// `g`'s value infos, each followed by a copy for every member whose `dirty` set holds it.
+fn member_value_info(g: &GraphProto, dirty: &[HashSet<String>]) -> Vec<ValueInfoProto> {
+    g.value_info
+        .iter()
+        .flat_map(|v| {
+            let mut copies = vec![v.clone()];
+            for (i, d) in dirty.iter().enumerate() {
+                if d.contains(name_of(v)) {
+                    let mut c = v.clone();
+                    c.name = Some(member_name(i, name_of(v)));
+                    copies.push(c);
+                }
+            }
+            copies
+        })
+        .collect()
 }
 
 /// Replaces the values of main-graph tensor `name` (an initializer or a Constant node).
@@ -354,136 +427,199 @@ fn add_heads(
     member_values: &dyn Fn(&str, usize) -> String,
     shared: &dyn Fn(&str) -> String,
 ) -> Result<Vec<String>, EnsembleError> {
-    let inputs = real_inputs(parent);
-    let mut notices = Vec::new();
-    let members =
-        |v: &str| -> Vec<String> { (0..weights.len()).map(|i| member_values(v, i)).collect() };
+    let src = HeadSources {
+        parent,
+        weights,
+        member_values,
+        shared,
+    };
     match heads {
-        Heads::Combined { combine, declared } => {
-            let declared = |o: &str| declared.iter().find(|(x, _)| x == o).map(|(_, k)| *k);
-            let kinds: Vec<(&ValueInfoProto, OutputKind)> = parent
-                .output
-                .iter()
-                .filter(|out| !inputs.contains(name_of(out)))
-                .map(|out| (out, heads::output_kind(parent, out, declared(name_of(out)))))
-                .collect();
-            let combined: HashSet<String> = kinds
-                .iter()
-                .filter(|(_, k)| *k != OutputKind::Other)
-                .map(|(out, _)| name_of(out).to_string())
-                .collect();
-            // Outputs that cannot be averaged but are computed from class scores (a label, a
-            // ZipMap) are recomputed from the combined scores by the parent's own nodes, so
-            // they agree with the ensemble; the others come from the first member.
-            let hidden = crate::onnx::tail::hidden_scores(&parent.node, &parent.output);
-            let mut sources = combined.clone();
-            sources.extend(hidden.iter().cloned());
-            let mut tail_nodes = std::collections::BTreeSet::new();
-            let mut used_hidden = HashSet::new();
-            for (out, kind) in &kinds {
-                let o = name_of(out);
-                let code = heads::elem_type(out).unwrap_or(1);
-                let tail = (*kind == OutputKind::Other)
-                    .then(|| crate::onnx::tail::tail(&parent.node, &sources, o))
-                    .flatten();
-                let Some(nodes) = tail else {
-                    if *kind == OutputKind::Other {
-                        notices.push(format!("output `{o}` cannot be averaged; the ensemble takes it from the first member"));
-                    }
-                    let vals = members(&internal_output(o));
-                    heads::combine(g, o, code, *kind, *combine, &vals, weights);
-                    continue;
-                };
-                let mut from: Vec<&str> = Vec::new();
-                for &j in &nodes {
-                    for i in &parent.node[j].input {
-                        if sources.contains(i) && !from.contains(&i.as_str()) {
-                            from.push(i);
-                        }
-                        if hidden.contains(i) {
-                            used_hidden.insert(i.clone());
-                        }
-                    }
-                }
-                tail_nodes.extend(nodes);
-                notices.push(format!(
-                    "output `{o}` is recomputed from the ensemble's combined `{}` by the model's own nodes",
-                    from.join("`, `")
-                ));
-            }
-            for h in hidden.iter().filter(|h| used_hidden.contains(*h)) {
-                let info = hidden_info(parent, h);
-                let kind = heads::output_kind(parent, &info, declared(h));
-                let code = heads::elem_type(&info).unwrap_or(1);
-                heads::combine(
-                    g,
-                    &combined_hidden(h),
-                    code,
-                    kind,
-                    *combine,
-                    &members(h),
-                    weights,
-                );
-            }
-            let outputs: HashSet<&str> = parent.output.iter().map(name_of).collect();
-            let tail_value = |x: &str| -> String {
-                if outputs.contains(x) {
-                    x.to_string()
-                } else {
-                    format!("smd/tail/{x}")
-                }
-            };
-            let produced: HashSet<&str> = tail_nodes
-                .iter()
-                .flat_map(|&j| parent.node[j].output.iter().map(String::as_str))
-                .collect();
-            let rename = |x: &str| -> String {
-                if combined.contains(x) || produced.contains(x) {
-                    tail_value(x)
-                } else if hidden.iter().any(|h| h == x) {
-                    combined_hidden(x)
-                } else if outputs.contains(x) {
-                    shared(&internal_output(x))
-                } else {
-                    shared(x)
-                }
-            };
-            let local = |x: &str| format!("smd/tail/{x}");
-            for &j in &tail_nodes {
-                g.node.push(graph::copy_node(
-                    &parent.node[j],
-                    "",
-                    j,
-                    &rename,
-                    &local,
-                    &|_| None,
-                ));
-            }
-            g.output = parent.output.clone();
-        }
+        Heads::Combined { combine, declared } => Ok(src.add_combined(g, *combine, declared)),
         Heads::PerMember { output } => {
-            let out = parent
-                .output
-                .iter()
-                .find(|v| name_of(v) == output)
-                .ok_or_else(|| {
-                    EnsembleError::Invalid(format!("the model has no output `{output}`"))
-                })?;
-            g.output.clear();
-            for i in 0..weights.len() {
-                let name = format!("smd/member/{i}/{output}");
-                g.node.push(graph::identity(
-                    &member_values(&internal_output(output), i),
-                    &name,
-                    &name,
-                ));
-                let mut v = out.clone();
-                v.name = Some(name);
-                g.output.push(v);
+            src.add_per_member(g, output)?;
+            Ok(Vec::new())
+        }
+    }
+}
+
+/// What the heads read (see [`add_heads`]).
+struct HeadSources<'a> {
+    parent: &'a GraphProto,
+    weights: &'a [f64],
+    member_values: &'a dyn Fn(&str, usize) -> String,
+    shared: &'a dyn Fn(&str) -> String,
+}
+
+impl HeadSources<'_> {
+    /// Every member's copy of value `v`.
+    fn members(&self, v: &str) -> Vec<String> {
+        (0..self.weights.len())
+            .map(|i| (self.member_values)(v, i))
+            .collect()
+    }
+
+    /// [`Heads::Combined`]: the parent's outputs, combined over the members or recomputed
+    /// from combined class scores; returns the notices.
+    fn add_combined(
+        &self,
+        g: &mut GraphProto,
+        combine: Combine,
+        declared: &[(String, OutputKind)],
+    ) -> Vec<String> {
+        let parent = self.parent;
+        let inputs = real_inputs(parent);
+        let mut notices = Vec::new();
+        let declared = |o: &str| declared.iter().find(|(x, _)| x == o).map(|(_, k)| *k);
+        let kinds: Vec<(&ValueInfoProto, OutputKind)> = parent
+            .output
+            .iter()
+            .filter(|out| !inputs.contains(name_of(out)))
+            .map(|out| (out, heads::output_kind(parent, out, declared(name_of(out)))))
+            .collect();
+        let combined: HashSet<String> = kinds
+            .iter()
+            .filter(|(_, k)| *k != OutputKind::Other)
+            .map(|(out, _)| name_of(out).to_string())
+            .collect();
+        // Outputs that cannot be averaged but are computed from class scores (a label, a
+        // ZipMap) are recomputed from the combined scores by the parent's own nodes, so
+        // they agree with the ensemble; the others come from the first member.
+        let hidden = crate::onnx::tail::hidden_scores(&parent.node, &parent.output);
+        let mut sources = combined.clone();
+        sources.extend(hidden.iter().cloned());
+        let mut tail_nodes = std::collections::BTreeSet::new();
+        let mut used_hidden = HashSet::new();
+        for (out, kind) in &kinds {
+            let o = name_of(out);
+            let code = heads::elem_type(out).unwrap_or(1);
+            let tail = (*kind == OutputKind::Other)
+                .then(|| crate::onnx::tail::tail(&parent.node, &sources, o))
+                .flatten();
+            let Some(nodes) = tail else {
+                if *kind == OutputKind::Other {
+                    notices.push(format!("output `{o}` cannot be averaged; the ensemble takes it from the first member"));
+                }
+                let vals = self.members(&internal_output(o));
+                heads::combine(g, o, code, *kind, combine, &vals, self.weights);
+                continue;
+            };
+            let from = tail_sources(parent, &nodes, &sources, &hidden, &mut used_hidden);
+            tail_nodes.extend(nodes);
+            notices.push(format!(
+                "output `{o}` is recomputed from the ensemble's combined `{}` by the model's own nodes",
+                from.join("`, `")
+            ));
+        }
+        for h in hidden.iter().filter(|h| used_hidden.contains(*h)) {
+            let info = hidden_info(parent, h);
+            let kind = heads::output_kind(parent, &info, declared(h));
+            let code = heads::elem_type(&info).unwrap_or(1);
+            heads::combine(
+                g,
+                &combined_hidden(h),
+                code,
+                kind,
+                combine,
+                &self.members(h),
+                self.weights,
+            );
+        }
+        self.copy_tail(g, &tail_nodes, &combined, &hidden);
+        g.output = parent.output.clone();
+        notices
+    }
+
+    /// Copies the parent's `tail_nodes` once, reading the combined outputs and hidden scores
+    /// and, for everything else, the shared values.
+    fn copy_tail(
+        &self,
+        g: &mut GraphProto,
+        tail_nodes: &std::collections::BTreeSet<usize>,
+        combined: &HashSet<String>,
+        hidden: &[String],
+    ) {
+        let parent = self.parent;
+        let outputs: HashSet<&str> = parent.output.iter().map(name_of).collect();
+        let tail_value = |x: &str| -> String {
+            if outputs.contains(x) {
+                x.to_string()
+            } else {
+                format!("smd/tail/{x}")
+            }
+        };
+        let produced: HashSet<&str> = tail_nodes
+            .iter()
+            .flat_map(|&j| parent.node[j].output.iter().map(String::as_str))
+            .collect();
+        let rename = |x: &str| -> String {
+            if combined.contains(x) || produced.contains(x) {
+                tail_value(x)
+            } else if hidden.iter().any(|h| h == x) {
+                combined_hidden(x)
+            } else if outputs.contains(x) {
+                (self.shared)(&internal_output(x))
+            } else {
+                (self.shared)(x)
+            }
+        };
+        let local = |x: &str| format!("smd/tail/{x}");
+        for &j in tail_nodes {
+            g.node.push(graph::copy_node(
+                &parent.node[j],
+                "",
+                j,
+                &rename,
+                &local,
+                &|_| None,
+            ));
+        }
+    }
+
+    /// [`Heads::PerMember`]: one graph output per member, its copy of `output`.
+    fn add_per_member(&self, g: &mut GraphProto, output: &str) -> Result<(), EnsembleError> {
+        let out = self
+            .parent
+            .output
+            .iter()
+            .find(|v| name_of(v) == output)
+            .ok_or_else(|| EnsembleError::Invalid(format!("the model has no output `{output}`")))?;
+        g.output.clear();
+        for i in 0..self.weights.len() {
+            let name = format!("smd/member/{i}/{output}");
+            g.node.push(graph::identity(
+                &(self.member_values)(&internal_output(output), i),
+                &name,
+                &name,
+            ));
+            let mut v = out.clone();
+            v.name = Some(name);
+            g.output.push(v);
+        }
+        Ok(())
+    }
+}
+
+/// The values among `sources` that the parent's tail `nodes` read, in order of first use;
+/// marks the hidden scores they read in `used_hidden`.
+fn tail_sources<'p>(
+    parent: &'p GraphProto,
+    nodes: &[usize],
+    sources: &HashSet<String>,
+    hidden: &[String],
+    used_hidden: &mut HashSet<String>,
+) -> Vec<&'p str> {
+    let mut from: Vec<&str> = Vec::new();
+    for &j in nodes {
+        for i in &parent.node[j].input {
+            if sources.contains(i) && !from.contains(&i.as_str()) {
+                from.push(i);
+            }
+            if hidden.contains(i) {
+                used_hidden.insert(i.clone());
             }
         }
     }
-    Ok(notices)
+    from
 }
 
 /// The ensemble's combined value of hidden class scores `h` (see [`crate::onnx::tail`]).
@@ -578,24 +714,9 @@ pub fn merge(
         .as_ref()
         .ok_or_else(|| EnsembleError::Invalid("member 0 has no graph".into()))?;
     let inputs0 = real_inputs(g0);
-    let iface = |g: &GraphProto| -> (Interface, Interface) {
-        let ins = real_inputs(g);
-        (
-            g.input
-                .iter()
-                .filter(|v| ins.contains(name_of(v)))
-                .map(|v| (name_of(v).to_string(), interface_of(v)))
-                .collect(),
-            g.output
-                .iter()
-                .map(|v| (name_of(v).to_string(), interface_of(v)))
-                .collect(),
-        )
-    };
-    let want = iface(g0);
+    let want = interface(g0);
     let mut model = first.clone();
-    let mut opsets: HashMap<String, i64> = HashMap::new();
-    let mut functions: HashMap<(String, String, String), proto::FunctionProto> = HashMap::new();
+    let mut imports = Imports::default();
     let mut out = GraphProto {
         name: g0.name.clone(),
         doc_string: g0.doc_string.clone(),
@@ -612,13 +733,66 @@ pub fn merge(
             member: i,
             msg: "no graph".into(),
         })?;
-        let got = iface(g);
+        let got = interface(g);
         if got != want {
             return Err(EnsembleError::Interface {
                 member: i,
                 msg: format!("inputs/outputs {got:?} differ from the first member's {want:?}"),
             });
         }
+        imports.add(m, i)?;
+        model.ir_version = model.ir_version.max(m.ir_version);
+        copy_member_graph(&mut out, g, i);
+    }
+    let member_values = |v: &str, i: usize| member_name(i, v);
+    // Values tails read besides the scores (class lists, shapes): the first member's.
+    let shared = |v: &str| {
+        if inputs0.contains(v) {
+            v.to_string()
+        } else {
+            member_name(0, v)
+        }
+    };
+    let notices = add_heads(&mut out, g0, heads, weights, &member_values, &shared)?;
+    finish(&mut out);
+    imports.set(&mut model);
+    model.graph = Some(out);
+    add_meta(&mut model, meta);
+    Ok(Built {
+        model,
+        notices,
+        encodings: Vec::new(),
+    })
+}
+
+/// A graph's real inputs and its outputs, as [`merge`] compares them.
+fn interface(g: &GraphProto) -> (Interface, Interface) {
+    let ins = real_inputs(g);
+    (
+        g.input
+            .iter()
+            .filter(|v| ins.contains(name_of(v)))
+            .map(|v| (name_of(v).to_string(), interface_of(v)))
+            .collect(),
+        g.output
+            .iter()
+            .map(|v| (name_of(v).to_string(), interface_of(v)))
+            .collect(),
+    )
+}
+
+/// The operator sets and functions the members import, which must agree.
+#[derive(Default)]
+struct Imports {
+    /// Domain (`""` for the default one) → version.
+    opsets: HashMap<String, i64>,
+    /// (domain, name, overload) → function.
+    functions: HashMap<(String, String, String), proto::FunctionProto>,
+}
+
+impl Imports {
+    /// Adds member `i`'s imports; an error when they conflict with another member's.
+    fn add(&mut self, m: &ModelProto, i: usize) -> Result<(), EnsembleError> {
         for o in &m.opset_import {
             let domain = o.domain.clone().unwrap_or_default();
             let domain = if domain == "ai.onnx" {
@@ -627,7 +801,7 @@ pub fn merge(
                 domain
             };
             let v = o.version.unwrap_or(0);
-            if let Some(prev) = opsets.insert(domain.clone(), v)
+            if let Some(prev) = self.opsets.insert(domain.clone(), v)
                 && prev != v
             {
                 return Err(EnsembleError::Interface {
@@ -642,7 +816,7 @@ pub fn merge(
                 f.name.clone().unwrap_or_default(),
                 f.overload.clone().unwrap_or_default(),
             );
-            if let Some(prev) = functions.get(&key) {
+            if let Some(prev) = self.functions.get(&key) {
                 if prev != f {
                     return Err(EnsembleError::Interface {
                         member: i,
@@ -650,56 +824,47 @@ pub fn merge(
                     });
                 }
             } else {
-                functions.insert(key, f.clone());
+                self.functions.insert(key, f.clone());
             }
         }
-        model.ir_version = model.ir_version.max(m.ir_version);
-        let mut gi = g.clone();
-        rename_outputs(&mut gi);
-        let ins = real_inputs(&gi);
-        let local = |x: &str| {
-            if ins.contains(x) {
-                x.to_string()
-            } else {
-                member_name(i, x)
-            }
-        };
-        let copy = copy_graph(&gi, "", &local, &|x: &str| x.to_string(), &|_| None);
-        out.node.extend(copy.node);
-        out.initializer.extend(copy.initializer);
-        out.sparse_initializer.extend(copy.sparse_initializer);
-        out.value_info.extend(copy.value_info);
+        Ok(())
     }
-    let member_values = |v: &str, i: usize| member_name(i, v);
-    // Values tails read besides the scores (class lists, shapes): the first member's.
-    let shared = |v: &str| {
-        if inputs0.contains(v) {
-            v.to_string()
+
+    /// Sets the model's opset imports and functions to these, sorted.
+    fn set(self, model: &mut ModelProto) {
+        let mut opsets: Vec<(String, i64)> = self.opsets.into_iter().collect();
+        opsets.sort();
+        model.opset_import = opsets
+            .into_iter()
+            .map(|(d, v)| proto::OperatorSetIdProto {
+                domain: Some(d),
+                version: Some(v),
+            })
+            .collect();
+        let mut functions: Vec<_> = self.functions.into_iter().collect();
+        functions.sort_by(|a, b| a.0.cmp(&b.0));
+        model.functions = functions.into_iter().map(|(_, f)| f).collect();
+    }
+}
+
+/// Copies member `i`'s graph `g` into `out`, its values renamed to the member's (graph inputs
+/// keep their names).
+fn copy_member_graph(out: &mut GraphProto, g: &GraphProto, i: usize) {
+    let mut gi = g.clone();
+    rename_outputs(&mut gi);
+    let ins = real_inputs(&gi);
+    let local = |x: &str| {
+        if ins.contains(x) {
+            x.to_string()
         } else {
-            member_name(0, v)
+            member_name(i, x)
         }
     };
-    let notices = add_heads(&mut out, g0, heads, weights, &member_values, &shared)?;
-    finish(&mut out);
-    let mut opsets: Vec<(String, i64)> = opsets.into_iter().collect();
-    opsets.sort();
-    model.opset_import = opsets
-        .into_iter()
-        .map(|(d, v)| proto::OperatorSetIdProto {
-            domain: Some(d),
-            version: Some(v),
-        })
-        .collect();
-    let mut functions: Vec<_> = functions.into_iter().collect();
-    functions.sort_by(|a, b| a.0.cmp(&b.0));
-    model.functions = functions.into_iter().map(|(_, f)| f).collect();
-    model.graph = Some(out);
-    add_meta(&mut model, meta);
-    Ok(Built {
-        model,
-        notices,
-        encodings: Vec::new(),
-    })
+    let copy = copy_graph(&gi, "", &local, &|x: &str| x.to_string(), &|_| None);
+    out.node.extend(copy.node);
+    out.initializer.extend(copy.initializer);
+    out.sparse_initializer.extend(copy.sparse_initializer);
+    out.value_info.extend(copy.value_info);
 }
 
 /// Decodes a model for graph surgery, with every external tensor's payload read into the
