@@ -613,55 +613,75 @@ impl<'a> Scanner<'a> {
     }
 
     fn scan_attribute(&mut self, f: &Field, node: &NodeCtx<'_>) -> Result<(), ModelError> {
+        let a = self.read_attribute(f)?;
+        if let Some(c) = self.ctx.last_mut() {
+            *c = format!("attribute '{}'", a.name.escape_debug());
+        }
+        let constant = node.is_constant && node.listed;
+        self.scan_attribute_value(&a, node, constant)?;
+        self.scan_attribute_lists(&a, node)?;
+        if !constant {
+            return Ok(());
+        }
+        // Constant's scalar and list value attributes are tensors too.
+        let Some(fin) = a.into_constant_value() else {
+            return Ok(());
+        };
+        let shown = node.constant_name();
+        self.push(
+            shown,
+            node.scope,
+            node.graph,
+            Some(node.label.clone()),
+            Location::Constant,
+            node.training,
+            fin,
+        );
+        Ok(())
+    }
+
+    /// Reads an AttributeProto's fields: its name, what scalar and list values it holds, and
+    /// where its graphs and tensors are.
+    fn read_attribute(&mut self, f: &Field) -> Result<AttrScan, ModelError> {
         self.check_depth(f.start)?;
         let mut r = Reader::new(self.buf, f.start, f.end);
-        let mut name = String::new();
-        let mut float: Option<Field> = None;
-        let mut floats = Typed::default();
-        let mut has_i = false;
-        let mut ints = 0u64;
-        let mut has_s = false;
-        let mut strings = 0u64;
-        let mut t: Option<Field> = None;
-        let mut g: Option<Field> = None;
-        let mut sparse: Option<Field> = None;
-        let mut many: Vec<Field> = Vec::new();
+        let mut a = AttrScan::default();
         while let Some(x) = self.next(&mut r)? {
             match x.number {
-                1 => name = self.string(&x, "name")?,
+                1 => a.name = self.string(&x, "name")?,
                 2 => {
                     self.expect(&x, Wire::Fixed32, "f")?;
-                    float = Some(x);
+                    a.float = Some(x);
                 }
                 3 => {
                     self.varint(&x, "i")?;
-                    has_i = true;
+                    a.has_i = true;
                 }
                 4 => {
                     self.expect(&x, Wire::Len, "s")?;
-                    has_s = true;
+                    a.has_s = true;
                 }
                 5 | 6 | 22 => {
                     self.expect(&x, Wire::Len, "t/g/sparse_tensor")?;
                     let slot = match x.number {
-                        5 => &mut t,
-                        6 => &mut g,
-                        _ => &mut sparse,
+                        5 => &mut a.t,
+                        6 => &mut a.g,
+                        _ => &mut a.sparse,
                     };
                     if slot.is_some() {
                         return Err(self.bad(x.key_pos, "attribute value field appears twice"));
                     }
                     *slot = Some(x);
                 }
-                7 => self.push_fixed(&mut floats, &x, 4, "floats")?,
-                8 => ints += self.count_varints(&x, "ints")?,
+                7 => self.push_fixed(&mut a.floats, &x, 4, "floats")?,
+                8 => a.ints += self.count_varints(&x, "ints")?,
                 9 => {
                     self.expect(&x, Wire::Len, "strings")?;
-                    strings += 1;
+                    a.strings += 1;
                 }
                 10 | 11 | 23 => {
                     self.expect(&x, Wire::Len, "tensors/graphs/sparse_tensors")?;
-                    many.push(x);
+                    a.many.push(x);
                 }
                 13 | 14 | 15 | 21 => self.expect(&x, Wire::Len, "AttributeProto field")?,
                 20 => {
@@ -670,40 +690,35 @@ impl<'a> Scanner<'a> {
                 _ => {}
             }
         }
-        if let Some(c) = self.ctx.last_mut() {
-            *c = format!("attribute '{}'", name.escape_debug());
-        }
-        let child_scope = |suffix: String| {
-            if node.scope.is_empty() {
-                format!("{}/{suffix}", node.label)
-            } else {
-                format!("{}/{}/{suffix}", node.scope, node.label)
-            }
-        };
-        let constant = node.is_constant && node.listed;
-        let cname = || {
-            node.output
-                .clone()
-                .filter(|o| !o.is_empty())
-                .unwrap_or_else(|| node.label.clone())
-        };
-        if let Some(x) = g {
+        Ok(a)
+    }
+
+    /// Scans an attribute's single graph, tensor and sparse tensor; the `value` and
+    /// `sparse_value` of a listed Constant node (`constant`) are listed as its tensor.
+    fn scan_attribute_value(
+        &mut self,
+        a: &AttrScan,
+        node: &NodeCtx<'_>,
+        constant: bool,
+    ) -> Result<(), ModelError> {
+        let name = &a.name;
+        if let Some(x) = a.g {
             self.enter(&x, "graph".into());
             self.scan_graph(
                 &x,
-                &child_scope(name.clone()),
+                &node.child_scope(name.clone()),
                 node.listed,
                 node.training,
                 false,
             )?;
             self.leave();
         }
-        if let Some(x) = t {
+        if let Some(x) = a.t {
             self.enter(&x, "tensor".into());
             let ts = self.scan_tensor(&x)?;
             let listed = constant && name == "value";
             let shown = if listed {
-                cname()
+                node.constant_name()
             } else {
                 format!("attribute '{name}' of node '{}'", node.label)
             };
@@ -724,11 +739,11 @@ impl<'a> Scanner<'a> {
             }
             self.leave();
         }
-        if let Some(x) = sparse {
+        if let Some(x) = a.sparse {
             self.enter(&x, "sparse tensor".into());
             let listed = constant && name == "sparse_value";
             let shown = if listed {
-                cname()
+                node.constant_name()
             } else {
                 format!("attribute '{name}' of node '{}'", node.label)
             };
@@ -747,12 +762,18 @@ impl<'a> Scanner<'a> {
             }
             self.leave();
         }
+        Ok(())
+    }
+
+    /// Scans an attribute's lists of graphs, tensors and sparse tensors (never listed).
+    fn scan_attribute_lists(&mut self, a: &AttrScan, node: &NodeCtx<'_>) -> Result<(), ModelError> {
+        let name = &a.name;
         let mut graphs_i = 0usize;
-        for (k, x) in many.iter().enumerate() {
+        for (k, x) in a.many.iter().enumerate() {
             match x.number {
                 11 => {
                     self.enter(x, "graph".into());
-                    let s = child_scope(format!("{name}[{graphs_i}]"));
+                    let s = node.child_scope(format!("{name}[{graphs_i}]"));
                     self.scan_graph(x, &s, node.listed, node.training, false)?;
                     self.leave();
                     graphs_i += 1;
@@ -775,69 +796,6 @@ impl<'a> Scanner<'a> {
                 }
             }
         }
-        if !constant {
-            return Ok(());
-        }
-        // Constant's scalar and list value attributes are tensors too.
-        let (dtype, dims, storage, payload) = match name.as_str() {
-            "value_float" => {
-                let Some(x) = float else { return Ok(()) };
-                let run = Run {
-                    start: x.key_pos as u64,
-                    end: x.end as u64,
-                    count: 1,
-                    key_len: x.key_len() as u8,
-                    prefix: None,
-                };
-                let payload = Payload::Fixed {
-                    width: 4,
-                    runs: vec![run],
-                };
-                (DType::F32, vec![], Storage::ValueFloat, payload)
-            }
-            "value_floats" => {
-                let n = floats.count as i64;
-                let payload = Payload::Fixed {
-                    width: 4,
-                    runs: floats.runs,
-                };
-                (DType::F32, vec![n], Storage::ValueFloats, payload)
-            }
-            "value_int" if has_i => (DType::I64, vec![], Storage::ValueInt, Payload::None),
-            "value_ints" => (
-                DType::I64,
-                vec![ints as i64],
-                Storage::ValueInts,
-                Payload::None,
-            ),
-            "value_string" if has_s => (DType::String, vec![], Storage::ValueString, Payload::None),
-            "value_strings" => (
-                DType::String,
-                vec![strings as i64],
-                Storage::ValueStrings,
-                Payload::None,
-            ),
-            _ => return Ok(()),
-        };
-        let elements = dims.first().map_or(1, |&n| n as u64);
-        let fin = Finished {
-            dtype,
-            dims,
-            elements,
-            storage,
-            payload,
-            ext: None,
-        };
-        let shown = cname();
-        self.push(
-            shown,
-            node.scope,
-            node.graph,
-            Some(node.label.clone()),
-            Location::Constant,
-            node.training,
-            fin,
-        );
         Ok(())
     }
 
@@ -1148,159 +1106,306 @@ impl<'a> Scanner<'a> {
             return Err(err("no data type (UNDEFINED)".into()));
         }
         let elements = self.elements(name, &ts.dims)?;
-        let dims_s = || dims_string(&ts.dims);
         let present: Vec<usize> = (0..6).filter(|&i| ts.typed[i].count > 0).collect();
-        let mk = |storage, payload, ext| Finished {
-            dtype,
-            dims: ts.dims.clone(),
-            elements,
-            storage,
-            payload,
-            ext,
-        };
-        if ts.data_location == 1 {
+        let (storage, payload, ext) = if ts.data_location == 1 {
             if ts.raw.is_some() || !present.is_empty() {
                 return Err(err("external data together with inline data".into()));
             }
-            let mut location: Option<String> = None;
-            let mut offset: u64 = 0;
-            let mut length: Option<u64> = None;
-            let mut fields = Vec::new();
-            for e in &ts.ext {
-                match e.key.as_str() {
-                    "location" => {
-                        location = Some(e.value.clone());
-                        fields.extend(e.field.clone());
-                    }
-                    "offset" => {
-                        offset = parse_num(&e.value).ok_or_else(|| {
-                            err(format!(
-                                "external data offset {:?} is not a number",
-                                e.value
-                            ))
-                        })?
-                    }
-                    "length" => {
-                        length = Some(parse_num(&e.value).ok_or_else(|| {
-                            err(format!(
-                                "external data length {:?} is not a number",
-                                e.value
-                            ))
-                        })?)
-                    }
-                    _ => {}
-                }
-            }
-            let Some(location) = location else {
-                return Err(err("external data without a location".into()));
-            };
-            if dtype == DType::String {
-                return Err(err("string tensor in external data".into()));
-            }
-            let expected = dtype.raw_bytes(elements);
-            let length = match (length, expected, dtype) {
-                (Some(l), Some(e), _) if l != e => {
-                    return Err(err(format!(
-                        "external data length {l} does not match dims {} x {dtype} = {e} bytes",
-                        dims_s()
-                    )));
-                }
-                (Some(l), _, _) => l,
-                (None, Some(e), _) => e,
-                (None, None, DType::Unknown(_)) => {
-                    return Err(err(format!("external data of {dtype} without a length")));
-                }
-                (None, None, _) => return Err(err("payload size overflows".into())),
-            };
-            let ext = ExtRef {
-                tensor,
-                name: name.to_string(),
-                location: location.clone(),
-                offset,
-                length,
-                fields,
-            };
+            let ext = self.external_ref(&ts, name, tensor, dtype, elements)?;
             // The file index is filled in when external files are resolved.
             let payload = Payload::External {
                 file: usize::MAX,
-                offset,
-                len: length,
+                offset: ext.offset,
+                len: ext.length,
             };
             let storage = Storage::External {
-                location,
-                offset,
-                length,
+                location: ext.location.clone(),
+                offset: ext.offset,
+                length: ext.length,
             };
-            return Ok(mk(storage, payload, Some(ext)));
-        }
-        if let Some((start, len)) = ts.raw {
+            (storage, payload, Some(ext))
+        } else if let Some((start, len)) = ts.raw {
             if let Some(&i) = present.first() {
                 return Err(err(format!(
                     "values in both raw_data and {}",
                     TYPED[i].name()
                 )));
             }
-            if dtype == DType::String {
-                return Err(err("string tensor in raw_data".into()));
-            }
-            if !matches!(dtype, DType::Unknown(_)) {
-                let Some(expected) = dtype.raw_bytes(elements) else {
-                    return Err(err("payload size overflows".into()));
-                };
-                if len != expected {
-                    return Err(err(format!(
-                        "raw_data has {len} bytes, dims {} x {dtype} need {expected}",
-                        dims_s()
-                    )));
-                }
-            }
-            return Ok(mk(Storage::Raw, Payload::Raw { start, len }, None));
-        }
-        if let Some(&i) = present.first() {
-            let field = TYPED[i];
-            let t = &ts.typed[i];
-            let Some((allowed, count)) = dtype.typed_field(elements) else {
-                // Unknown dtype: nothing to check against.
-                let storage = Storage::Typed {
-                    field,
-                    packed: !t.unpacked,
-                };
-                return Ok(mk(storage, Payload::None, None));
-            };
-            if allowed != field {
-                return Err(err(format!("{} cannot hold {dtype} values", field.name())));
-            }
-            let Some(count) = count else {
-                return Err(err("payload size overflows".into()));
-            };
-            if t.count != count {
-                return Err(err(format!(
-                    "{} has {} values, dims {} of {dtype} need {count}",
-                    field.name(),
-                    t.count,
-                    dims_s()
-                )));
-            }
-            let runs = t.runs.clone();
-            let payload = match field {
-                TypedField::FloatData => Payload::Fixed { width: 4, runs },
-                TypedField::DoubleData => Payload::Fixed { width: 8, runs },
-                TypedField::StringData => Payload::None,
-                _ => Payload::Varint { runs },
-            };
-            let storage = Storage::Typed {
-                field,
-                packed: !t.unpacked,
-            };
-            return Ok(mk(storage, payload, None));
-        }
-        if elements != 0 {
+            self.check_raw_len(name, &ts.dims, dtype, elements, len)?;
+            (Storage::Raw, Payload::Raw { start, len }, None)
+        } else if let Some(&i) = present.first() {
+            let (storage, payload) = self.typed_payload(&ts, i, name, dtype, elements)?;
+            (storage, payload, None)
+        } else if elements != 0 {
             return Err(err(format!(
                 "no values for {elements} elements (dims {})",
-                dims_s()
+                dims_string(&ts.dims)
+            )));
+        } else {
+            (Storage::Empty, Payload::None, None)
+        };
+        Ok(Finished {
+            dtype,
+            dims: ts.dims,
+            elements,
+            storage,
+            payload,
+            ext,
+        })
+    }
+
+    /// The reference of a tensor whose values are in an external file, from its
+    /// `external_data` entries.
+    fn external_ref(
+        &self,
+        ts: &TensorScan,
+        name: &str,
+        tensor: Option<usize>,
+        dtype: DType,
+        elements: u64,
+    ) -> Result<ExtRef, ModelError> {
+        let err = |what: String| self.tensor_err(name, what);
+        let mut location: Option<String> = None;
+        let mut offset: u64 = 0;
+        let mut length: Option<u64> = None;
+        let mut fields = Vec::new();
+        for e in &ts.ext {
+            match e.key.as_str() {
+                "location" => {
+                    location = Some(e.value.clone());
+                    fields.extend(e.field.clone());
+                }
+                "offset" => {
+                    offset = parse_num(&e.value).ok_or_else(|| {
+                        err(format!(
+                            "external data offset {:?} is not a number",
+                            e.value
+                        ))
+                    })?
+                }
+                "length" => {
+                    length = Some(parse_num(&e.value).ok_or_else(|| {
+                        err(format!(
+                            "external data length {:?} is not a number",
+                            e.value
+                        ))
+                    })?)
+                }
+                _ => {}
+            }
+        }
+        let Some(location) = location else {
+            return Err(err("external data without a location".into()));
+        };
+        let length = self.external_length(name, &ts.dims, dtype, elements, length)?;
+        Ok(ExtRef {
+            tensor,
+            name: name.to_string(),
+            location,
+            offset,
+            length,
+            fields,
+        })
+    }
+
+    /// An external tensor's byte length: the declared `length`, which must match its dims and
+    /// dtype, else the size they give.
+    fn external_length(
+        &self,
+        name: &str,
+        dims: &[i64],
+        dtype: DType,
+        elements: u64,
+        length: Option<u64>,
+    ) -> Result<u64, ModelError> {
+        let err = |what: String| self.tensor_err(name, what);
+        if dtype == DType::String {
+            return Err(err("string tensor in external data".into()));
+        }
+        let expected = dtype.raw_bytes(elements);
+        match (length, expected, dtype) {
+            (Some(l), Some(e), _) if l != e => Err(err(format!(
+                "external data length {l} does not match dims {} x {dtype} = {e} bytes",
+                dims_string(dims)
+            ))),
+            (Some(l), _, _) => Ok(l),
+            (None, Some(e), _) => Ok(e),
+            (None, None, DType::Unknown(_)) => {
+                Err(err(format!("external data of {dtype} without a length")))
+            }
+            (None, None, _) => Err(err("payload size overflows".into())),
+        }
+    }
+
+    /// Checks that `raw_data` of `len` bytes holds exactly the tensor's elements (not
+    /// checkable for dtypes this crate does not know).
+    fn check_raw_len(
+        &self,
+        name: &str,
+        dims: &[i64],
+        dtype: DType,
+        elements: u64,
+        len: u64,
+    ) -> Result<(), ModelError> {
+        let err = |what: String| self.tensor_err(name, what);
+        if dtype == DType::String {
+            return Err(err("string tensor in raw_data".into()));
+        }
+        if !matches!(dtype, DType::Unknown(_)) {
+            let Some(expected) = dtype.raw_bytes(elements) else {
+                return Err(err("payload size overflows".into()));
+            };
+            if len != expected {
+                return Err(err(format!(
+                    "raw_data has {len} bytes, dims {} x {dtype} need {expected}",
+                    dims_string(dims)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Storage and payload of a tensor whose values are in typed field `TYPED[i]`, checked
+    /// to be the field for its dtype and to hold exactly its elements.
+    fn typed_payload(
+        &self,
+        ts: &TensorScan,
+        i: usize,
+        name: &str,
+        dtype: DType,
+        elements: u64,
+    ) -> Result<(Storage, Payload), ModelError> {
+        let err = |what: String| self.tensor_err(name, what);
+        let field = TYPED[i];
+        let t = &ts.typed[i];
+        let storage = Storage::Typed {
+            field,
+            packed: !t.unpacked,
+        };
+        let Some((allowed, count)) = dtype.typed_field(elements) else {
+            // Unknown dtype: nothing to check against.
+            return Ok((storage, Payload::None));
+        };
+        if allowed != field {
+            return Err(err(format!("{} cannot hold {dtype} values", field.name())));
+        }
+        let Some(count) = count else {
+            return Err(err("payload size overflows".into()));
+        };
+        if t.count != count {
+            return Err(err(format!(
+                "{} has {} values, dims {} of {dtype} need {count}",
+                field.name(),
+                t.count,
+                dims_string(&ts.dims)
             )));
         }
-        Ok(mk(Storage::Empty, Payload::None, None))
+        let runs = t.runs.clone();
+        let payload = match field {
+            TypedField::FloatData => Payload::Fixed { width: 4, runs },
+            TypedField::DoubleData => Payload::Fixed { width: 8, runs },
+            TypedField::StringData => Payload::None,
+            _ => Payload::Varint { runs },
+        };
+        Ok((storage, payload))
+    }
+}
+
+/// An AttributeProto's fields, as [`Scanner::scan_attribute`] needs them.
+#[derive(Debug, Default)]
+struct AttrScan {
+    name: String,
+    /// `f`, the value of a Constant's `value_float`.
+    float: Option<Field>,
+    /// `floats`, the values of a Constant's `value_floats`.
+    floats: Typed,
+    has_i: bool,
+    /// How many `ints`.
+    ints: u64,
+    has_s: bool,
+    /// How many `strings`.
+    strings: u64,
+    t: Option<Field>,
+    g: Option<Field>,
+    sparse: Option<Field>,
+    /// `tensors`, `graphs` and `sparse_tensors`, in file order.
+    many: Vec<Field>,
+}
+
+impl AttrScan {
+    /// The tensor a Constant node's scalar or list value attribute (`value_float`,
+    /// `value_ints`, ...) holds; None for other attributes.
+    fn into_constant_value(self) -> Option<Finished> {
+        let (dtype, dims, storage, payload) = match self.name.as_str() {
+            "value_float" => {
+                let x = self.float?;
+                let run = Run {
+                    start: x.key_pos as u64,
+                    end: x.end as u64,
+                    count: 1,
+                    key_len: x.key_len() as u8,
+                    prefix: None,
+                };
+                let payload = Payload::Fixed {
+                    width: 4,
+                    runs: vec![run],
+                };
+                (DType::F32, vec![], Storage::ValueFloat, payload)
+            }
+            "value_floats" => {
+                let n = self.floats.count as i64;
+                let payload = Payload::Fixed {
+                    width: 4,
+                    runs: self.floats.runs,
+                };
+                (DType::F32, vec![n], Storage::ValueFloats, payload)
+            }
+            "value_int" if self.has_i => (DType::I64, vec![], Storage::ValueInt, Payload::None),
+            "value_ints" => (
+                DType::I64,
+                vec![self.ints as i64],
+                Storage::ValueInts,
+                Payload::None,
+            ),
+            "value_string" if self.has_s => {
+                (DType::String, vec![], Storage::ValueString, Payload::None)
+            }
+            "value_strings" => (
+                DType::String,
+                vec![self.strings as i64],
+                Storage::ValueStrings,
+                Payload::None,
+            ),
+            _ => return None,
+        };
+        let elements = dims.first().map_or(1, |&n| n as u64);
+        Some(Finished {
+            dtype,
+            dims,
+            elements,
+            storage,
+            payload,
+            ext: None,
+        })
+    }
+}
+
+impl NodeCtx<'_> {
+    /// The scope of the node's subgraph `suffix` (an attribute name, with `[k]` in lists).
+    fn child_scope(&self, suffix: String) -> String {
+        if self.scope.is_empty() {
+            format!("{}/{suffix}", self.label)
+        } else {
+            format!("{}/{}/{suffix}", self.scope, self.label)
+        }
+    }
+
+    /// The name a Constant node's tensor is listed under: its output, else the node's label.
+    fn constant_name(&self) -> String {
+        self.output
+            .clone()
+            .filter(|o| !o.is_empty())
+            .unwrap_or_else(|| self.label.clone())
     }
 }
 
