@@ -88,11 +88,8 @@ fn plan_changes<'d>(
     edits: &mut Vec<Edit<'d>>,
     ext: &mut ExtPatches<'d>,
 ) -> Result<(), ModelError> {
-    for (t, data) in changes {
-        let internal = |what: &str| ModelError::Internal {
-            path: model.path().to_path_buf(),
-            what: format!("tensor '{}': {what}", t.name),
-        };
+    for &(t, data) in changes {
+        let internal = |what: &str| change_bug(model, t, what);
         let n = data.len();
         match &t.payload {
             Payload::None => {
@@ -121,80 +118,120 @@ fn plan_changes<'d>(
                 }
                 ext.entry(*file).or_default().push((*offset, bytes));
             }
-            Payload::Fixed { width, runs } => {
-                let w = usize::from(*width);
-                let mut at = 0usize;
-                for r in runs {
-                    let count = usize::try_from(r.count).map_err(|_| internal("run too long"))?;
-                    let to = at.checked_add(count).filter(|&e| e <= n);
-                    let Some(to) = to else {
-                        return Err(internal("more values stored than elements"));
-                    };
-                    let values = encode_le(data, at, to);
-                    let bytes = if r.prefix.is_some() {
-                        values
-                    } else {
-                        // Unpacked: keep each key, replace each value.
-                        let key = model
-                            .bytes()
-                            .get(r.start as usize..r.start as usize + usize::from(r.key_len))
-                            .ok_or_else(|| internal("key outside the file"))?;
-                        let mut b = Vec::with_capacity(count * (w + key.len()));
-                        for v in values.chunks(w) {
-                            b.extend_from_slice(key);
-                            b.extend_from_slice(v);
-                        }
-                        Cow::Owned(b)
-                    };
-                    if bytes.len() as u64 != r.end - r.start {
-                        return Err(internal("fixed-width run size changed"));
-                    }
-                    edits.push(Edit {
-                        repl: Repl {
-                            start: r.start,
-                            end: r.end,
-                            bytes,
-                        },
-                        chain: Vec::new(),
-                    });
-                    at = to;
-                }
-            }
-            Payload::Varint { runs } => {
-                let mut at = 0usize;
-                for r in runs {
-                    let count = usize::try_from(r.count).map_err(|_| internal("run too long"))?;
-                    let key = if r.prefix.is_none() {
-                        model
-                            .bytes()
-                            .get(r.start as usize..r.start as usize + usize::from(r.key_len))
-                            .ok_or_else(|| internal("key outside the file"))?
-                    } else {
-                        &[]
-                    };
-                    let mut b = Vec::with_capacity(count * (3 + key.len()));
-                    for i in at..at + count {
-                        let bits = bits16(data, i).ok_or_else(|| internal("not 16-bit values"))?;
-                        b.extend_from_slice(key);
-                        wire::put_varint(&mut b, u64::from(bits));
-                    }
-                    let mut chain = t.ancestors.clone();
-                    chain.extend(r.prefix);
-                    edits.push(Edit {
-                        repl: Repl {
-                            start: r.start,
-                            end: r.end,
-                            bytes: Cow::Owned(b),
-                        },
-                        chain,
-                    });
-                    at += count;
-                }
-                if at != n {
-                    return Err(internal("stored values differ from elements"));
-                }
-            }
+            Payload::Fixed { width, runs } => plan_fixed(model, t, data, *width, runs, edits)?,
+            Payload::Varint { runs } => plan_varint(model, t, data, runs, edits)?,
         }
+    }
+    Ok(())
+}
+
+/// An internal error (a bug, not a user's mistake) found while changing tensor `t`.
+fn change_bug(model: &Model, t: &TensorInfo, what: &str) -> ModelError {
+    ModelError::Internal {
+        path: model.path().to_path_buf(),
+        what: format!("tensor '{}': {what}", t.name),
+    }
+}
+
+/// The key of unpacked run `r` of tensor `t`, repeated before each of its values.
+fn run_key<'m>(
+    model: &'m Model,
+    t: &TensorInfo,
+    r: &super::index::Run,
+) -> Result<&'m [u8], ModelError> {
+    model
+        .bytes()
+        .get(r.start as usize..r.start as usize + usize::from(r.key_len))
+        .ok_or_else(|| change_bug(model, t, "key outside the file"))
+}
+
+/// Same-size edits of fixed-width runs (float_data, double_data, value_float(s)): each run's
+/// values replaced in place.
+fn plan_fixed<'d>(
+    model: &Model,
+    t: &TensorInfo,
+    data: &'d TensorData,
+    width: u8,
+    runs: &[super::index::Run],
+    edits: &mut Vec<Edit<'d>>,
+) -> Result<(), ModelError> {
+    let internal = |what: &str| change_bug(model, t, what);
+    let n = data.len();
+    let w = usize::from(width);
+    let mut at = 0usize;
+    for r in runs {
+        let count = usize::try_from(r.count).map_err(|_| internal("run too long"))?;
+        let to = at.checked_add(count).filter(|&e| e <= n);
+        let Some(to) = to else {
+            return Err(internal("more values stored than elements"));
+        };
+        let values = encode_le(data, at, to);
+        let bytes = if r.prefix.is_some() {
+            values
+        } else {
+            // Unpacked: keep each key, replace each value.
+            let key = run_key(model, t, r)?;
+            let mut b = Vec::with_capacity(count * (w + key.len()));
+            for v in values.chunks(w) {
+                b.extend_from_slice(key);
+                b.extend_from_slice(v);
+            }
+            Cow::Owned(b)
+        };
+        if bytes.len() as u64 != r.end - r.start {
+            return Err(internal("fixed-width run size changed"));
+        }
+        edits.push(Edit {
+            repl: Repl {
+                start: r.start,
+                end: r.end,
+                bytes,
+            },
+            chain: Vec::new(),
+        });
+        at = to;
+    }
+    Ok(())
+}
+
+/// Edits of varint runs (float16/bfloat16 bits in int32_data), whose size may change: each
+/// carries the length prefixes to fix up.
+fn plan_varint<'d>(
+    model: &Model,
+    t: &TensorInfo,
+    data: &TensorData,
+    runs: &[super::index::Run],
+    edits: &mut Vec<Edit<'d>>,
+) -> Result<(), ModelError> {
+    let internal = |what: &str| change_bug(model, t, what);
+    let mut at = 0usize;
+    for r in runs {
+        let count = usize::try_from(r.count).map_err(|_| internal("run too long"))?;
+        let key = if r.prefix.is_none() {
+            run_key(model, t, r)?
+        } else {
+            &[]
+        };
+        let mut b = Vec::with_capacity(count * (3 + key.len()));
+        for i in at..at + count {
+            let bits = bits16(data, i).ok_or_else(|| internal("not 16-bit values"))?;
+            b.extend_from_slice(key);
+            wire::put_varint(&mut b, u64::from(bits));
+        }
+        let mut chain = t.ancestors.clone();
+        chain.extend(r.prefix);
+        edits.push(Edit {
+            repl: Repl {
+                start: r.start,
+                end: r.end,
+                bytes: Cow::Owned(b),
+            },
+            chain,
+        });
+        at += count;
+    }
+    if at != data.len() {
+        return Err(internal("stored values differ from elements"));
     }
     Ok(())
 }
@@ -512,36 +549,9 @@ pub fn write_child_with_metadata(
     let mut ext = ExtPatches::new();
     plan_changes(model, &valid, &mut edits, &mut ext)?;
 
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
     let names = child_external_names(model, out);
-    let ext_paths: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
-    for p in &ext_paths {
-        output::ensure_not_input(p, &input_refs)?;
-        if p == out {
-            return Err(OutputError::Overwrite {
-                out: p.clone(),
-                input: out.to_path_buf(),
-            }
-            .into());
-        }
-    }
-    for loc in model.locations() {
-        let name = names.get(loc.file).ok_or_else(|| ModelError::Internal {
-            path: model.path().to_path_buf(),
-            what: "external location without a file".into(),
-        })?;
-        edits.push(Edit {
-            repl: Repl {
-                start: loc.field.start,
-                end: loc.field.end,
-                bytes: Cow::Owned(name.clone().into_bytes()),
-            },
-            chain: loc.field.ancestors.clone(),
-        });
-    }
+    let ext_paths = child_external_paths(out, &names, &input_refs)?;
+    plan_locations(model, &names, &mut edits)?;
     edits.extend(metadata_edits(model, meta)?);
     let repls = finish_plan(model, edits)?;
 
@@ -563,38 +573,8 @@ pub fn write_child_with_metadata(
     let result = (|| {
         for (f, dst) in model.external_files().iter().zip(&ext_paths) {
             let i = written.len();
-            let mut patches = ext.remove(&i).unwrap_or_default();
-            patches.sort_by_key(|(o, _)| *o);
-            let covered: u64 = patches.iter().map(|(_, b)| b.len() as u64).sum();
-            let disjoint = patches
-                .windows(2)
-                .all(|w| w[0].0 + w[0].1.len() as u64 <= w[1].0);
-            if disjoint && covered.saturating_mul(8) >= f.len() {
-                // Much of the file changes: one streaming pass (parent gaps + new payloads).
-                let repls: Vec<Repl<'_>> = patches
-                    .into_iter()
-                    .map(|(start, bytes)| Repl {
-                        start,
-                        end: start + bytes.len() as u64,
-                        bytes,
-                    })
-                    .collect();
-                output::write_atomic(dst, |w| {
-                    stream(&f.bytes, &repls, w).map_err(|source| ModelError::Io {
-                        path: dst.clone(),
-                        source,
-                    })
-                })?;
-            } else {
-                // Little changes: let the kernel copy (reflink where possible), then patch.
-                output::copy_atomic(&f.path, dst, |file: &mut File| {
-                    for (offset, bytes) in &patches {
-                        file.seek(SeekFrom::Start(*offset))?;
-                        file.write_all(bytes)?;
-                    }
-                    Ok(())
-                })?;
-            }
+            let patches = ext.remove(&i).unwrap_or_default();
+            write_external_child(f, dst, patches)?;
             written.push(dst.clone());
         }
         output::write_atomic(out, |w| {
@@ -614,4 +594,93 @@ pub fn write_child_with_metadata(
     let mut paths = vec![out.to_path_buf()];
     paths.extend(written);
     Ok(paths)
+}
+
+/// The paths of the child's external files `names`, beside `out`; an error when one would
+/// overwrite an input or the child model itself.
+fn child_external_paths(
+    out: &Path,
+    names: &[String],
+    input_refs: &[&Path],
+) -> Result<Vec<PathBuf>, ModelError> {
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let ext_paths: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
+    for p in &ext_paths {
+        output::ensure_not_input(p, input_refs)?;
+        if p == out {
+            return Err(OutputError::Overwrite {
+                out: p.clone(),
+                input: out.to_path_buf(),
+            }
+            .into());
+        }
+    }
+    Ok(ext_paths)
+}
+
+/// Edits that point every external `location` entry at the child's file, `names[file]`.
+fn plan_locations(
+    model: &Model,
+    names: &[String],
+    edits: &mut Vec<Edit<'_>>,
+) -> Result<(), ModelError> {
+    for loc in model.locations() {
+        let name = names.get(loc.file).ok_or_else(|| ModelError::Internal {
+            path: model.path().to_path_buf(),
+            what: "external location without a file".into(),
+        })?;
+        edits.push(Edit {
+            repl: Repl {
+                start: loc.field.start,
+                end: loc.field.end,
+                bytes: Cow::Owned(name.clone().into_bytes()),
+            },
+            chain: loc.field.ancestors.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Writes the child's copy `dst` of external file `f` (atomically), with `patches` (offset,
+/// new bytes) applied.
+fn write_external_child(
+    f: &super::ExternalFile,
+    dst: &Path,
+    mut patches: Vec<(u64, Cow<'_, [u8]>)>,
+) -> Result<(), ModelError> {
+    patches.sort_by_key(|(o, _)| *o);
+    let covered: u64 = patches.iter().map(|(_, b)| b.len() as u64).sum();
+    let disjoint = patches
+        .windows(2)
+        .all(|w| w[0].0 + w[0].1.len() as u64 <= w[1].0);
+    if disjoint && covered.saturating_mul(8) >= f.len() {
+        // Much of the file changes: one streaming pass (parent gaps + new payloads).
+        let repls: Vec<Repl<'_>> = patches
+            .into_iter()
+            .map(|(start, bytes)| Repl {
+                start,
+                end: start + bytes.len() as u64,
+                bytes,
+            })
+            .collect();
+        output::write_atomic(dst, |w| {
+            stream(&f.bytes, &repls, w).map_err(|source| ModelError::Io {
+                path: dst.to_path_buf(),
+                source,
+            })
+        })?;
+    } else {
+        // Little changes: let the kernel copy (reflink where possible), then patch.
+        output::copy_atomic(&f.path, dst, |file: &mut File| {
+            for (offset, bytes) in &patches {
+                file.seek(SeekFrom::Start(*offset))?;
+                file.write_all(bytes)?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
 }
