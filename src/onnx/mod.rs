@@ -261,67 +261,10 @@ impl Model {
         let scan = scan::Scanner::new(&bytes, &path).run()?;
         let mut tensors = scan.tensors;
         let (externals, which) = external::resolve(&path, &scan.externals, &mut tensors)?;
-        let mut locations = Vec::new();
-        for (r, &file) in scan.externals.iter().zip(&which) {
-            for field in &r.fields {
-                locations.push(LocRef {
-                    file,
-                    field: field.clone(),
-                });
-            }
-        }
-
-        let bad =
-            |range: (usize, usize), context: &str, e: prost::DecodeError| ModelError::Malformed {
-                path: path.clone(),
-                offset: range.0 as u64,
-                context: context.to_string(),
-                what: e.to_string(),
-            };
-        let slice = |r: (usize, usize)| bytes.get(r.0..r.1).unwrap_or(&[]);
-        let mut opsets = Vec::new();
-        for &r in &scan.opsets {
-            opsets.push(facts::opset(slice(r)).map_err(|e| bad(r, "opset_import", e))?);
-        }
-        // The ONNX checker's rule; it also catches files cut short between opset entries.
-        for d in &scan.domains {
-            let imported = opsets
-                .iter()
-                .any(|o| o.domain == *d || (d.is_empty() && o.domain == "ai.onnx"));
-            if !imported {
-                return Err(ModelError::MissingOpset {
-                    path,
-                    domain: if d.is_empty() {
-                        "ai.onnx".into()
-                    } else {
-                        d.clone()
-                    },
-                });
-            }
-        }
-        let init_names: HashSet<&str> = tensors
-            .iter()
-            .filter(|t| {
-                t.scope.is_empty()
-                    && !t.training
-                    && matches!(
-                        t.location,
-                        Location::Initializer | Location::SparseInitializer
-                    )
-            })
-            .map(|t| t.name.as_str())
-            .collect();
-        let mut inputs = Vec::new();
-        for &r in &scan.inputs {
-            let v = facts::value_facts(slice(r)).map_err(|e| bad(r, "graph input", e))?;
-            if !init_names.contains(v.name.as_str()) {
-                inputs.push(v);
-            }
-        }
-        let mut outputs = Vec::new();
-        for &r in &scan.outputs {
-            outputs.push(facts::value_facts(slice(r)).map_err(|e| bad(r, "graph output", e))?);
-        }
+        let locations = Self::location_refs(&scan.externals, &which);
+        let opsets = Self::imported_opsets(&path, &bytes, &scan.opsets, &scan.domains)?;
+        let (inputs, outputs) =
+            Self::interface_facts(&path, &bytes, &scan.inputs, &scan.outputs, &tensors)?;
         let facts = ModelFacts {
             ir_version: scan.ir_version,
             opsets,
@@ -345,6 +288,114 @@ impl Model {
             facts,
             locations,
         })
+    }
+
+    /// Every `location` string of the external references, with the file it names (`which`,
+    /// one per reference).
+    fn location_refs(externals: &[scan::ExtRef], which: &[usize]) -> Vec<LocRef> {
+        let mut locations = Vec::new();
+        for (r, &file) in externals.iter().zip(which) {
+            for field in &r.fields {
+                locations.push(LocRef {
+                    file,
+                    field: field.clone(),
+                });
+            }
+        }
+        locations
+    }
+
+    /// Decodes the message at `range` of the model's bytes; `context` names it in errors.
+    fn decode_at<T>(
+        path: &Path,
+        bytes: &[u8],
+        range: (usize, usize),
+        context: &str,
+        decode: fn(&[u8]) -> Result<T, prost::DecodeError>,
+    ) -> Result<T, ModelError> {
+        decode(bytes.get(range.0..range.1).unwrap_or(&[])).map_err(|e| ModelError::Malformed {
+            path: path.to_path_buf(),
+            offset: range.0 as u64,
+            context: context.to_string(),
+            what: e.to_string(),
+        })
+    }
+
+    /// The model's opset imports (at `ranges`), which must name every domain nodes use.
+    fn imported_opsets(
+        path: &Path,
+        bytes: &[u8],
+        ranges: &[(usize, usize)],
+        domains: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<Opset>, ModelError> {
+        let mut opsets = Vec::new();
+        for &r in ranges {
+            opsets.push(Self::decode_at(
+                path,
+                bytes,
+                r,
+                "opset_import",
+                facts::opset,
+            )?);
+        }
+        // The ONNX checker's rule; it also catches files cut short between opset entries.
+        for d in domains {
+            let imported = opsets
+                .iter()
+                .any(|o| o.domain == *d || (d.is_empty() && o.domain == "ai.onnx"));
+            if !imported {
+                return Err(ModelError::MissingOpset {
+                    path: path.to_path_buf(),
+                    domain: if d.is_empty() {
+                        "ai.onnx".into()
+                    } else {
+                        d.clone()
+                    },
+                });
+            }
+        }
+        Ok(opsets)
+    }
+
+    /// The main graph's inputs (at `inputs`, less those that are initializers) and outputs
+    /// (at `outputs`).
+    fn interface_facts(
+        path: &Path,
+        bytes: &[u8],
+        inputs: &[(usize, usize)],
+        outputs: &[(usize, usize)],
+        tensors: &[TensorInfo],
+    ) -> Result<(Vec<ValueFacts>, Vec<ValueFacts>), ModelError> {
+        let init_names: HashSet<&str> = tensors
+            .iter()
+            .filter(|t| {
+                t.scope.is_empty()
+                    && !t.training
+                    && matches!(
+                        t.location,
+                        Location::Initializer | Location::SparseInitializer
+                    )
+            })
+            .map(|t| t.name.as_str())
+            .collect();
+        let mut real_inputs = Vec::new();
+        for &r in inputs {
+            let v = Self::decode_at(path, bytes, r, "graph input", facts::value_facts)?;
+            if !init_names.contains(v.name.as_str()) {
+                real_inputs.push(v);
+            }
+        }
+        let mut graph_outputs = Vec::new();
+        for &r in outputs {
+            graph_outputs.push(Self::decode_at(
+                path,
+                bytes,
+                r,
+                "graph output",
+                facts::value_facts,
+            )?);
+        }
+        Ok((real_inputs, graph_outputs))
     }
 
     /// The model file as given to [`Model::open`].
