@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use smd_onnx::mutate::ModeName;
+
 /// Which tensors may be mutated.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SelectionArgs {
@@ -101,10 +103,14 @@ pub struct MutationArgs {
         allow_negative_numbers = true
     )]
     pub children: u32,
-    /// How the mutation is decomposed: partition (disjoint subspaces that sum to one dense
-    /// mutation), density (each child mutates its own random fraction), layer (whole tensors).
-    #[arg(long, value_enum, default_value = "partition")]
-    pub mode: ModeArg,
+    /// How the mutation is decomposed into children.
+    #[arg(
+        long,
+        value_name = "MODE",
+        value_parser = mode_parser(),
+        default_value = ModeName::default().name()
+    )]
+    pub mode: ModeName,
     /// Fraction of each tensor a child mutates in density mode.
     #[arg(
         long,
@@ -132,27 +138,19 @@ pub struct MutationArgs {
     pub seed: u64,
 }
 
-/// Decomposition modes on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ModeArg {
-    /// Disjoint subspaces: the children's mutations sum to one dense mutation.
-    Partition,
-    /// Each child mutates its own random fraction (--density) of each tensor.
-    Density,
-    /// Whole tensors are assigned to children.
-    Layer,
+/// `--mode`'s choices and their help, from the library's one list of modes.
+fn mode_parser() -> impl clap::builder::TypedValueParser<Value = ModeName> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(ModeName::ALL.map(|m| PossibleValue::new(m.name()).help(m.help())))
+        .try_map(|s| s.parse::<ModeName>())
 }
 
 impl MutationArgs {
     /// The library's mutation settings (validated later, with the model at hand).
     pub fn config(&self, subspaces: smd_onnx::mutate::Subspaces) -> smd_onnx::mutate::Config {
-        use smd_onnx::mutate::{Config, Mode, ScaleRule};
+        use smd_onnx::mutate::{Config, ScaleRule};
         Config {
-            mode: match self.mode {
-                ModeArg::Partition => Mode::Partition,
-                ModeArg::Density => Mode::Density(self.density),
-                ModeArg::Layer => Mode::Layer,
-            },
+            mode: self.mode.with_density(self.density),
             children: self.children,
             sigma: self.sigma,
             scale: if self.absolute_sigma {

@@ -832,16 +832,11 @@ fn hash_path(p: &Path) -> Result<String, Error> {
 
 fn settings(cfg: &EvolveConfig, batch: usize) -> Settings {
     let m = &cfg.mutation;
-    let (mode, density) = match m.mode {
-        mutate::Mode::Partition => ("partition", None),
-        mutate::Mode::Density(p) => ("density", Some(p)),
-        mutate::Mode::Layer => ("layer", None),
-    };
     Settings {
         children: m.children,
         generations: cfg.generations,
-        mode: mode.into(),
-        density,
+        mode: m.mode.kind().name().into(),
+        density: m.mode.density(),
         sigma: m.sigma,
         scale: format!("{:?}", m.scale).to_lowercase(),
         antithetic: m.antithetic,
