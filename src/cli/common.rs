@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use smd_onnx::mutate::ModeName;
+use smd_onnx::runtime::Device;
 
 /// Which tensors may be mutated.
 #[derive(Debug, Clone, clap::Args)]
@@ -41,8 +42,16 @@ impl SelectionArgs {
 /// Where ONNX Runtime runs.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RuntimeArgs {
-    /// Execution device: cpu, cuda[:N] or tensorrt[:N]. A GPU device never falls back to the CPU.
-    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    // The choices come from the runtime's table of execution providers.
+    #[arg(
+        long,
+        default_value = Device::default_name(),
+        value_name = "DEVICE",
+        help = format!(
+            "Execution device: {}. A GPU device never falls back to the CPU",
+            Device::choices()
+        )
+    )]
     pub device: String,
     /// The ONNX Runtime shared library to use (else ORT_DYLIB_PATH, else the cache, else fetched).
     #[arg(long, value_name = "PATH")]
@@ -55,7 +64,7 @@ pub struct RuntimeArgs {
 impl RuntimeArgs {
     /// The library's runtime configuration.
     pub fn config(&self) -> anyhow::Result<smd_onnx::runtime::RuntimeConfig> {
-        let device: smd_onnx::runtime::Device = self.device.parse()?;
+        let device: Device = self.device.parse()?;
         Ok(smd_onnx::runtime::RuntimeConfig {
             device,
             library: self.ort_lib.clone(),
