@@ -2,9 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::proto::{
-    GraphProto, NodeProto, TensorProto, ValueInfoProto, tensor_proto::DataType, type_proto,
-};
+use super::proto::{GraphProto, NodeProto, TensorProto, ValueInfoProto, type_proto};
 use crate::onnx::DType;
 use crate::onnx::build::{self, attr_int};
 
@@ -62,17 +60,6 @@ fn is_class_scores(v: &ValueInfoProto) -> bool {
     shape.dim.len() == 2 && !shape.dim.get(1).is_some_and(one)
 }
 
-fn is_float(code: i32) -> bool {
-    [
-        DataType::Float,
-        DataType::Double,
-        DataType::Float16,
-        DataType::Bfloat16,
-    ]
-    .iter()
-    .any(|d| *d as i32 == code)
-}
-
 /// Ops that pass a value through without changing what kind of value it is.
 const PASS_THROUGH: &[&str] = &[
     "Identity",
@@ -95,7 +82,7 @@ pub fn output_kind(
     let Some(code) = elem_type(out) else {
         return OutputKind::Other;
     };
-    if !is_float(code) {
+    if !super::encode::is_float_code(code) {
         return OutputKind::Other;
     }
     if let Some(kind) = declared {
@@ -233,14 +220,12 @@ pub fn combine(
 
 /// A scalar float constant of element type `code`.
 fn scalar(name: &str, code: i32, v: f64) -> TensorProto {
-    let raw = if code == DataType::Double as i32 {
-        v.to_le_bytes().to_vec()
-    } else if code == DataType::Float16 as i32 {
-        half::f16::from_f64(v).to_le_bytes().to_vec()
-    } else if code == DataType::Bfloat16 as i32 {
-        half::bf16::from_f64(v).to_le_bytes().to_vec()
-    } else {
-        (v as f32).to_le_bytes().to_vec()
+    let dtype = DType::from_onnx(i64::from(code));
+    let raw = match dtype {
+        DType::F64 => v.to_le_bytes().to_vec(),
+        DType::F16 => half::f16::from_f64(v).to_le_bytes().to_vec(),
+        DType::BF16 => half::bf16::from_f64(v).to_le_bytes().to_vec(),
+        _ => (v as f32).to_le_bytes().to_vec(),
     };
-    build::raw(name, DType::from_onnx(i64::from(code)), &[], raw)
+    build::raw(name, dtype, &[], raw)
 }

@@ -501,7 +501,7 @@ fn hidden_info(g: &GraphProto, name: &str) -> ValueInfoProto {
             r#type: Some(proto::TypeProto {
                 value: Some(proto::type_proto::Value::TensorType(
                     proto::type_proto::Tensor {
-                        elem_type: Some(proto::tensor_proto::DataType::Float as i32),
+                        elem_type: Some(crate::onnx::DType::F32.to_onnx()),
                         shape: None,
                     },
                 )),
