@@ -3,7 +3,8 @@
 //! They are separate so that predictions of several models can be combined (ensembles) and
 //! scored on any subset of rows.
 //!
-//! Definitions (shared with the Python reference that made the fixtures' golden values):
+//! Definitions (shared with the Python reference that made the fixtures' golden values), each
+//! written once, as the per-row functions below that ensemble selection uses too:
 //! - probabilities: the output is taken as is when every row is non-negative and sums to 1
 //!   within 1e-4; otherwise each row gets a softmax computed in f64 (max subtracted first);
 //! - accuracy: argmax (ties → lowest index) equals the label;
@@ -114,6 +115,57 @@ pub fn softmax_row_with(row: &mut [f32], exps: &mut Vec<f64>) {
     }
 }
 
+/// The floor on the label's probability in the NLL: one row costs at most `-ln(1e-15)` ≈ 34.5.
+pub const NLL_FLOOR: f64 = 1e-15;
+
+/// One row's negative log-likelihood, from the label's probability `p`: `-ln(max(p, 1e-15))`
+/// in f64.
+#[inline]
+pub fn row_nll(p: f32) -> f64 {
+    -f64::from(p).max(NLL_FLOOR).ln()
+}
+
+/// One row's squared error `(value - target)²` in f64.
+#[inline]
+pub fn row_se(value: f32, target: f64) -> f64 {
+    let d = f64::from(value) - target;
+    d * d
+}
+
+/// Whether one row counts for top-5 accuracy: fewer than 5 classes have a strictly larger
+/// probability than the label's `p`.
+#[inline]
+pub fn row_top5(row: &[f32], p: f32) -> bool {
+    row.iter().filter(|&&q| q > p).count() < 5
+}
+
+/// Whether one row is right: `label` is the row's [`argmax`] (ties go to the lowest index, NaN
+/// never wins). The row is an iterator over its values so that a sum of rows (greedy ensemble
+/// selection) need not be stored; it is walked without branching on the values.
+#[inline]
+pub fn row_correct<T: PartialOrd + Copy>(
+    row: impl Iterator<Item = T> + Clone,
+    label: usize,
+) -> bool {
+    let Some(v) = row.clone().nth(label) else {
+        return false;
+    };
+    let is_nan = |x: T| x.partial_cmp(&x).is_none();
+    if is_nan(v) {
+        // `argmax` of a row of NaNs is 0; otherwise a NaN label never wins.
+        return label == 0 && row.clone().all(is_nan);
+    }
+    // The label beats every lower class and ties no higher one (NaNs compare false).
+    let mut beaten = false;
+    for x in row.clone().take(label) {
+        beaten |= x >= v;
+    }
+    for x in row.skip(label + 1) {
+        beaten |= x > v;
+    }
+    !beaten
+}
+
 /// Index of the largest value (first one on ties; NaN never wins).
 pub fn argmax(row: &[f32]) -> usize {
     let mut best: Option<(usize, f32)> = None;
@@ -136,14 +188,9 @@ pub fn classification_metrics(probs: &[f32], classes: usize, labels: &[i64]) -> 
     for (row, &label) in probs.chunks_exact(classes.max(1)).zip(labels) {
         let l = usize::try_from(label).unwrap_or(usize::MAX);
         let p = row.get(l).copied().unwrap_or(0.0);
-        if argmax(row) == l {
-            correct += 1;
-        }
-        let above = row.iter().enumerate().filter(|&(_, &q)| q > p).count();
-        if above < 5 {
-            top5 += 1;
-        }
-        nll -= f64::from(p).max(1e-15).ln();
+        correct += usize::from(row_correct(row.iter().copied(), l));
+        top5 += usize::from(row_top5(row, p));
+        nll += row_nll(p);
     }
     let nf = n as f64;
     Metrics {
@@ -161,10 +208,7 @@ pub fn regression_metrics(values: &[f32], targets: &[f64]) -> Metrics {
     let se: f64 = values
         .iter()
         .zip(targets)
-        .map(|(&v, &t)| {
-            let d = f64::from(v) - t;
-            d * d
-        })
+        .map(|(&v, &t)| row_se(v, t))
         .sum();
     Metrics {
         samples: n,
@@ -338,6 +382,33 @@ mod tests {
         assert_eq!(argmax(&[0.3, 0.3]), 0);
         assert_eq!(argmax(&[-5.0, -1.0]), 1);
         assert_eq!(argmax(&[f32::NAN, 1.0]), 1);
+    }
+
+    use proptest::strategy::Strategy;
+
+    proptest::proptest! {
+        /// `row_correct` is `argmax(row) == label`, NaNs, ties and out-of-range labels included.
+        #[test]
+        fn row_correct_is_argmax(
+            row in proptest::collection::vec(
+                proptest::prop_oneof![
+                    (0u8..4).prop_map(|v| f32::from(v) / 4.0),
+                    proptest::strategy::Just(f32::NAN),
+                    proptest::strategy::Just(f32::NEG_INFINITY),
+                ],
+                1..7,
+            ),
+        ) {
+            for label in 0..row.len() + 2 {
+                proptest::prop_assert_eq!(
+                    row_correct(row.iter().copied(), label),
+                    argmax(&row) == label,
+                    "{:?} {}", row, label
+                );
+                let wide = row.iter().map(|&v| f64::from(v));
+                proptest::prop_assert_eq!(row_correct(wide, label), argmax(&row) == label);
+            }
+        }
     }
 
     #[test]
