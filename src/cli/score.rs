@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use smd_onnx::runtime::Runtime;
-use smd_onnx::score::{Dataset, ModelIo, OutputKind, Predictor, Split, SplitPart};
+use smd_onnx::score::{Dataset, ModelIo, Predictor, ScoredAs, Split, SplitPart};
 
 use super::common::{DataArgs, RuntimeArgs};
 
@@ -139,9 +139,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.data.split_seed
         );
         let what = match preds.kind {
-            OutputKind::Probabilities => format!("probabilities, {} classes", preds.classes),
-            OutputKind::Logits => format!("logits → softmax, {} classes", preds.classes),
-            OutputKind::Regression => "regression values".to_string(),
+            ScoredAs::Probabilities => format!("probabilities, {} classes", preds.classes),
+            ScoredAs::Logits => format!("logits → softmax, {} classes", preds.classes),
+            ScoredAs::Regression => "regression values".to_string(),
         };
         println!("output         `{}` ({what})", preds.output);
         println!(

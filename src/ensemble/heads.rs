@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use super::proto::{GraphProto, NodeProto, TensorProto, ValueInfoProto, type_proto};
 use crate::onnx::DType;
 use crate::onnx::build::{self, attr_int};
+use crate::score::ScoredAs;
 
 /// How float outputs are combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -20,7 +21,8 @@ pub enum Combine {
     Mean,
 }
 
-/// What an output holds, as far as combining goes.
+/// What an output holds, as far as combining goes. Not [`ScoredAs`], what scoring found in
+/// an output's values ([`OutputKind::from_scored`] maps that to this).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputKind {
@@ -33,6 +35,18 @@ pub enum OutputKind {
     Float,
     /// Cannot be averaged (integers, strings, sequences, maps...).
     Other,
+}
+
+impl OutputKind {
+    /// How to combine an output whose values scoring saw as `scored`: probabilities and logits
+    /// as such; for regression values, `None` (the graph decides, as for any output).
+    pub fn from_scored(scored: ScoredAs) -> Option<OutputKind> {
+        match scored {
+            ScoredAs::Probabilities => Some(OutputKind::Probabilities),
+            ScoredAs::Logits => Some(OutputKind::Logits),
+            ScoredAs::Regression => None,
+        }
+    }
 }
 
 /// Element type of a tensor value, if it is one.

@@ -55,7 +55,7 @@ pub fn greedy(
             message: "greedy selection needs at least one candidate".into(),
         });
     };
-    let regression = first.kind == crate::score::OutputKind::Regression;
+    let regression = first.kind == crate::score::ScoredAs::Regression;
     fn values(p: &Predictions, regression: bool) -> &[f32] {
         if regression { &p.values } else { &p.probs }
     }
@@ -280,7 +280,7 @@ pub fn greedy_steps(candidates: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::score::OutputKind;
+    use crate::score::ScoredAs;
 
     fn preds(probs: &[f32]) -> Predictions {
         Predictions {
@@ -288,7 +288,7 @@ mod tests {
             classes: 2,
             probs: probs.to_vec(),
             values: Vec::new(),
-            kind: OutputKind::Probabilities,
+            kind: ScoredAs::Probabilities,
             non_finite_rows: 0,
             first_non_finite: None,
             output: "p".into(),

@@ -18,10 +18,12 @@ use serde::Serialize;
 use super::DataError;
 use super::dataset::Labels;
 
-/// What the scored output held.
+/// What the scored output's values were, as scoring found (and treated) them. Not
+/// [`crate::ensemble::OutputKind`], how an ensemble combines an output;
+/// [`crate::ensemble::OutputKind::from_scored`] maps this to that.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum OutputKind {
+pub enum ScoredAs {
     /// Rows already were probabilities.
     Probabilities,
     /// Rows were logits; a softmax was applied.
@@ -42,7 +44,7 @@ pub struct Predictions {
     /// One value per row (regression).
     pub values: Vec<f32>,
     /// What the output held.
-    pub kind: OutputKind,
+    pub kind: ScoredAs,
     /// Rows whose outputs had NaN or ±Inf (their probabilities are unspecified).
     pub non_finite_rows: usize,
     /// The first such data set row.
@@ -258,7 +260,7 @@ impl Predictions {
             }
         };
         match (labels, self.kind) {
-            (Labels::Classes(ids), OutputKind::Probabilities | OutputKind::Logits) => {
+            (Labels::Classes(ids), ScoredAs::Probabilities | ScoredAs::Logits) => {
                 pick(ids.len())?;
                 let l: Vec<i64> = self
                     .rows
@@ -267,7 +269,7 @@ impl Predictions {
                     .collect();
                 Ok(classification_metrics(&self.probs, self.classes, &l))
             }
-            (Labels::Targets(t), OutputKind::Regression) => {
+            (Labels::Targets(t), ScoredAs::Regression) => {
                 pick(t.len())?;
                 let l: Vec<f64> = self
                     .rows
@@ -302,7 +304,7 @@ impl Predictions {
         if members.iter().any(|(m, _)| {
             m.rows != first.rows
                 || m.classes != first.classes
-                || (m.kind == OutputKind::Regression) != (first.kind == OutputKind::Regression)
+                || (m.kind == ScoredAs::Regression) != (first.kind == ScoredAs::Regression)
         }) {
             return Err(DataError::Argument {
                 arg: "members",
@@ -330,10 +332,10 @@ impl Predictions {
             classes: first.classes,
             probs: avg(&|p| &p.probs),
             values: avg(&|p| &p.values),
-            kind: if first.kind == OutputKind::Regression {
-                OutputKind::Regression
+            kind: if first.kind == ScoredAs::Regression {
+                ScoredAs::Regression
             } else {
-                OutputKind::Probabilities
+                ScoredAs::Probabilities
             },
             non_finite_rows: members
                 .iter()
@@ -459,7 +461,7 @@ mod tests {
             classes: 2,
             probs: vec![1.0, 0.0, 0.0, 1.0],
             values: vec![],
-            kind: OutputKind::Probabilities,
+            kind: ScoredAs::Probabilities,
             non_finite_rows: 0,
             first_non_finite: None,
             output: "y".into(),
