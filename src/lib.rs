@@ -5,8 +5,10 @@
 //! model bytes ([`onnx`]) → mutation recipes ([`mutate`]) → ONNX Runtime sessions ([`runtime`]) →
 //! predictions and metrics ([`score`]) → selection and ensembles ([`evolve`]) → exported graphs
 //! ([`ensemble`]). [`lineage`] rebuilds any model smd-onnx wrote from its original and the
-//! recipes stored with it.
+//! recipes stored with it. [`buffer`] holds the memory-mapped and aligned byte buffers that
+//! model and data files are read into.
 
+pub mod buffer;
 pub mod ensemble;
 pub mod error;
 pub mod evolve;
