@@ -108,7 +108,7 @@ pub fn descendant_hash(parent: &str, recipe: &Recipe) -> Result<String, MutateEr
 }
 
 /// The hash of the model at the end of `recipes`, starting from the model with hash
-/// `original`. The recipes' `parent` fields are not checked (see [`check_chain`]).
+/// `original`. The recipes' `parent` fields are not checked (see `check_chain`).
 pub fn lineage_hash(original: &str, recipes: &[Recipe]) -> Result<String, MutateError> {
     recipes
         .iter()

@@ -41,7 +41,7 @@ pub struct Greedy {
 /// Greedy forward selection with replacement (Caruana et al., 2004): start empty, repeatedly
 /// add the candidate that makes the running ensemble best on the selection split, for
 /// at most `steps` steps, and return the best ensemble seen (the earliest among equals). It
-/// stops early once [`PATIENCE`] steps in a row have not improved on the best.
+/// stops early once `PATIENCE` steps in a row have not improved on the best.
 /// `candidates` hold selection-split predictions for the same rows. Candidates are tried in
 /// parallel; the choice does not depend on the number of threads.
 pub fn greedy(

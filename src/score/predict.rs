@@ -43,7 +43,7 @@ fn float_spec(o: &OutputSpec) -> bool {
 
 impl Predictor {
     /// Chooses the scored output (`output`, else the first float output of shape [N, C]; for
-    /// regression labels [N] or [N, 1] also) and the batch size (`batch`, or the model's fixed
+    /// regression labels `[N]` or `[N, 1]` also) and the batch size (`batch`, or the model's fixed
     /// batch size). Checks that the labels fit the output's classes when they are declared.
     pub fn new(
         io: &ModelIo,
