@@ -150,19 +150,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             info.device,
             info.providers.join(", ")
         );
-        if let Some(m) = &metrics {
-            if let Some(a) = m.accuracy {
-                println!("accuracy       {a:.6}");
-            }
-            if let Some(a) = m.top5_accuracy {
-                println!("top5_accuracy  {a:.6}");
-            }
-            if let Some(a) = m.nll {
-                println!("nll            {a:.6}");
-            }
-            if let Some(a) = m.mse {
-                println!("mse            {a:.6}");
-            }
+        for (name, v) in metrics.iter().flat_map(|m| m.values()) {
+            println!("{name:<14} {v:.6}");
         }
         let rate = rows.len() as f64 / t_infer.as_secs_f64().max(1e-9);
         println!(

@@ -73,6 +73,18 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The metrics present, named as in JSON, in field order (for text reports).
+    pub fn values(&self) -> impl Iterator<Item = (&'static str, f64)> {
+        [
+            ("accuracy", self.accuracy),
+            ("top5_accuracy", self.top5_accuracy),
+            ("nll", self.nll),
+            ("mse", self.mse),
+        ]
+        .into_iter()
+        .filter_map(|(name, v)| Some((name, v?)))
+    }
+
     /// The number to maximise when comparing models: accuracy, or −MSE for regression.
     pub fn primary(&self) -> f64 {
         match (self.accuracy, self.mse) {
@@ -445,6 +457,29 @@ mod tests {
             classification_metrics(&row, 8, &[5]).top5_accuracy,
             Some(0.0)
         );
+    }
+
+    #[test]
+    fn values_are_the_json_fields() {
+        let m = classification_metrics(&[0.1, 0.2, 0.3, 0.4, 0.0], 5, &[3]);
+        let json = serde_json::to_value(m).unwrap();
+        let fields: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .filter(|&k| k != "samples")
+            .collect();
+        let names: Vec<&str> = m.values().map(|(n, _)| n).collect();
+        assert_eq!(names, ["accuracy", "top5_accuracy", "nll"]);
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        let mut fields = fields;
+        fields.sort_unstable();
+        assert_eq!(sorted, fields);
+        for (n, v) in m.values() {
+            assert_eq!(json[n].as_f64(), Some(v));
+        }
     }
 
     #[test]
