@@ -6,7 +6,8 @@
 //! predictions and metrics ([`score`]) → selection and ensembles ([`evolve`]) → exported graphs
 //! ([`ensemble`]). [`lineage`] rebuilds any model smd-onnx wrote from its original and the
 //! recipes stored with it. [`output`] is how every output file is written (atomically, never
-//! over an input). `ARCHITECTURE.md` in the repository describes each module and what it may
+//! over an input); [`buffer`] holds the memory-mapped and aligned byte buffers that model and
+//! data files are read into. `ARCHITECTURE.md` in the repository describes each module and what it may
 //! import.
 //!
 //! Evolving a model from Rust, with the CLI's defaults and a few changes:
@@ -42,6 +43,7 @@
 //!   `score::npy::write_npy`. This crate's own tests, benchmarks and examples turn it on through
 //!   a dev-dependency on the crate itself.
 
+pub mod buffer;
 pub mod ensemble;
 pub mod error;
 pub mod evolve;

@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+use smd_onnx::mutate::ModeName;
+use smd_onnx::runtime::Device;
+
 /// Which tensors may be mutated.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SelectionArgs {
@@ -39,8 +42,16 @@ impl SelectionArgs {
 /// Where ONNX Runtime runs.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RuntimeArgs {
-    /// Execution device: cpu, cuda[:N] or tensorrt[:N]. A GPU device never falls back to the CPU.
-    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    // The choices come from the runtime's table of execution providers.
+    #[arg(
+        long,
+        default_value = Device::default_name(),
+        value_name = "DEVICE",
+        help = format!(
+            "Execution device: {}. A GPU device never falls back to the CPU",
+            Device::choices()
+        )
+    )]
     pub device: String,
     /// The ONNX Runtime shared library to use (else ORT_DYLIB_PATH, else the cache, else fetched).
     #[arg(long, value_name = "PATH")]
@@ -53,7 +64,7 @@ pub struct RuntimeArgs {
 impl RuntimeArgs {
     /// The library's runtime configuration.
     pub fn config(&self) -> anyhow::Result<smd_onnx::runtime::RuntimeConfig> {
-        let device: smd_onnx::runtime::Device = self.device.parse()?;
+        let device: Device = self.device.parse()?;
         Ok(smd_onnx::runtime::RuntimeConfig {
             device,
             library: self.ort_lib.clone(),
@@ -101,10 +112,14 @@ pub struct MutationArgs {
         allow_negative_numbers = true
     )]
     pub children: u32,
-    /// How the mutation is decomposed: partition (disjoint subspaces that sum to one dense
-    /// mutation), density (each child mutates its own random fraction), layer (whole tensors).
-    #[arg(long, value_enum, default_value = "partition")]
-    pub mode: ModeArg,
+    /// How the mutation is decomposed into children.
+    #[arg(
+        long,
+        value_name = "MODE",
+        value_parser = mode_parser(),
+        default_value = ModeName::default().name()
+    )]
+    pub mode: ModeName,
     /// Fraction of each tensor a child mutates in density mode.
     #[arg(
         long,
@@ -132,27 +147,19 @@ pub struct MutationArgs {
     pub seed: u64,
 }
 
-/// Decomposition modes on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ModeArg {
-    /// Disjoint subspaces: the children's mutations sum to one dense mutation.
-    Partition,
-    /// Each child mutates its own random fraction (--density) of each tensor.
-    Density,
-    /// Whole tensors are assigned to children.
-    Layer,
+/// `--mode`'s choices and their help, from the library's one list of modes.
+fn mode_parser() -> impl clap::builder::TypedValueParser<Value = ModeName> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(ModeName::ALL.map(|m| PossibleValue::new(m.name()).help(m.help())))
+        .try_map(|s| s.parse::<ModeName>())
 }
 
 impl MutationArgs {
     /// The library's mutation settings (validated later, with the model at hand).
     pub fn config(&self, subspaces: smd_onnx::mutate::Subspaces) -> smd_onnx::mutate::Config {
-        use smd_onnx::mutate::{Config, Mode, ScaleRule};
+        use smd_onnx::mutate::{Config, ScaleRule};
         Config {
-            mode: match self.mode {
-                ModeArg::Partition => Mode::Partition,
-                ModeArg::Density => Mode::Density(self.density),
-                ModeArg::Layer => Mode::Layer,
-            },
+            mode: self.mode.with_density(self.density),
             children: self.children,
             sigma: self.sigma,
             scale: if self.absolute_sigma {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use smd_onnx::runtime::Runtime;
-use smd_onnx::score::{Dataset, ModelIo, OutputKind, Predictor, Split, SplitPart};
+use smd_onnx::score::{Dataset, ModelIo, Predictor, ScoredAs, Split, SplitPart};
 
 use super::common::{DataArgs, RuntimeArgs};
 
@@ -197,9 +197,9 @@ fn print_table(args: &Args, o: &Outcome) {
     );
     let preds = &o.preds;
     let what = match preds.kind {
-        OutputKind::Probabilities => format!("probabilities, {} classes", preds.classes),
-        OutputKind::Logits => format!("logits → softmax, {} classes", preds.classes),
-        OutputKind::Regression => "regression values".to_string(),
+        ScoredAs::Probabilities => format!("probabilities, {} classes", preds.classes),
+        ScoredAs::Logits => format!("logits → softmax, {} classes", preds.classes),
+        ScoredAs::Regression => "regression values".to_string(),
     };
     println!("output         `{}` ({what})", preds.output);
     println!(
@@ -208,17 +208,8 @@ fn print_table(args: &Args, o: &Outcome) {
         o.info.device,
         o.info.providers.join(", ")
     );
-    if let Some(m) = &o.metrics {
-        for (name, v) in [
-            ("accuracy", m.accuracy),
-            ("top5_accuracy", m.top5_accuracy),
-            ("nll", m.nll),
-            ("mse", m.mse),
-        ] {
-            if let Some(v) = v {
-                println!("{name:<15}{v:.6}");
-            }
-        }
+    for (name, v) in o.metrics.iter().flat_map(|m| m.values()) {
+        println!("{name:<14} {v:.6}");
     }
     let [_, session, inference] = o.seconds;
     let rate = o.rows as f64 / inference.max(1e-9);

@@ -2,11 +2,10 @@
 
 use std::collections::HashMap;
 
-use super::proto::{
-    GraphProto, NodeProto, TensorProto, ValueInfoProto, tensor_proto::DataType, type_proto,
-};
+use super::proto::{GraphProto, NodeProto, TensorProto, ValueInfoProto, type_proto};
 use crate::onnx::DType;
 use crate::onnx::build::{self, attr_int};
+use crate::score::ScoredAs;
 
 /// How float outputs are combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -22,7 +21,8 @@ pub enum Combine {
     Mean,
 }
 
-/// What an output holds, as far as combining goes.
+/// What an output holds, as far as combining goes. Not [`ScoredAs`], what scoring found in
+/// an output's values ([`OutputKind::from_scored`] maps that to this).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputKind {
@@ -35,6 +35,18 @@ pub enum OutputKind {
     Float,
     /// Cannot be averaged (integers, strings, sequences, maps...).
     Other,
+}
+
+impl OutputKind {
+    /// How to combine an output whose values scoring saw as `scored`: probabilities and logits
+    /// as such; for regression values, `None` (the graph decides, as for any output).
+    pub fn from_scored(scored: ScoredAs) -> Option<OutputKind> {
+        match scored {
+            ScoredAs::Probabilities => Some(OutputKind::Probabilities),
+            ScoredAs::Logits => Some(OutputKind::Logits),
+            ScoredAs::Regression => None,
+        }
+    }
 }
 
 /// Element type of a tensor value, if it is one.
@@ -62,17 +74,6 @@ fn is_class_scores(v: &ValueInfoProto) -> bool {
     shape.dim.len() == 2 && !shape.dim.get(1).is_some_and(one)
 }
 
-fn is_float(code: i32) -> bool {
-    [
-        DataType::Float,
-        DataType::Double,
-        DataType::Float16,
-        DataType::Bfloat16,
-    ]
-    .iter()
-    .any(|d| *d as i32 == code)
-}
-
 /// Ops that pass a value through without changing what kind of value it is.
 const PASS_THROUGH: &[&str] = &[
     "Identity",
@@ -95,7 +96,7 @@ pub fn output_kind(
     let Some(code) = elem_type(out) else {
         return OutputKind::Other;
     };
-    if !is_float(code) {
+    if !super::encode::is_float_code(code) {
         return OutputKind::Other;
     }
     if let Some(kind) = declared {
@@ -233,14 +234,12 @@ pub fn combine(
 
 /// A scalar float constant of element type `code`.
 fn scalar(name: &str, code: i32, v: f64) -> TensorProto {
-    let raw = if code == DataType::Double as i32 {
-        v.to_le_bytes().to_vec()
-    } else if code == DataType::Float16 as i32 {
-        half::f16::from_f64(v).to_le_bytes().to_vec()
-    } else if code == DataType::Bfloat16 as i32 {
-        half::bf16::from_f64(v).to_le_bytes().to_vec()
-    } else {
-        (v as f32).to_le_bytes().to_vec()
+    let dtype = DType::from_onnx(i64::from(code));
+    let raw = match dtype {
+        DType::F64 => v.to_le_bytes().to_vec(),
+        DType::F16 => half::f16::from_f64(v).to_le_bytes().to_vec(),
+        DType::BF16 => half::bf16::from_f64(v).to_le_bytes().to_vec(),
+        _ => (v as f32).to_le_bytes().to_vec(),
     };
-    build::raw(name, DType::from_onnx(i64::from(code)), &[], raw)
+    build::raw(name, dtype, &[], raw)
 }

@@ -4,7 +4,7 @@
 //! Two builders:
 //! - [`compact`]: members are one parent plus sparse changes (SMD children). The parent's
 //!   tensors are stored once, each varying tensor once more with its changes (see
-//!   [`encode`]), and every node whose inputs no member changes is computed once, shared.
+//!   `encode`), and every node whose inputs no member changes is computed once, shared.
 //! - [`merge`]: arbitrary models with the same interface, each copied whole.
 
 mod encode;
@@ -52,7 +52,7 @@ pub enum Heads {
         /// How float outputs are combined.
         combine: Combine,
         /// What some float outputs are known to hold (e.g. from scoring their values); the
-        /// others are recognised from the graph ([`heads::output_kind`]).
+        /// others are recognised from the graph (`heads::output_kind`).
         declared: Vec<(String, OutputKind)>,
     },
     /// One output per member, `smd/member/<i>/<output>`, for output `output` only (to score
@@ -638,7 +638,7 @@ fn hidden_info(g: &GraphProto, name: &str) -> ValueInfoProto {
             r#type: Some(proto::TypeProto {
                 value: Some(proto::type_proto::Value::TensorType(
                     proto::type_proto::Tensor {
-                        elem_type: Some(proto::tensor_proto::DataType::Float as i32),
+                        elem_type: Some(crate::onnx::DType::F32.to_onnx()),
                         shape: None,
                     },
                 )),

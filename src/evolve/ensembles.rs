@@ -184,11 +184,7 @@ pub(super) fn export_ensemble(
     // The scored output's values showed whether it holds probabilities or logits; trust that
     // over the graph (a softmax can be built from Exp and Div, a shape can be undeclared).
     let scored = &g.parent.record.selection;
-    let kind = match scored.kind {
-        crate::score::OutputKind::Probabilities => Some(ensemble::OutputKind::Probabilities),
-        crate::score::OutputKind::Logits => Some(ensemble::OutputKind::Logits),
-        crate::score::OutputKind::Regression => None,
-    };
+    let kind = ensemble::OutputKind::from_scored(scored.kind);
     let heads = ensemble::Heads::Combined {
         combine,
         declared: kind

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use super::EvolveError;
 use crate::Error;
 use crate::output;
-use crate::score::{OutputKind, Predictions};
+use crate::score::{Predictions, ScoredAs};
 
 const MAGIC: &[u8; 8] = b"SMDJRN02";
 
@@ -130,11 +130,11 @@ impl Journal {
     }
 }
 
-fn kind_code(k: OutputKind) -> u8 {
+fn kind_code(k: ScoredAs) -> u8 {
     match k {
-        OutputKind::Probabilities => 0,
-        OutputKind::Logits => 1,
-        OutputKind::Regression => 2,
+        ScoredAs::Probabilities => 0,
+        ScoredAs::Logits => 1,
+        ScoredAs::Regression => 2,
     }
 }
 
@@ -200,9 +200,9 @@ fn decode(bytes: &[u8], selection: &[usize], holdout: &[usize], output: &str) ->
         Some(s)
     };
     let kind = |c: u8| match c {
-        0 => Some(OutputKind::Probabilities),
-        1 => Some(OutputKind::Logits),
-        2 => Some(OutputKind::Regression),
+        0 => Some(ScoredAs::Probabilities),
+        1 => Some(ScoredAs::Logits),
+        2 => Some(ScoredAs::Regression),
         _ => None,
     };
     let sel_kind = kind(*take(1)?.first()?)?;
@@ -244,7 +244,7 @@ fn decode(bytes: &[u8], selection: &[usize], holdout: &[usize], output: &str) ->
     };
     // A record for other rows (a changed split) is not this run's.
     let fits = |p: &Predictions| {
-        let per_row = if p.kind == OutputKind::Regression {
+        let per_row = if p.kind == ScoredAs::Regression {
             p.values.len()
         } else {
             p.probs.len() / classes.max(1)
@@ -264,7 +264,7 @@ mod tests {
             classes: 2,
             probs,
             values: Vec::new(),
-            kind: OutputKind::Logits,
+            kind: ScoredAs::Logits,
             non_finite_rows: 0,
             first_non_finite: None,
             output: "y".into(),

@@ -5,7 +5,6 @@ use std::path::Path;
 use super::report::Settings;
 use super::{EvolveConfig, EvolveError};
 use crate::Error;
-use crate::mutate;
 
 /// The run's identity for the journal: model, data, and every setting that changes results.
 pub(super) fn run_key(
@@ -71,16 +70,11 @@ fn hash_path(p: &Path) -> Result<String, Error> {
 
 pub(super) fn settings(cfg: &EvolveConfig, batch: usize) -> Settings {
     let m = &cfg.mutation;
-    let (mode, density) = match m.mode {
-        mutate::Mode::Partition => ("partition", None),
-        mutate::Mode::Density(p) => ("density", Some(p)),
-        mutate::Mode::Layer => ("layer", None),
-    };
     Settings {
         children: m.children,
         generations: cfg.generations,
-        mode: mode.into(),
-        density,
+        mode: m.mode.kind().name().into(),
+        density: m.mode.density(),
         sigma: m.sigma,
         scale: format!("{:?}", m.scale).to_lowercase(),
         antithetic: m.antithetic,

@@ -3,6 +3,7 @@
 use rayon::prelude::*;
 
 use crate::score::dataset::Labels;
+use crate::score::metrics::{row_correct, row_nll, row_se};
 use crate::score::{DataError, Metrics, Predictions};
 
 /// True when `a` beats `b` on the selection split: higher accuracy (lower MSE for regression),
@@ -40,7 +41,7 @@ pub struct Greedy {
 /// Greedy forward selection with replacement (Caruana et al., 2004): start empty, repeatedly
 /// add the candidate that makes the running ensemble best on the selection split, for
 /// at most `steps` steps, and return the best ensemble seen (the earliest among equals). It
-/// stops early once [`PATIENCE`] steps in a row have not improved on the best.
+/// stops early once `PATIENCE` steps in a row have not improved on the best.
 /// `candidates` hold selection-split predictions for the same rows. Candidates are tried in
 /// parallel; the choice does not depend on the number of threads.
 pub fn greedy(
@@ -54,7 +55,7 @@ pub fn greedy(
             message: "greedy selection needs at least one candidate".into(),
         });
     };
-    let regression = first.kind == crate::score::OutputKind::Regression;
+    let regression = first.kind == crate::score::ScoredAs::Regression;
     fn values(p: &Predictions, regression: bool) -> &[f32] {
         if regression { &p.values } else { &p.probs }
     }
@@ -200,8 +201,8 @@ impl Settled {
     }
 }
 
-/// Accuracy of the mean of probabilities `sum + add` (rows of `classes`; argmax ties to the
-/// lowest class, as in [`crate::score::metrics::classification_metrics`]), evaluated on the
+/// Accuracy of the mean of probabilities `sum + add` (rows of `classes`; a row is right by
+/// [`row_correct`], as in [`crate::score::metrics::classification_metrics`]), evaluated on the
 /// rows `settled` leaves open. For ranking greedy candidates; reported metrics are computed
 /// from the weighted mean itself.
 fn accuracy_of_mean(
@@ -218,19 +219,9 @@ fn accuracy_of_mean(
         else {
             continue;
         };
-        // Right when the label's sum (the argmax of the mean is the argmax of the sum) beats
-        // every lower class and ties no higher one: the argmax's ties go to the lowest class.
-        let label = t as usize;
-        let v = s[label] + f64::from(a[label]);
-        let (lo, hi) = (s.split_at(label), a.split_at(label));
-        let mut beaten = false;
-        for (&sj, &aj) in lo.0.iter().zip(hi.0) {
-            beaten |= sj + f64::from(aj) >= v;
-        }
-        for (&sj, &aj) in lo.1.iter().zip(hi.1).skip(1) {
-            beaten |= sj + f64::from(aj) > v;
-        }
-        correct += usize::from(!beaten);
+        // The argmax of the mean is the argmax of the sum: no row of the mean is stored.
+        let row = s.iter().zip(a).map(|(&sj, &aj)| sj + f64::from(aj));
+        correct += usize::from(row_correct(row, t as usize));
     }
     Metrics {
         samples: targets.len(),
@@ -241,9 +232,8 @@ fn accuracy_of_mean(
     }
 }
 
-/// NLL of the mean `(sum + add) / n` of probabilities, with the conventions of
-/// [`crate::score::metrics::classification_metrics`] (the label's probability rounded to f32,
-/// clamped at 1e-15).
+/// NLL of the mean `(sum + add) / n` of probabilities: [`row_nll`] of the label's probability
+/// rounded to f32, as [`crate::score::metrics::classification_metrics`] sees the mean.
 fn nll_of_mean(sum: &[f64], add: &[f32], n: f64, targets: &[f64], classes: usize) -> f64 {
     let nll: f64 = sum
         .chunks_exact(classes)
@@ -256,7 +246,7 @@ fn nll_of_mean(sum: &[f64], add: &[f32], n: f64, targets: &[f64], classes: usize
             } else {
                 0.0
             };
-            -f64::from(p).max(1e-15).ln()
+            row_nll(p)
         })
         .sum();
     nll / targets.len().max(1) as f64
@@ -268,7 +258,7 @@ fn mse_of_mean(sum: &[f64], add: &[f32], n: f64, targets: &[f64]) -> Metrics {
         .iter()
         .zip(add)
         .zip(targets)
-        .map(|((s, &a), t)| (f64::from(((s + f64::from(a)) / n) as f32) - t).powi(2))
+        .map(|((s, &a), &t)| row_se(((s + f64::from(a)) / n) as f32, t))
         .sum();
     Metrics {
         samples: targets.len(),
@@ -290,7 +280,7 @@ pub fn greedy_steps(candidates: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::score::OutputKind;
+    use crate::score::ScoredAs;
 
     fn preds(probs: &[f32]) -> Predictions {
         Predictions {
@@ -298,7 +288,7 @@ mod tests {
             classes: 2,
             probs: probs.to_vec(),
             values: Vec::new(),
-            kind: OutputKind::Probabilities,
+            kind: ScoredAs::Probabilities,
             non_finite_rows: 0,
             first_non_finite: None,
             output: "p".into(),

@@ -1,5 +1,8 @@
 //! Mutation settings and their validation.
 
+use std::fmt;
+use std::str::FromStr;
+
 use super::{MutateError, invalid};
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +25,131 @@ pub enum Mode {
     Density(f64),
     /// Whole tensors are assigned to subspaces (balanced by tensor count).
     Layer,
+}
+
+impl Mode {
+    /// The mode's name (its parameters left out).
+    pub fn kind(self) -> ModeName {
+        match self {
+            Mode::Partition => ModeName::Partition,
+            Mode::Density(_) => ModeName::Density,
+            Mode::Layer => ModeName::Layer,
+        }
+    }
+
+    /// The density fraction (density mode only).
+    pub fn density(self) -> Option<f64> {
+        match self {
+            Mode::Density(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The mode named `name`, with `density` present exactly when the mode takes one (as in a
+    /// recipe); the error says which way it is wrong.
+    pub fn from_parts(name: ModeName, density: Option<f64>) -> Result<Mode, &'static str> {
+        // NaN only stands in for the missing fraction until the check below rejects it.
+        let mode = name.with_density(density.unwrap_or(f64::NAN));
+        match (mode.density(), density) {
+            (Some(_), None) => Err("density mode without a density"),
+            (None, Some(_)) => Err("a density is only valid in density mode"),
+            _ => Ok(mode),
+        }
+    }
+}
+
+/// A decomposition mode without its parameters: the one list of modes. Recipes, report.json
+/// and `--mode` all spell a mode as [`ModeName::name`] (serde and [`FromStr`] go through it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ModeName {
+    /// [`Mode::Partition`].
+    #[default]
+    Partition,
+    /// [`Mode::Density`].
+    Density,
+    /// [`Mode::Layer`].
+    Layer,
+}
+
+impl ModeName {
+    /// Every mode, in the order `--help` lists them (the order of [`ModeName::NAMES`]).
+    pub const ALL: [ModeName; 3] = [ModeName::Partition, ModeName::Density, ModeName::Layer];
+
+    /// Every mode's name, in the order of [`ModeName::ALL`].
+    pub const NAMES: [&'static str; 3] = ["partition", "density", "layer"];
+
+    /// The mode's name in recipes, report.json and on the command line.
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+
+    /// One line for `--help`.
+    pub fn help(self) -> &'static str {
+        match self {
+            ModeName::Partition => {
+                "Disjoint subspaces: the children's mutations sum to one dense mutation"
+            }
+            ModeName::Density => {
+                "Each child mutates its own random fraction (--density) of each tensor"
+            }
+            ModeName::Layer => "Whole tensors are assigned to children",
+        }
+    }
+
+    /// The mode; `density` is density mode's fraction, which the other modes ignore.
+    pub fn with_density(self, density: f64) -> Mode {
+        match self {
+            ModeName::Partition => Mode::Partition,
+            ModeName::Density => Mode::Density(density),
+            ModeName::Layer => Mode::Layer,
+        }
+    }
+}
+
+/// A name that is not one of [`ModeName::NAMES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown mode {0:?}, expected one of: {names}", names = ModeName::NAMES.join(", "))]
+pub struct UnknownMode(pub String);
+
+impl FromStr for ModeName {
+    type Err = UnknownMode;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| UnknownMode(s.to_string()))
+    }
+}
+
+impl fmt::Display for ModeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for ModeName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for ModeName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ModeName;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mode name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ModeName, E> {
+                // The same message as a derived enum's.
+                v.parse()
+                    .map_err(|_| E::unknown_variant(v, &ModeName::NAMES))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
 }
 
 /// What σ is relative to.
@@ -138,6 +266,34 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mode_names_are_one_table() {
+        for (i, m) in ModeName::ALL.into_iter().enumerate() {
+            assert_eq!(m as usize, i, "ALL is in declaration order");
+            assert_eq!(m.name().parse::<ModeName>(), Ok(m));
+            assert_eq!(m.with_density(0.5).kind(), m);
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(json, format!("\"{}\"", m.name()));
+            assert_eq!(serde_json::from_str::<ModeName>(&json).unwrap(), m);
+        }
+        assert_eq!(ModeName::default(), Mode::default().kind());
+        let e = serde_json::from_str::<ModeName>("\"dense\"").unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "unknown variant `dense`, expected one of `partition`, `density`, `layer`"
+            ),
+            "{e}"
+        );
+        assert!("Partition".parse::<ModeName>().is_err());
+        assert_eq!(
+            Mode::from_parts(ModeName::Density, Some(0.3)),
+            Ok(Mode::Density(0.3))
+        );
+        assert_eq!(Mode::from_parts(ModeName::Layer, None), Ok(Mode::Layer));
+        assert!(Mode::from_parts(ModeName::Density, None).is_err());
+        assert!(Mode::from_parts(ModeName::Partition, Some(0.3)).is_err());
+    }
 
     fn err(c: Config) -> String {
         c.validate()

@@ -24,6 +24,9 @@ pub enum Purpose {
 }
 
 impl Purpose {
+    /// Key material, frozen by `stable_value`: these labels are not mode names
+    /// ([`super::ModeName`]) and must not follow a renamed mode, or old recipes would regenerate
+    /// other children.
     fn label(self) -> String {
         match self {
             Self::Eps => "eps".into(),

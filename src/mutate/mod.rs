@@ -51,9 +51,9 @@ mod select;
 mod simd;
 
 pub use apply::{apply, apply_all, apply_to, child_tensors, tensor_std};
-pub use config::{Config, MAX_CHILDREN, Mode, ScaleRule, Subspaces};
+pub use config::{Config, MAX_CHILDREN, Mode, ModeName, ScaleRule, Subspaces, UnknownMode};
 pub use plan::{Delta, Plan, TensorSpec, tensor_list_digest};
-pub use recipe::{Member, ModeName, RECIPE_FORMAT, Recipe};
+pub use recipe::{Member, RECIPE_FORMAT, Recipe};
 pub use select::{Mutability, Selection, SelectionError};
 
 /// Invalid mutation settings, tensors, deltas or recipes. Messages are one line and name the

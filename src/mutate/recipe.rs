@@ -1,24 +1,12 @@
 //! Recipes: everything needed to regenerate a child's changes exactly.
 
 use super::MutateError;
-use super::config::{Config, Mode, ScaleRule, Subspaces};
+use super::config::{Config, Mode, ModeName, ScaleRule, Subspaces};
 use super::plan::{Delta, Plan, TensorSpec};
 use serde::{Deserialize, Serialize};
 
 /// The recipe format this build writes and reads.
 pub const RECIPE_FORMAT: u32 = 1;
-
-/// The decomposition mode's name in a recipe (the density fraction is a separate field).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ModeName {
-    /// [`Mode::Partition`].
-    Partition,
-    /// [`Mode::Density`].
-    Density,
-    /// [`Mode::Layer`].
-    Layer,
-}
 
 /// Which candidate of a generation a recipe describes. JSON: `{"child": 3}` or
 /// `{"merged": [1, 4]}`.
@@ -79,17 +67,12 @@ impl Recipe {
     ) -> Self {
         let config = plan.config();
         let generation = plan.generation();
-        let (mode, density) = match config.mode {
-            Mode::Partition => (ModeName::Partition, None),
-            Mode::Density(p) => (ModeName::Density, Some(p)),
-            Mode::Layer => (ModeName::Layer, None),
-        };
         Self {
             format: RECIPE_FORMAT,
             parent: parent.into(),
             seed: config.seed,
-            mode,
-            density,
+            mode: config.mode.kind(),
+            density: config.mode.density(),
             children: config.children,
             sigma: config.sigma,
             scale: config.scale,
@@ -134,13 +117,7 @@ impl Recipe {
                 self.format
             )));
         }
-        let mode = match (self.mode, self.density) {
-            (ModeName::Partition, None) => Mode::Partition,
-            (ModeName::Layer, None) => Mode::Layer,
-            (ModeName::Density, Some(p)) => Mode::Density(p),
-            (ModeName::Density, None) => return Err(bad("density mode without a density".into())),
-            (_, Some(_)) => return Err(bad("a density is only valid in density mode".into())),
-        };
+        let mode = Mode::from_parts(self.mode, self.density).map_err(|e| bad(e.into()))?;
         let c = Config {
             mode,
             children: self.children,

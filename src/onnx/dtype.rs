@@ -2,69 +2,112 @@
 
 use std::fmt;
 
-/// An ONNX tensor element type (`TensorProto.DataType`), the full enum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DType {
+/// Declares [`DType`] and its codes and names from one list: `Variant = code, "name";`.
+macro_rules! dtypes {
+    ($($(#[doc = $doc:literal])* $v:ident = $code:literal, $name:literal;)*) => {
+        /// An ONNX tensor element type (`TensorProto.DataType`), the full enum. Not numpy's
+        /// dtype of a data file's array ([`crate::score::npy::DType`], which maps to this one
+        /// with [`crate::score::npy::DType::onnx`]).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum DType {
+            $($(#[doc = $doc])* $v,)*
+            /// A value this version does not know.
+            Unknown(i32),
+        }
+
+        impl DType {
+            /// Every element type this version knows, in code order.
+            pub const ALL: &'static [DType] = &[$(DType::$v),*];
+
+            /// From the `TensorProto.DataType` number.
+            pub fn from_onnx(v: i64) -> DType {
+                match v {
+                    $($code => DType::$v,)*
+                    // Out-of-range numbers are kept (saturated into i32) so they can be named.
+                    v => DType::Unknown(v.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32),
+                }
+            }
+
+            /// The `TensorProto.DataType` number.
+            pub fn to_onnx(self) -> i32 {
+                match self {
+                    $(DType::$v => $code,)*
+                    DType::Unknown(v) => v,
+                }
+            }
+
+            /// The name of a known type.
+            fn known_name(self) -> Option<&'static str> {
+                match self {
+                    $(DType::$v => Some($name),)*
+                    DType::Unknown(_) => None,
+                }
+            }
+        }
+    };
+}
+
+// The one table of ONNX element types: variant, `TensorProto.DataType` code, name in reports
+// and JSON (numpy-like for common types, the lower-case ONNX name for the rest).
+dtypes! {
     /// `UNDEFINED` (0).
-    Undefined,
+    Undefined = 0, "undefined";
     /// IEEE float32.
-    F32,
+    F32 = 1, "float32";
     /// uint8.
-    U8,
+    U8 = 2, "uint8";
     /// int8.
-    I8,
+    I8 = 3, "int8";
     /// uint16.
-    U16,
+    U16 = 4, "uint16";
     /// int16.
-    I16,
+    I16 = 5, "int16";
     /// int32.
-    I32,
+    I32 = 6, "int32";
     /// int64.
-    I64,
+    I64 = 7, "int64";
     /// UTF-8 string.
-    String,
+    String = 8, "string";
     /// bool (one byte each).
-    Bool,
+    Bool = 9, "bool";
     /// IEEE float16.
-    F16,
+    F16 = 10, "float16";
     /// IEEE float64.
-    F64,
+    F64 = 11, "float64";
     /// uint32.
-    U32,
+    U32 = 12, "uint32";
     /// uint64.
-    U64,
+    U64 = 13, "uint64";
     /// complex64 (two float32).
-    Complex64,
+    Complex64 = 14, "complex64";
     /// complex128 (two float64).
-    Complex128,
+    Complex128 = 15, "complex128";
     /// bfloat16.
-    BF16,
+    BF16 = 16, "bfloat16";
     /// float8e4m3fn.
-    Float8E4M3Fn,
+    Float8E4M3Fn = 17, "float8e4m3fn";
     /// float8e4m3fnuz.
-    Float8E4M3Fnuz,
+    Float8E4M3Fnuz = 18, "float8e4m3fnuz";
     /// float8e5m2.
-    Float8E5M2,
+    Float8E5M2 = 19, "float8e5m2";
     /// float8e5m2fnuz.
-    Float8E5M2Fnuz,
+    Float8E5M2Fnuz = 20, "float8e5m2fnuz";
     /// uint4 (two per byte).
-    U4,
+    U4 = 21, "uint4";
     /// int4 (two per byte).
-    I4,
+    I4 = 22, "int4";
     /// float4e2m1 (two per byte).
-    Float4E2M1,
+    Float4E2M1 = 23, "float4e2m1";
     /// float8e8m0.
-    Float8E8M0,
+    Float8E8M0 = 24, "float8e8m0";
     /// uint2 (four per byte).
-    U2,
+    U2 = 25, "uint2";
     /// int2 (four per byte).
-    I2,
+    I2 = 26, "int2";
     /// float6e2m3 (four per three bytes).
-    Float6E2M3,
+    Float6E2M3 = 27, "float6e2m3";
     /// float6e3m2 (four per three bytes).
-    Float6E3M2,
-    /// A value this version does not know.
-    Unknown(i32),
+    Float6E3M2 = 28, "float6e3m2";
 }
 
 /// The typed (non-raw) `TensorProto` field that can hold a dtype's values.
@@ -99,118 +142,13 @@ impl TypedField {
 }
 
 impl DType {
-    /// From the `TensorProto.DataType` number.
-    pub fn from_onnx(v: i64) -> DType {
-        use DType::*;
-        match v {
-            0 => Undefined,
-            1 => F32,
-            2 => U8,
-            3 => I8,
-            4 => U16,
-            5 => I16,
-            6 => I32,
-            7 => I64,
-            8 => String,
-            9 => Bool,
-            10 => F16,
-            11 => F64,
-            12 => U32,
-            13 => U64,
-            14 => Complex64,
-            15 => Complex128,
-            16 => BF16,
-            17 => Float8E4M3Fn,
-            18 => Float8E4M3Fnuz,
-            19 => Float8E5M2,
-            20 => Float8E5M2Fnuz,
-            21 => U4,
-            22 => I4,
-            23 => Float4E2M1,
-            24 => Float8E8M0,
-            25 => U2,
-            26 => I2,
-            27 => Float6E2M3,
-            28 => Float6E3M2,
-            // Out-of-range numbers are kept (saturated into i32) so they can be named.
-            v => Unknown(v.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32),
-        }
-    }
-
-    /// The `TensorProto.DataType` number.
-    pub fn to_onnx(self) -> i32 {
-        use DType::*;
-        match self {
-            Undefined => 0,
-            F32 => 1,
-            U8 => 2,
-            I8 => 3,
-            U16 => 4,
-            I16 => 5,
-            I32 => 6,
-            I64 => 7,
-            String => 8,
-            Bool => 9,
-            F16 => 10,
-            F64 => 11,
-            U32 => 12,
-            U64 => 13,
-            Complex64 => 14,
-            Complex128 => 15,
-            BF16 => 16,
-            Float8E4M3Fn => 17,
-            Float8E4M3Fnuz => 18,
-            Float8E5M2 => 19,
-            Float8E5M2Fnuz => 20,
-            U4 => 21,
-            I4 => 22,
-            Float4E2M1 => 23,
-            Float8E8M0 => 24,
-            U2 => 25,
-            I2 => 26,
-            Float6E2M3 => 27,
-            Float6E3M2 => 28,
-            Unknown(v) => v,
-        }
-    }
-
     /// The name used in reports and JSON: numpy-like for common types, the lower-case ONNX
     /// name for the rest (e.g. `float8e4m3fn`).
     pub fn name(self) -> std::borrow::Cow<'static, str> {
-        use DType::*;
-        let s = match self {
-            Undefined => "undefined",
-            F32 => "float32",
-            U8 => "uint8",
-            I8 => "int8",
-            U16 => "uint16",
-            I16 => "int16",
-            I32 => "int32",
-            I64 => "int64",
-            String => "string",
-            Bool => "bool",
-            F16 => "float16",
-            F64 => "float64",
-            U32 => "uint32",
-            U64 => "uint64",
-            Complex64 => "complex64",
-            Complex128 => "complex128",
-            BF16 => "bfloat16",
-            Float8E4M3Fn => "float8e4m3fn",
-            Float8E4M3Fnuz => "float8e4m3fnuz",
-            Float8E5M2 => "float8e5m2",
-            Float8E5M2Fnuz => "float8e5m2fnuz",
-            U4 => "uint4",
-            I4 => "int4",
-            Float4E2M1 => "float4e2m1",
-            Float8E8M0 => "float8e8m0",
-            U2 => "uint2",
-            I2 => "int2",
-            Float6E2M3 => "float6e2m3",
-            Float6E3M2 => "float6e3m2",
-            Unknown(v) => return format!("unknown({v})").into(),
-        };
-        s.into()
+        match self.known_name() {
+            Some(s) => s.into(),
+            None => format!("unknown({})", self.to_onnx()).into(),
+        }
     }
 
     /// True for the dtypes whose tensors may be mutated: float32, float16, bfloat16, float64.
@@ -279,8 +217,10 @@ mod tests {
     #[test]
     fn numbers_round_trip_and_names_are_distinct() {
         let mut names = std::collections::HashSet::new();
+        assert_eq!(DType::ALL.len(), 29);
         for v in 0..=28 {
             let d = DType::from_onnx(v);
+            assert_eq!(DType::ALL[v as usize], d);
             assert_eq!(i64::from(d.to_onnx()), v);
             assert!(names.insert(d.name().into_owned()), "{d}");
             assert!(!matches!(d, DType::Unknown(_)));

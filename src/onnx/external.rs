@@ -3,45 +3,12 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::ops::Deref;
 use std::path::{Component, Path, PathBuf};
 
 use super::ModelError;
 use super::index::{Payload, TensorInfo};
 use super::scan::ExtRef;
-
-/// Bytes of a file: memory-mapped, or owned (empty files, in-memory models).
-pub(crate) enum Bytes {
-    Map(memmap2::Mmap),
-    Owned(Vec<u8>),
-}
-
-impl Deref for Bytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Bytes::Map(m) => m,
-            Bytes::Owned(v) => v,
-        }
-    }
-}
-
-/// Memory-maps `path` (already opened as `file`).
-pub(crate) fn map_file(path: &Path, file: &File) -> Result<Bytes, ModelError> {
-    let io = |source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let len = file.metadata().map_err(io)?.len();
-    if len == 0 {
-        return Ok(Bytes::Owned(Vec::new()));
-    }
-    // SAFETY: the map is read-only and private to this process; smd-onnx never writes its
-    // inputs. Another process truncating the file while it is mapped is outside our control
-    // (as for every mmap-based reader).
-    let map = unsafe { memmap2::Mmap::map(file) }.map_err(io)?;
-    Ok(Bytes::Map(map))
-}
+use crate::buffer::{self, Bytes};
 
 /// One external data file of a model.
 pub struct ExternalFile {
@@ -166,7 +133,10 @@ pub(crate) fn resolve(
             None => {
                 let file =
                     File::open(&full).map_err(|e| err(format!("{}: {e}", full.display())))?;
-                let bytes = map_file(&full, &file)?;
+                let bytes = buffer::map_file(&file).map_err(|source| ModelError::Io {
+                    path: full.clone(),
+                    source,
+                })?;
                 files.push(ExternalFile {
                     location: r.location.clone(),
                     path: full.clone(),

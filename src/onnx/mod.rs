@@ -37,8 +37,8 @@ pub use writer::{
     write_child_to, write_child_with_metadata,
 };
 
+use crate::buffer::{self, Bytes};
 use crate::tensor::TensorData;
-use external::Bytes;
 use scan::{LocField, ShapeUse};
 
 /// Errors from reading, indexing or writing a model. Each names the file and, when known, the
@@ -238,14 +238,14 @@ impl Model {
             });
         }
         let file = std::fs::File::open(path).map_err(io)?;
-        let bytes = external::map_file(path, &file)?;
+        let bytes = buffer::map_file(&file).map_err(io)?;
         Self::index(path.to_path_buf(), bytes)
     }
 
     /// Indexes a model held in memory. `path` names it in messages, and external data is
     /// looked up relative to its folder.
     pub fn from_bytes(bytes: Vec<u8>, path: impl AsRef<Path>) -> Result<Model, ModelError> {
-        Self::index(path.as_ref().to_path_buf(), Bytes::Owned(bytes))
+        Self::index(path.as_ref().to_path_buf(), Bytes::from(bytes))
     }
 
     fn index(path: PathBuf, bytes: Bytes) -> Result<Model, ModelError> {

@@ -81,8 +81,8 @@ pub enum RuntimeError {
         /// The cause.
         source: std::io::Error,
     },
-    /// `--device` is not `cpu`, `cuda[:N]` or `tensorrt[:N]`.
-    #[error("--device {0:?}: expected cpu, cuda[:N] or tensorrt[:N]")]
+    /// `--device` is none of [`Device::choices`].
+    #[error("--device {0:?}: expected {choices}", choices = Device::choices())]
     BadDevice(String),
     /// No NVIDIA driver.
     #[error(
@@ -160,6 +160,97 @@ impl RuntimeError {
     }
 }
 
+/// An execution provider smd-onnx can register: a row of [`PROVIDERS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Provider {
+    /// ONNX Runtime's CPU provider.
+    Cpu,
+    /// The CUDA provider.
+    Cuda,
+    /// The TensorRT provider.
+    TensorRt,
+}
+
+/// What smd-onnx knows about one execution provider.
+#[derive(Debug)]
+pub struct ProviderInfo {
+    /// The provider this row describes.
+    pub provider: Provider,
+    /// Its `--device` name, as printed.
+    pub name: &'static str,
+    /// Other `--device` spellings accepted.
+    pub aliases: &'static [&'static str],
+    /// The device takes a GPU index (`name:N`, default 0).
+    pub indexed: bool,
+    /// ONNX Runtime's name for the provider.
+    pub ort_name: &'static str,
+    /// The provider library that must sit beside the ONNX Runtime library, if any.
+    pub library_file: Option<&'static str>,
+    /// The provider registered after this one, for what this one cannot run.
+    pub fallback: Option<Provider>,
+    /// The build of ONNX Runtime the provider needs.
+    pub flavor: Flavor,
+}
+
+/// Every execution provider, in the order `--device`'s help lists them: parsing, the error
+/// listing the choices, [`Device::providers`], the provider files checked and the report of
+/// available providers all read this table. Row `i` describes the provider whose discriminant
+/// is `i`. How a provider is configured on a session is in `Runtime::execution_providers`.
+pub const PROVIDERS: [ProviderInfo; 3] = [
+    ProviderInfo {
+        provider: Provider::Cpu,
+        name: "cpu",
+        aliases: &[],
+        indexed: false,
+        ort_name: "CPUExecutionProvider",
+        library_file: None,
+        fallback: None,
+        flavor: Flavor::Cpu,
+    },
+    ProviderInfo {
+        provider: Provider::Cuda,
+        name: "cuda",
+        aliases: &["gpu"],
+        indexed: true,
+        ort_name: "CUDAExecutionProvider",
+        library_file: Some("libonnxruntime_providers_cuda.so"),
+        fallback: Some(Provider::Cpu),
+        flavor: Flavor::Gpu,
+    },
+    ProviderInfo {
+        provider: Provider::TensorRt,
+        name: "tensorrt",
+        aliases: &["trt"],
+        indexed: true,
+        ort_name: "TensorrtExecutionProvider",
+        library_file: Some("libonnxruntime_providers_tensorrt.so"),
+        fallback: Some(Provider::Cuda),
+        flavor: Flavor::Gpu,
+    },
+];
+
+impl Provider {
+    /// The provider's row of [`PROVIDERS`].
+    pub fn info(self) -> &'static ProviderInfo {
+        &PROVIDERS[self as usize]
+    }
+
+    /// This provider and its fallbacks, in priority order (the CPU provider last).
+    pub fn chain(self) -> impl Iterator<Item = Provider> {
+        std::iter::successors(Some(self), |p| p.info().fallback)
+    }
+
+    /// Whether the loaded ONNX Runtime contains the provider.
+    fn is_available(self) -> bool {
+        let ok = match self {
+            Provider::Cpu => <ep::CPU as ep::ExecutionProvider>::is_available(),
+            Provider::Cuda => <ep::CUDA as ep::ExecutionProvider>::is_available(),
+            Provider::TensorRt => <ep::TensorRT as ep::ExecutionProvider>::is_available(),
+        };
+        ok.unwrap_or(false)
+    }
+}
+
 /// Where a session runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Device {
@@ -173,40 +264,75 @@ pub enum Device {
 }
 
 impl Device {
+    /// The device of `provider` on GPU `index` (ignored by providers that take none).
+    pub fn new(provider: Provider, index: u32) -> Self {
+        match provider {
+            Provider::Cpu => Self::Cpu,
+            Provider::Cuda => Self::Cuda(index),
+            Provider::TensorRt => Self::TensorRt(index),
+        }
+    }
+
+    /// The execution provider sessions are built for first.
+    pub fn provider(self) -> Provider {
+        match self {
+            Self::Cpu => Provider::Cpu,
+            Self::Cuda(_) => Provider::Cuda,
+            Self::TensorRt(_) => Provider::TensorRt,
+        }
+    }
+
+    /// The GPU index (0 for the CPU).
+    pub fn index(self) -> u32 {
+        match self {
+            Self::Cpu => 0,
+            Self::Cuda(i) | Self::TensorRt(i) => i,
+        }
+    }
+
+    /// The `--device` spellings, for help and errors: `cpu, cuda[:N] or tensorrt[:N]`.
+    pub fn choices() -> String {
+        let names: Vec<String> = PROVIDERS
+            .iter()
+            .map(|p| {
+                let index = if p.indexed { "[:N]" } else { "" };
+                format!("{}{index}", p.name)
+            })
+            .collect();
+        match names.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => names.concat(),
+        }
+    }
+
+    /// The `--device` default's spelling.
+    pub fn default_name() -> &'static str {
+        Self::default().provider().info().name
+    }
+
     /// True for CUDA and TensorRT.
     pub fn is_gpu(self) -> bool {
-        !matches!(self, Self::Cpu)
+        self.flavor() == Flavor::Gpu
     }
 
     /// The build of ONNX Runtime this device needs.
     pub fn flavor(self) -> Flavor {
-        if self.is_gpu() {
-            Flavor::Gpu
-        } else {
-            Flavor::Cpu
-        }
+        self.provider().info().flavor
     }
 
     /// Execution providers in priority order (ONNX Runtime names).
     pub fn providers(self) -> Vec<&'static str> {
-        match self {
-            Self::Cpu => vec!["CPUExecutionProvider"],
-            Self::Cuda(_) => vec!["CUDAExecutionProvider", "CPUExecutionProvider"],
-            Self::TensorRt(_) => vec![
-                "TensorrtExecutionProvider",
-                "CUDAExecutionProvider",
-                "CPUExecutionProvider",
-            ],
-        }
+        self.provider().chain().map(|p| p.info().ort_name).collect()
     }
 }
 
 impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Cpu => f.write_str("cpu"),
-            Self::Cuda(i) => write!(f, "cuda:{i}"),
-            Self::TensorRt(i) => write!(f, "tensorrt:{i}"),
+        let info = self.provider().info();
+        if info.indexed {
+            write!(f, "{}:{}", info.name, self.index())
+        } else {
+            f.write_str(info.name)
         }
     }
 }
@@ -228,16 +354,18 @@ impl FromStr for Device {
                 if i.is_empty() || !i.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(bad());
                 }
-                (k, i.parse::<u32>().map_err(|_| bad())?)
+                (k, Some(i.parse::<u32>().map_err(|_| bad())?))
             }
-            None => (t.as_str(), 0),
+            None => (t.as_str(), None),
         };
-        match kind {
-            "cpu" if !t.contains(':') => Ok(Self::Cpu),
-            "cuda" | "gpu" => Ok(Self::Cuda(index)),
-            "tensorrt" | "trt" => Ok(Self::TensorRt(index)),
-            _ => Err(bad()),
+        let info = PROVIDERS
+            .iter()
+            .find(|p| p.name == kind || p.aliases.contains(&kind))
+            .ok_or_else(bad)?;
+        if index.is_some() && !info.indexed {
+            return Err(bad());
         }
+        Ok(Self::new(info.provider, index.unwrap_or(0)))
     }
 }
 
@@ -505,32 +633,46 @@ impl Runtime {
                 .build()
                 .error_on_failure())
         };
-        Ok(match self.device {
-            Device::Cpu => Vec::new(),
-            Device::Cuda(i) => vec![cuda(i)?],
-            Device::TensorRt(i) => {
-                let id = i32::try_from(i).map_err(|_| RuntimeError::BadDevice(i.to_string()))?;
-                let trt_dir = self.cache_root.join("tensorrt");
-                let timing = trt_dir.join("timing");
-                let _ = std::fs::create_dir_all(&timing);
-                let mut trt = ep::TensorRT::default()
-                    .with_device_id(id)
-                    .with_timing_cache(true)
-                    .with_timing_cache_path(timing.display());
-                let key = weights_key.map(sanitize_key).filter(|k| !k.is_empty());
-                trt = match key {
-                    Some(k) if self.tensorrt_engine_cache => {
-                        let engines = trt_dir.join("engines");
-                        let _ = std::fs::create_dir_all(&engines);
-                        trt.with_engine_cache(true)
-                            .with_engine_cache_path(engines.display())
-                            .with_engine_cache_prefix(format!("w{k}"))
-                    }
-                    _ => trt.with_engine_cache(false),
-                };
-                vec![trt.build().error_on_failure(), cuda(i)?]
+        let i = self.device.index();
+        let mut out = Vec::new();
+        for provider in self.device.provider().chain() {
+            match provider {
+                // ONNX Runtime always has the CPU provider last; it is not registered.
+                Provider::Cpu => {}
+                Provider::Cuda => out.push(cuda(i)?),
+                Provider::TensorRt => out.push(self.tensorrt(i, weights_key)?),
             }
-        })
+        }
+        Ok(out)
+    }
+
+    /// The TensorRT provider on GPU `i`, with its timing cache and (given a weights key) its
+    /// engine cache under the cache root.
+    fn tensorrt(
+        &self,
+        i: u32,
+        weights_key: Option<&str>,
+    ) -> Result<ExecutionProviderDispatch, RuntimeError> {
+        let id = i32::try_from(i).map_err(|_| RuntimeError::BadDevice(i.to_string()))?;
+        let trt_dir = self.cache_root.join("tensorrt");
+        let timing = trt_dir.join("timing");
+        let _ = std::fs::create_dir_all(&timing);
+        let mut trt = ep::TensorRT::default()
+            .with_device_id(id)
+            .with_timing_cache(true)
+            .with_timing_cache_path(timing.display());
+        let key = weights_key.map(sanitize_key).filter(|k| !k.is_empty());
+        trt = match key {
+            Some(k) if self.tensorrt_engine_cache => {
+                let engines = trt_dir.join("engines");
+                let _ = std::fs::create_dir_all(&engines);
+                trt.with_engine_cache(true)
+                    .with_engine_cache_path(engines.display())
+                    .with_engine_cache_prefix(format!("w{k}"))
+            }
+            _ => trt.with_engine_cache(false),
+        };
+        Ok(trt.build().error_on_failure())
     }
 
     /// A session for the model file, with `overrides` replacing initializer values (ONNX
@@ -692,48 +834,28 @@ fn sanitize_key(k: &str) -> String {
         .collect()
 }
 
-/// Providers compiled into the loaded ONNX Runtime.
+/// Providers compiled into the loaded ONNX Runtime, most specialised first (as ONNX Runtime
+/// lists them).
 fn available_providers() -> Vec<String> {
-    let mut out = Vec::new();
-    for (name, ok) in [
-        (
-            "TensorrtExecutionProvider",
-            <ep::TensorRT as ep::ExecutionProvider>::is_available(),
-        ),
-        (
-            "CUDAExecutionProvider",
-            <ep::CUDA as ep::ExecutionProvider>::is_available(),
-        ),
-        (
-            "CPUExecutionProvider",
-            <ep::CPU as ep::ExecutionProvider>::is_available(),
-        ),
-    ] {
-        if ok.unwrap_or(false) {
-            out.push(name.to_string());
-        }
-    }
-    out
+    PROVIDERS
+        .iter()
+        .rev()
+        .filter(|p| p.provider.is_available())
+        .map(|p| p.ort_name.to_string())
+        .collect()
 }
 
+/// Checks that the provider libraries `device` needs sit beside `library`.
 fn check_provider_files(library: &Path, device: Device) -> Result<(), RuntimeError> {
     let dir = library.parent().unwrap_or(Path::new("."));
-    let mut need: Vec<(&'static str, &'static str)> =
-        vec![("CUDAExecutionProvider", "libonnxruntime_providers_cuda.so")];
-    if matches!(device, Device::TensorRt(_)) {
-        need.insert(
-            0,
-            (
-                "TensorrtExecutionProvider",
-                "libonnxruntime_providers_tensorrt.so",
-            ),
-        );
-    }
-    for (provider, file) in need {
+    for info in device.provider().chain().map(Provider::info) {
+        let Some(file) = info.library_file else {
+            continue;
+        };
         if !dir.join(file).is_file() {
             return Err(RuntimeError::NoProvider {
                 library: library.to_path_buf(),
-                provider,
+                provider: info.ort_name,
                 file,
             });
         }
@@ -942,6 +1064,39 @@ mod tests {
         for d in [Device::Cpu, Device::Cuda(3), Device::TensorRt(2)] {
             assert_eq!(d.to_string().parse::<Device>().unwrap(), d);
         }
+    }
+
+    #[test]
+    fn provider_table() {
+        for (i, p) in PROVIDERS.iter().enumerate() {
+            assert_eq!(p.provider as usize, i, "row {i} is out of order");
+            let d = Device::new(p.provider, 2);
+            assert_eq!(d.provider(), p.provider);
+            assert_eq!(d.to_string().parse::<Device>().unwrap(), d);
+            for alias in p.aliases {
+                assert_eq!(alias.parse::<Device>().unwrap(), Device::new(p.provider, 0));
+            }
+            assert_eq!(p.provider.chain().last(), Some(Provider::Cpu));
+        }
+        assert_eq!(Device::choices(), "cpu, cuda[:N] or tensorrt[:N]");
+        assert_eq!(Device::default_name(), "cpu");
+        assert_eq!(
+            "rocm".parse::<Device>().unwrap_err().to_string(),
+            "--device \"rocm\": expected cpu, cuda[:N] or tensorrt[:N]"
+        );
+        assert_eq!(
+            Device::TensorRt(1).providers(),
+            [
+                "TensorrtExecutionProvider",
+                "CUDAExecutionProvider",
+                "CPUExecutionProvider"
+            ]
+        );
+        assert_eq!(
+            Device::Cuda(1).providers(),
+            ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        );
+        assert_eq!(Device::Cpu.providers(), ["CPUExecutionProvider"]);
     }
 
     #[test]

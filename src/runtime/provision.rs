@@ -308,17 +308,10 @@ pub fn verify(dir: &Path) -> Result<PathBuf, String> {
 }
 
 fn blake3_file(p: &Path) -> io::Result<String> {
-    let mut h = blake3::Hasher::new();
-    let f = File::open(p)?;
-    // SAFETY of the map: the file is only read while hashed; a concurrent writer could at worst
-    // make the hash mismatch, which is reported as corruption and repaired.
-    let len = f.metadata()?.len();
-    if len == 0 {
-        return Ok(h.finalize().to_hex().to_string());
-    }
-    let map = unsafe { memmap2::Mmap::map(&f)? };
-    h.update(&map);
-    Ok(h.finalize().to_hex().to_string())
+    // A concurrent writer could at worst make the hash mismatch, which is reported as
+    // corruption and repaired.
+    let map = crate::buffer::map_file(&File::open(p)?)?;
+    Ok(blake3::hash(&map).to_hex().to_string())
 }
 
 fn sha256_file(p: &Path) -> io::Result<String> {

@@ -3,16 +3,15 @@
 //! Stored (uncompressed) npz members and `.npy` files are memory-mapped: an array's bytes are a
 //! slice of the map found from the member's local header and the `.npy` header, so nothing is
 //! copied and a data set larger than RAM is paged in as batches touch it. Deflated members are
-//! decompressed into memory (8-byte aligned).
+//! decompressed into memory (8-byte aligned). Both are [`crate::buffer`]'s buffers.
 
 use std::fs::File;
 use std::io::{Cursor, Read};
 use std::path::Path;
 
-use bytes::Bytes;
-
 use super::DataError;
 use super::npy::{self, DType};
+use crate::buffer::{self, Bytes};
 
 /// One named array: dtype, shape and its raw little-endian bytes (C order).
 #[derive(Debug, Clone)]
@@ -27,34 +26,6 @@ pub struct RawArray {
     pub data: Bytes,
 }
 
-/// Bytes whose start is 8-byte aligned: a `Vec<u64>` underneath, viewed as bytes, so typed
-/// views of up to 8-byte elements need no copy.
-struct Aligned {
-    words: Vec<u64>,
-    len: usize,
-}
-
-impl AsRef<[u8]> for Aligned {
-    fn as_ref(&self) -> &[u8] {
-        let all: &[u8] = bytemuck::cast_slice(&self.words);
-        all.get(..self.len).unwrap_or_default()
-    }
-}
-
-/// A new 8-byte-aligned buffer of `len` bytes, filled by `fill`.
-pub fn aligned_with(len: usize, fill: impl FnOnce(&mut [u8])) -> Bytes {
-    let mut words = vec![0u64; len.div_ceil(8)];
-    if let Some(dst) = bytemuck::cast_slice_mut::<u64, u8>(&mut words).get_mut(..len) {
-        fill(dst);
-    }
-    Bytes::from_owner(Aligned { words, len })
-}
-
-/// Copies `src` into a new 8-byte-aligned buffer.
-pub fn aligned_copy(src: &[u8]) -> Bytes {
-    aligned_with(src.len(), |dst| dst.copy_from_slice(src))
-}
-
 fn invalid(path: &Path, message: String) -> DataError {
     DataError::Invalid {
         path: path.to_path_buf(),
@@ -63,27 +34,12 @@ fn invalid(path: &Path, message: String) -> DataError {
 }
 
 fn map_file(path: &Path) -> Result<Bytes, DataError> {
-    let f = File::open(path).map_err(|e| DataError::Io {
+    let io = |source| DataError::Io {
         path: path.to_path_buf(),
-        source: e,
-    })?;
-    let len = f
-        .metadata()
-        .map_err(|e| DataError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?
-        .len();
-    if len == 0 {
-        return Ok(Bytes::new());
-    }
-    // SAFETY: the map is read-only; smd-onnx never writes data files. Another process
-    // truncating the file while we read it could fault, as for any memory-mapped reader.
-    let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| DataError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
-    Ok(Bytes::from_owner(map))
+        source,
+    };
+    let f = File::open(path).map_err(io)?;
+    buffer::map_file(&f).map_err(io)
 }
 
 /// Reads every array of `path`: an `.npz` file or a folder of `.npy` files.
@@ -230,23 +186,22 @@ pub fn parse_npz(bytes: &Bytes) -> Result<Vec<RawArray>, String> {
                 }
                 let len = usize::try_from(size)
                     .map_err(|_| format!("array `{name}`: member too large"))?;
-                // Decompressed straight into an aligned buffer: typed views need no further copy.
-                let mut words = vec![0u64; len.div_ceil(8)];
-                let dst = bytemuck::cast_slice_mut::<u64, u8>(&mut words)
-                    .get_mut(..len)
-                    .ok_or_else(|| format!("array `{name}`: size overflows"))?;
                 let corrupt = |e: std::io::Error| {
                     format!("array `{name}`: corrupt compressed member {member}: {e}")
                 };
-                f.read_exact(dst).map_err(corrupt)?;
-                // Reading to the end also makes the zip reader check the CRC.
-                let mut extra = [0u8; 1];
-                if f.read(&mut extra).map_err(corrupt)? != 0 {
-                    return Err(format!(
-                        "array `{name}`: member {member} holds more than the {size} bytes its directory entry says"
-                    ));
-                }
-                parse_npy(&name, Bytes::from_owner(Aligned { words, len }))?
+                // Decompressed straight into an aligned buffer: typed views need no further copy.
+                let data = buffer::try_aligned_with(len, |dst| {
+                    f.read_exact(dst).map_err(corrupt)?;
+                    // Reading to the end also makes the zip reader check the CRC.
+                    let mut extra = [0u8; 1];
+                    if f.read(&mut extra).map_err(corrupt)? != 0 {
+                        return Err(format!(
+                            "array `{name}`: member {member} holds more than the {size} bytes its directory entry says"
+                        ));
+                    }
+                    Ok(())
+                })?;
+                parse_npy(&name, data)?
             }
         };
         out.push(arr);
@@ -313,16 +268,6 @@ mod tests {
         // The member's offset is where the local header says.
         let off = a.data.as_ptr() as usize - z.as_ptr() as usize;
         assert_eq!(&z[off..off + x.len()], &x[..]);
-    }
-
-    #[test]
-    fn aligned_buffers_are_aligned_and_exact() {
-        for n in [0usize, 1, 7, 8, 9, 1001] {
-            let src: Vec<u8> = (0..n).map(|i| i as u8).collect();
-            let b = aligned_copy(&src);
-            assert_eq!(&b[..], &src[..]);
-            assert_eq!(b.as_ptr() as usize % 8, 0, "{n} bytes");
-        }
     }
 
     #[test]

@@ -4,7 +4,7 @@ use rayon::prelude::*;
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
+use crate::buffer::Bytes;
 use half::f16;
 use ort::memory::MemoryInfo;
 use ort::session::SessionInputValue;
@@ -230,7 +230,7 @@ impl Dataset {
             .iter()
             .map(|a| {
                 let (rb, out_rb) = (a.row_bytes(), a.row_elems * a.feed.size());
-                let data = arrays::aligned_with(out_rb * rows.len(), |dst| {
+                let data = crate::buffer::aligned_with(out_rb * rows.len(), |dst| {
                     // In parallel: faulting in fresh pages and reading the file's pages
                     // dominate, and both scale with threads.
                     const ROWS: usize = 64;
@@ -708,7 +708,7 @@ mod tests {
             name: name.into(),
             dtype: t,
             shape,
-            data: arrays::aligned_copy(&data),
+            data: crate::buffer::aligned_copy(&data),
         }
     }
 

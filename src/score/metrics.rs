@@ -3,7 +3,8 @@
 //! They are separate so that predictions of several models can be combined (ensembles) and
 //! scored on any subset of rows.
 //!
-//! Definitions (shared with the Python reference that made the fixtures' golden values):
+//! Definitions (shared with the Python reference that made the fixtures' golden values), each
+//! written once, as the per-row functions below that ensemble selection uses too:
 //! - probabilities: the output is taken as is when every row is non-negative and sums to 1
 //!   within 1e-4; otherwise each row gets a softmax computed in f64 (max subtracted first);
 //! - accuracy: argmax (ties → lowest index) equals the label;
@@ -17,10 +18,12 @@ use serde::Serialize;
 use super::DataError;
 use super::dataset::Labels;
 
-/// What the scored output held.
+/// What the scored output's values were, as scoring found (and treated) them. Not
+/// [`crate::ensemble::OutputKind`], how an ensemble combines an output;
+/// [`crate::ensemble::OutputKind::from_scored`] maps this to that.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum OutputKind {
+pub enum ScoredAs {
     /// Rows already were probabilities.
     Probabilities,
     /// Rows were logits; a softmax was applied.
@@ -41,7 +44,7 @@ pub struct Predictions {
     /// One value per row (regression).
     pub values: Vec<f32>,
     /// What the output held.
-    pub kind: OutputKind,
+    pub kind: ScoredAs,
     /// Rows whose outputs had NaN or ±Inf (their probabilities are unspecified).
     pub non_finite_rows: usize,
     /// The first such data set row.
@@ -70,6 +73,18 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The metrics present, named as in JSON, in field order (for text reports).
+    pub fn values(&self) -> impl Iterator<Item = (&'static str, f64)> {
+        [
+            ("accuracy", self.accuracy),
+            ("top5_accuracy", self.top5_accuracy),
+            ("nll", self.nll),
+            ("mse", self.mse),
+        ]
+        .into_iter()
+        .filter_map(|(name, v)| Some((name, v?)))
+    }
+
     /// The number to maximise when comparing models: accuracy, or −MSE for regression.
     pub fn primary(&self) -> f64 {
         match (self.accuracy, self.mse) {
@@ -114,6 +129,57 @@ pub fn softmax_row_with(row: &mut [f32], exps: &mut Vec<f64>) {
     }
 }
 
+/// The floor on the label's probability in the NLL: one row costs at most `-ln(1e-15)` ≈ 34.5.
+pub const NLL_FLOOR: f64 = 1e-15;
+
+/// One row's negative log-likelihood, from the label's probability `p`: `-ln(max(p, 1e-15))`
+/// in f64.
+#[inline]
+pub fn row_nll(p: f32) -> f64 {
+    -f64::from(p).max(NLL_FLOOR).ln()
+}
+
+/// One row's squared error `(value - target)²` in f64.
+#[inline]
+pub fn row_se(value: f32, target: f64) -> f64 {
+    let d = f64::from(value) - target;
+    d * d
+}
+
+/// Whether one row counts for top-5 accuracy: fewer than 5 classes have a strictly larger
+/// probability than the label's `p`.
+#[inline]
+pub fn row_top5(row: &[f32], p: f32) -> bool {
+    row.iter().filter(|&&q| q > p).count() < 5
+}
+
+/// Whether one row is right: `label` is the row's [`argmax`] (ties go to the lowest index, NaN
+/// never wins). The row is an iterator over its values so that a sum of rows (greedy ensemble
+/// selection) need not be stored; it is walked without branching on the values.
+#[inline]
+pub fn row_correct<T: PartialOrd + Copy>(
+    row: impl Iterator<Item = T> + Clone,
+    label: usize,
+) -> bool {
+    let Some(v) = row.clone().nth(label) else {
+        return false;
+    };
+    let is_nan = |x: T| x.partial_cmp(&x).is_none();
+    if is_nan(v) {
+        // `argmax` of a row of NaNs is 0; otherwise a NaN label never wins.
+        return label == 0 && row.clone().all(is_nan);
+    }
+    // The label beats every lower class and ties no higher one (NaNs compare false).
+    let mut beaten = false;
+    for x in row.clone().take(label) {
+        beaten |= x >= v;
+    }
+    for x in row.skip(label + 1) {
+        beaten |= x > v;
+    }
+    !beaten
+}
+
 /// Index of the largest value (first one on ties; NaN never wins).
 pub fn argmax(row: &[f32]) -> usize {
     let mut best: Option<(usize, f32)> = None;
@@ -136,14 +202,9 @@ pub fn classification_metrics(probs: &[f32], classes: usize, labels: &[i64]) -> 
     for (row, &label) in probs.chunks_exact(classes.max(1)).zip(labels) {
         let l = usize::try_from(label).unwrap_or(usize::MAX);
         let p = row.get(l).copied().unwrap_or(0.0);
-        if argmax(row) == l {
-            correct += 1;
-        }
-        let above = row.iter().enumerate().filter(|&(_, &q)| q > p).count();
-        if above < 5 {
-            top5 += 1;
-        }
-        nll -= f64::from(p).max(1e-15).ln();
+        correct += usize::from(row_correct(row.iter().copied(), l));
+        top5 += usize::from(row_top5(row, p));
+        nll += row_nll(p);
     }
     let nf = n as f64;
     Metrics {
@@ -161,10 +222,7 @@ pub fn regression_metrics(values: &[f32], targets: &[f64]) -> Metrics {
     let se: f64 = values
         .iter()
         .zip(targets)
-        .map(|(&v, &t)| {
-            let d = f64::from(v) - t;
-            d * d
-        })
+        .map(|(&v, &t)| row_se(v, t))
         .sum();
     Metrics {
         samples: n,
@@ -214,7 +272,7 @@ impl Predictions {
             }
         };
         match (labels, self.kind) {
-            (Labels::Classes(ids), OutputKind::Probabilities | OutputKind::Logits) => {
+            (Labels::Classes(ids), ScoredAs::Probabilities | ScoredAs::Logits) => {
                 pick(ids.len())?;
                 let l: Vec<i64> = self
                     .rows
@@ -223,7 +281,7 @@ impl Predictions {
                     .collect();
                 Ok(classification_metrics(&self.probs, self.classes, &l))
             }
-            (Labels::Targets(t), OutputKind::Regression) => {
+            (Labels::Targets(t), ScoredAs::Regression) => {
                 pick(t.len())?;
                 let l: Vec<f64> = self
                     .rows
@@ -258,7 +316,7 @@ impl Predictions {
         if members.iter().any(|(m, _)| {
             m.rows != first.rows
                 || m.classes != first.classes
-                || (m.kind == OutputKind::Regression) != (first.kind == OutputKind::Regression)
+                || (m.kind == ScoredAs::Regression) != (first.kind == ScoredAs::Regression)
         }) {
             return Err(DataError::Argument {
                 arg: "members",
@@ -286,10 +344,10 @@ impl Predictions {
             classes: first.classes,
             probs: avg(&|p| &p.probs),
             values: avg(&|p| &p.values),
-            kind: if first.kind == OutputKind::Regression {
-                OutputKind::Regression
+            kind: if first.kind == ScoredAs::Regression {
+                ScoredAs::Regression
             } else {
-                OutputKind::Probabilities
+                ScoredAs::Probabilities
             },
             non_finite_rows: members
                 .iter()
@@ -340,6 +398,33 @@ mod tests {
         assert_eq!(argmax(&[f32::NAN, 1.0]), 1);
     }
 
+    use proptest::strategy::Strategy;
+
+    proptest::proptest! {
+        /// `row_correct` is `argmax(row) == label`, NaNs, ties and out-of-range labels included.
+        #[test]
+        fn row_correct_is_argmax(
+            row in proptest::collection::vec(
+                proptest::prop_oneof![
+                    (0u8..4).prop_map(|v| f32::from(v) / 4.0),
+                    proptest::strategy::Just(f32::NAN),
+                    proptest::strategy::Just(f32::NEG_INFINITY),
+                ],
+                1..7,
+            ),
+        ) {
+            for label in 0..row.len() + 2 {
+                proptest::prop_assert_eq!(
+                    row_correct(row.iter().copied(), label),
+                    argmax(&row) == label,
+                    "{:?} {}", row, label
+                );
+                let wide = row.iter().map(|&v| f64::from(v));
+                proptest::prop_assert_eq!(row_correct(wide, label), argmax(&row) == label);
+            }
+        }
+    }
+
     #[test]
     fn metrics_on_hand_made_arrays() {
         let probs = [
@@ -375,6 +460,29 @@ mod tests {
     }
 
     #[test]
+    fn values_are_the_json_fields() {
+        let m = classification_metrics(&[0.1, 0.2, 0.3, 0.4, 0.0], 5, &[3]);
+        let json = serde_json::to_value(m).unwrap();
+        let fields: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .filter(|&k| k != "samples")
+            .collect();
+        let names: Vec<&str> = m.values().map(|(n, _)| n).collect();
+        assert_eq!(names, ["accuracy", "top5_accuracy", "nll"]);
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        let mut fields = fields;
+        fields.sort_unstable();
+        assert_eq!(sorted, fields);
+        for (n, v) in m.values() {
+            assert_eq!(json[n].as_f64(), Some(v));
+        }
+    }
+
+    #[test]
     fn mse() {
         let m = regression_metrics(&[1.0, 2.0], &[0.0, 4.0]);
         assert_eq!(m.mse, Some(2.5));
@@ -388,7 +496,7 @@ mod tests {
             classes: 2,
             probs: vec![1.0, 0.0, 0.0, 1.0],
             values: vec![],
-            kind: OutputKind::Probabilities,
+            kind: ScoredAs::Probabilities,
             non_finite_rows: 0,
             first_non_finite: None,
             output: "y".into(),

@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-/// The element types smd-onnx reads from `.npy` (little-endian, or byte-sized).
+/// numpy's dtype of an `.npy` array: the element types smd-onnx reads from data files
+/// (little-endian, or byte-sized). Not the ONNX element type [`crate::onnx::DType`] (a model's
+/// tensors); [`DType::onnx`] maps this one to it, the one mapping between the two.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
     /// `|b1`
@@ -33,6 +35,47 @@ pub enum DType {
 }
 
 impl DType {
+    /// Every dtype, in declaration order.
+    pub const ALL: [DType; 12] = [
+        Self::Bool,
+        Self::I8,
+        Self::I16,
+        Self::I32,
+        Self::I64,
+        Self::U8,
+        Self::U16,
+        Self::U32,
+        Self::U64,
+        Self::F16,
+        Self::F32,
+        Self::F64,
+    ];
+
+    /// The ONNX element type of this dtype.
+    pub fn onnx(self) -> crate::onnx::DType {
+        use crate::onnx::DType as O;
+        match self {
+            Self::Bool => O::Bool,
+            Self::I8 => O::I8,
+            Self::I16 => O::I16,
+            Self::I32 => O::I32,
+            Self::I64 => O::I64,
+            Self::U8 => O::U8,
+            Self::U16 => O::U16,
+            Self::U32 => O::U32,
+            Self::U64 => O::U64,
+            Self::F16 => O::F16,
+            Self::F32 => O::F32,
+            Self::F64 => O::F64,
+        }
+    }
+
+    /// The dtype whose ONNX element type is `t`, if data files can hold it ([`DType::onnx`]
+    /// inverted).
+    pub fn from_onnx(t: crate::onnx::DType) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.onnx() == t)
+    }
+
     /// Bytes per element.
     pub fn size(self) -> usize {
         match self {
@@ -448,6 +491,18 @@ mod tests {
         assert!(parse_header(b"\x93NUMPY\x04\x00\x00\x00").is_err());
         assert!(parse_header(b"\x93NUMPY\x01\x00\xff\xff{").is_err());
         assert!(parse_header(b"PK\x03\x04").is_err());
+    }
+
+    #[test]
+    fn onnx_mapping_agrees_with_onnx_facts() {
+        for d in DType::ALL {
+            let o = d.onnx();
+            assert_eq!(DType::from_onnx(o), Some(d));
+            assert_eq!(d.name(), o.name(), "numpy and report names agree");
+            assert_eq!(Some(d.size() as u64), o.raw_bytes(1));
+            assert_eq!(d.is_float(), o.is_mutable_float());
+        }
+        assert_eq!(DType::from_onnx(crate::onnx::DType::BF16), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use ort::value::{DynValue, TensorElementType, ValueType};
 
 use super::DataError;
 use super::dataset::{BatchShape, Batcher, Dataset};
-use super::metrics::{OutputKind, Predictions, are_probabilities, softmax_row_with};
+use super::metrics::{Predictions, ScoredAs, are_probabilities, softmax_row_with};
 use super::spec::{ElemType, ModelIo, OutputSpec};
 
 /// Runs a model over rows of a data set. Reuses its batch buffers between calls.
@@ -375,14 +375,14 @@ impl Collected {
             ds.check_classes(classes, &out_name)?;
         }
         let kind = if self.regression {
-            OutputKind::Regression
+            ScoredAs::Regression
         } else if self
             .probs
             .chunks_exact(classes.max(1))
             .filter(|r| r.iter().all(|v| v.is_finite()))
             .all(|r| are_probabilities(r, classes))
         {
-            OutputKind::Probabilities
+            ScoredAs::Probabilities
         } else {
             let mut exps = Vec::with_capacity(classes);
             for row in self.probs.chunks_exact_mut(classes.max(1)) {
@@ -390,7 +390,7 @@ impl Collected {
                     softmax_row_with(row, &mut exps);
                 }
             }
-            OutputKind::Logits
+            ScoredAs::Logits
         };
         Ok(Predictions {
             rows: rows.to_vec(),

@@ -3,14 +3,14 @@
 
 use std::path::Path;
 
-use super::npy::DType;
-use crate::onnx::{Model, ValueFacts};
+use super::npy::DType as NpyDType;
+use crate::onnx::{DType, Model, ValueFacts};
 
-/// An ONNX tensor element type.
+/// An ONNX tensor element type, as data files can (or cannot) supply it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ElemType {
     /// A type `.npy` data can supply.
-    Known(DType),
+    Known(NpyDType),
     /// bfloat16 (no numpy dtype).
     BF16,
     /// Anything else (string, complex, float8...): the ONNX `TensorProto.DataType` code; 0
@@ -18,27 +18,17 @@ pub enum ElemType {
     Other(i32),
 }
 
-impl ElemType {
-    /// From ONNX's `TensorProto.DataType` code.
-    pub fn from_onnx(code: i32) -> Self {
-        match code {
-            1 => Self::Known(DType::F32),
-            2 => Self::Known(DType::U8),
-            3 => Self::Known(DType::I8),
-            4 => Self::Known(DType::U16),
-            5 => Self::Known(DType::I16),
-            6 => Self::Known(DType::I32),
-            7 => Self::Known(DType::I64),
-            9 => Self::Known(DType::Bool),
-            10 => Self::Known(DType::F16),
-            11 => Self::Known(DType::F64),
-            12 => Self::Known(DType::U32),
-            13 => Self::Known(DType::U64),
-            16 => Self::BF16,
-            c => Self::Other(c),
+impl From<DType> for ElemType {
+    fn from(t: DType) -> Self {
+        match NpyDType::from_onnx(t) {
+            Some(d) => Self::Known(d),
+            None if t == DType::BF16 => Self::BF16,
+            None => Self::Other(t.to_onnx()),
         }
     }
+}
 
+impl ElemType {
     /// True for float16/32/64 and bfloat16.
     pub fn is_float(self) -> bool {
         match self {
@@ -53,7 +43,7 @@ impl std::fmt::Display for ElemType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Known(d) => write!(f, "{d}"),
-            Self::BF16 => f.write_str("bfloat16"),
+            Self::BF16 => write!(f, "{}", DType::BF16),
             Self::Other(c) => write!(f, "ONNX type {c}"),
         }
     }
@@ -127,7 +117,7 @@ impl ModelIo {
         let spec = |v: &ValueFacts| match v.tensor() {
             Some((elem, dims)) => IoSpec {
                 name: v.name.clone(),
-                elem: Some(ElemType::from_onnx(elem.to_onnx())),
+                elem: Some(ElemType::from(elem)),
                 dims: dims.map(<[Dim]>::to_vec),
             },
             // No type declared at all: ONNX Runtime infers it (a tensor, usually float).
@@ -179,11 +169,40 @@ mod tests {
         assert_eq!(io.inputs.len(), 1, "initializers are not inputs");
         let x = &io.inputs[0];
         assert_eq!(x.name, "x");
-        assert_eq!(x.elem, Some(ElemType::Known(DType::F32)));
+        assert_eq!(x.elem, Some(ElemType::Known(NpyDType::F32)));
         assert_eq!(x.dims, Some(vec![Dim::Symbolic("N".into()), Dim::Fixed(2)]));
         assert_eq!(io.outputs[0].dims_text(), "[N, 3]");
         let io = io_of(linear_model(&[0.0; 6], &[0.0; 3], 2, 3, false, Some(1)));
         assert_eq!(io.inputs[0].fixed(0), Some(1));
+    }
+
+    #[test]
+    fn elem_types_from_onnx() {
+        // What the former table of codes said: numpy dtypes, bfloat16, and the code otherwise.
+        for code in 0..=30 {
+            let want = match code {
+                1 => ElemType::Known(NpyDType::F32),
+                2 => ElemType::Known(NpyDType::U8),
+                3 => ElemType::Known(NpyDType::I8),
+                4 => ElemType::Known(NpyDType::U16),
+                5 => ElemType::Known(NpyDType::I16),
+                6 => ElemType::Known(NpyDType::I32),
+                7 => ElemType::Known(NpyDType::I64),
+                9 => ElemType::Known(NpyDType::Bool),
+                10 => ElemType::Known(NpyDType::F16),
+                11 => ElemType::Known(NpyDType::F64),
+                12 => ElemType::Known(NpyDType::U32),
+                13 => ElemType::Known(NpyDType::U64),
+                16 => ElemType::BF16,
+                c => ElemType::Other(c),
+            };
+            assert_eq!(
+                ElemType::from(DType::from_onnx(i64::from(code))),
+                want,
+                "{code}"
+            );
+        }
+        assert_eq!(ElemType::BF16.to_string(), "bfloat16");
     }
 
     fn io_of(bytes: Vec<u8>) -> ModelIo {

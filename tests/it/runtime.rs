@@ -219,13 +219,13 @@ fn sessions_take_initializer_overrides_and_predict_any_rows() {
             name: "x".into(),
             dtype: DType::F32,
             shape: vec![n, 2],
-            data: smd_onnx::score::arrays::aligned_copy(&xs),
+            data: smd_onnx::buffer::aligned_copy(&xs),
         },
         RawArray {
             name: "labels".into(),
             dtype: DType::I64,
             shape: vec![n],
-            data: smd_onnx::score::arrays::aligned_copy(&ls),
+            data: smd_onnx::buffer::aligned_copy(&ls),
         },
     ];
     let ds = Dataset::from_arrays(std::path::Path::new("mem.npz"), arrays, &io).unwrap();
