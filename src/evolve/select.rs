@@ -85,55 +85,21 @@ pub fn greedy(
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
             (lo.min(v), hi.max(v))
         });
-    let spread = f64::from(hi) - f64::from(lo);
+    let trials = Trials {
+        candidates,
+        targets: &targets,
+        classes,
+        spread: f64::from(hi) - f64::from(lo),
+        regression,
+        // Threads pay off once a trial is more than a few microseconds of work.
+        parallel: sum.len() >= 1 << 14,
+    };
     let mut counts = vec![0u32; candidates.len()];
     let mut best: Option<Greedy> = None;
     let mut since_best = 0;
-    // Threads pay off once a trial is more than a few microseconds of work.
-    let parallel = sum.len() >= 1 << 14;
-    let map = |f: &(dyn Fn(usize) -> Metrics + Sync), of: &[usize]| -> Vec<Metrics> {
-        if parallel {
-            of.par_iter().map(|&c| f(c)).collect()
-        } else {
-            of.iter().map(|&c| f(c)).collect()
-        }
-    };
     let all: Vec<usize> = (0..candidates.len()).collect();
     for step in 1..=steps.max(1) {
-        let n = step as f64;
-        let (tried, trials) = if regression {
-            let mse = |c: usize| mse_of_mean(&sum, values(candidates[c], true), n, &targets);
-            (all.clone(), map(&mse, &all))
-        } else {
-            // NLL only breaks accuracy ties: it is computed (a logarithm per row) for the
-            // candidates tied at the top accuracy alone, which gives the same pick.
-            let settled = Settled::new(&sum, &targets, classes, spread);
-            let acc = |c: usize| {
-                accuracy_of_mean(&sum, &candidates[c].probs, &targets, classes, &settled)
-            };
-            let accuracies = map(&acc, &all);
-            let top = accuracies
-                .iter()
-                .filter_map(|m| m.accuracy)
-                .fold(f64::NEG_INFINITY, f64::max);
-            let tied: Vec<usize> = all
-                .iter()
-                .copied()
-                .filter(|&c| accuracies[c].accuracy == Some(top))
-                .collect();
-            let full = |c: usize| Metrics {
-                nll: Some(nll_of_mean(
-                    &sum,
-                    &candidates[c].probs,
-                    n,
-                    &targets,
-                    classes,
-                )),
-                ..accuracies[c]
-            };
-            let trials = map(&full, &tied);
-            (tied, trials)
-        };
+        let (tried, trials) = trials.step(&sum, step as f64, &all);
         let mut pick: Option<(usize, Metrics)> = None;
         for (&c, m) in tried.iter().zip(trials) {
             if pick.as_ref().is_none_or(|(_, b)| better(&m, b)) {
@@ -162,6 +128,58 @@ pub fn greedy(
         arg: "members",
         message: "greedy selection found no ensemble".into(),
     })
+}
+
+/// One greedy step's trials: each candidate added to the running sum of predictions.
+struct Trials<'a> {
+    candidates: &'a [&'a Predictions],
+    targets: &'a [f64],
+    classes: usize,
+    /// The widest change one member can make to a difference between two classes' sums.
+    spread: f64,
+    regression: bool,
+    parallel: bool,
+}
+
+impl Trials<'_> {
+    fn map(&self, f: &(dyn Fn(usize) -> Metrics + Sync), of: &[usize]) -> Vec<Metrics> {
+        if self.parallel {
+            of.par_iter().map(|&c| f(c)).collect()
+        } else {
+            of.iter().map(|&c| f(c)).collect()
+        }
+    }
+
+    /// The candidates worth comparing at step `n` (the running ensemble has `n` members
+    /// once one is added to `sum`) and their metrics.
+    fn step(&self, sum: &[f64], n: f64, all: &[usize]) -> (Vec<usize>, Vec<Metrics>) {
+        let (candidates, targets, classes) = (self.candidates, self.targets, self.classes);
+        if self.regression {
+            let mse = |c: usize| mse_of_mean(sum, &candidates[c].values, n, targets);
+            return (all.to_vec(), self.map(&mse, all));
+        }
+        // NLL only breaks accuracy ties: it is computed (a logarithm per row) for the
+        // candidates tied at the top accuracy alone, which gives the same pick.
+        let settled = Settled::new(sum, targets, classes, self.spread);
+        let acc =
+            |c: usize| accuracy_of_mean(sum, &candidates[c].probs, targets, classes, &settled);
+        let accuracies = self.map(&acc, all);
+        let top = accuracies
+            .iter()
+            .filter_map(|m| m.accuracy)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let tied: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|&c| accuracies[c].accuracy == Some(top))
+            .collect();
+        let full = |c: usize| Metrics {
+            nll: Some(nll_of_mean(sum, &candidates[c].probs, n, targets, classes)),
+            ..accuracies[c]
+        };
+        let trials = self.map(&full, &tied);
+        (tied, trials)
+    }
 }
 
 /// The rows whose verdict no single member can change: the label's sum leads every other class

@@ -155,53 +155,12 @@ pub fn parse_npz(bytes: &Bytes) -> Result<Vec<RawArray>, String> {
             return Err(format!("array `{name}` appears twice"));
         }
         let arr = match stored {
-            Some(start) => {
-                let start = usize::try_from(start)
-                    .map_err(|_| format!("array `{name}`: offset too large"))?;
-                let size =
-                    usize::try_from(size).map_err(|_| format!("array `{name}`: size too large"))?;
-                let end = start
-                    .checked_add(size)
-                    .filter(|&e| e <= bytes.len())
-                    .ok_or_else(|| {
-                        format!(
-                            "array `{name}`: member extends past the end of the file (truncated?)"
-                        )
-                    })?;
-                parse_npy(&name, bytes.slice(start..end))?
-            }
+            Some(start) => stored_member(bytes, &name, start, size)?,
             None => {
-                let mut f = zip
+                let f = zip
                     .by_index(i)
                     .map_err(|e| format!("array `{name}`: {e}"))?;
-                // Sizes in the zip directory are untrusted: the compressed bytes must lie in
-                // the file, and deflate cannot expand them more than ~1032:1.
-                let in_file = f.compressed_size().min(bytes.len() as u64);
-                let limit = in_file.saturating_mul(1032).saturating_add(1024);
-                if size > limit {
-                    return Err(format!(
-                        "array `{name}`: member {member} claims {size} bytes from {} compressed",
-                        f.compressed_size()
-                    ));
-                }
-                let len = usize::try_from(size)
-                    .map_err(|_| format!("array `{name}`: member too large"))?;
-                let corrupt = |e: std::io::Error| {
-                    format!("array `{name}`: corrupt compressed member {member}: {e}")
-                };
-                // Decompressed straight into an aligned buffer: typed views need no further copy.
-                let data = buffer::try_aligned_with(len, |dst| {
-                    f.read_exact(dst).map_err(corrupt)?;
-                    // Reading to the end also makes the zip reader check the CRC.
-                    let mut extra = [0u8; 1];
-                    if f.read(&mut extra).map_err(corrupt)? != 0 {
-                        return Err(format!(
-                            "array `{name}`: member {member} holds more than the {size} bytes its directory entry says"
-                        ));
-                    }
-                    Ok(())
-                })?;
-                parse_npy(&name, data)?
+                deflated_member(f, bytes.len(), &name, &member, size)?
             }
         };
         out.push(arr);
@@ -210,6 +169,55 @@ pub fn parse_npz(bytes: &Bytes) -> Result<Vec<RawArray>, String> {
         return Err("the .npz holds no .npy arrays".into());
     }
     Ok(out)
+}
+
+/// A stored member: a zero-copy slice of the archive, once its range is checked.
+fn stored_member(bytes: &Bytes, name: &str, start: u64, size: u64) -> Result<RawArray, String> {
+    let start = usize::try_from(start).map_err(|_| format!("array `{name}`: offset too large"))?;
+    let size = usize::try_from(size).map_err(|_| format!("array `{name}`: size too large"))?;
+    let end = start
+        .checked_add(size)
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| {
+            format!("array `{name}`: member extends past the end of the file (truncated?)")
+        })?;
+    parse_npy(name, bytes.slice(start..end))
+}
+
+/// A deflated member, decompressed straight into an aligned buffer (typed views need no
+/// further copy). `file_len` bounds what its untrusted directory entry may claim.
+fn deflated_member(
+    mut f: zip::read::ZipFile<'_, Cursor<&[u8]>>,
+    file_len: usize,
+    name: &str,
+    member: &str,
+    size: u64,
+) -> Result<RawArray, String> {
+    // Sizes in the zip directory are untrusted: the compressed bytes must lie in the file,
+    // and deflate cannot expand them more than ~1032:1.
+    let in_file = f.compressed_size().min(file_len as u64);
+    let limit = in_file.saturating_mul(1032).saturating_add(1024);
+    if size > limit {
+        return Err(format!(
+            "array `{name}`: member {member} claims {size} bytes from {} compressed",
+            f.compressed_size()
+        ));
+    }
+    let len = usize::try_from(size).map_err(|_| format!("array `{name}`: member too large"))?;
+    let corrupt =
+        |e: std::io::Error| format!("array `{name}`: corrupt compressed member {member}: {e}");
+    let data = buffer::try_aligned_with(len, |dst| {
+        f.read_exact(dst).map_err(corrupt)?;
+        // Reading to the end also makes the zip reader check the CRC.
+        let mut extra = [0u8; 1];
+        if f.read(&mut extra).map_err(corrupt)? != 0 {
+            return Err(format!(
+                "array `{name}`: member {member} holds more than the {size} bytes its directory entry says"
+            ));
+        }
+        Ok(())
+    })?;
+    parse_npy(name, data)
 }
 
 /// Writes arrays as an `.npz` (stored or deflated members), as `np.savez` would. Test
