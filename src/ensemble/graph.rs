@@ -419,29 +419,21 @@ pub fn copy_node(
             return identity(&src, &rename(o), node_name.as_deref().unwrap_or(""));
         }
     }
+    // An empty name is an omitted optional input or output: it stays empty.
+    let names = |v: &[String]| -> Vec<String> {
+        v.iter()
+            .map(|s| {
+                if s.is_empty() {
+                    String::new()
+                } else {
+                    rename(s)
+                }
+            })
+            .collect()
+    };
     let mut c = n.clone();
-    c.input = n
-        .input
-        .iter()
-        .map(|s| {
-            if s.is_empty() {
-                String::new()
-            } else {
-                rename(s)
-            }
-        })
-        .collect();
-    c.output = n
-        .output
-        .iter()
-        .map(|s| {
-            if s.is_empty() {
-                String::new()
-            } else {
-                rename(s)
-            }
-        })
-        .collect();
+    c.input = names(&n.input);
+    c.output = names(&n.output);
     c.name = node_name.or(c.name);
     for (a, orig) in c.attribute.iter_mut().zip(&n.attribute) {
         if let Some(sub) = &orig.g {

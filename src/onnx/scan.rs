@@ -495,6 +495,19 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// Records a tensor held in an attribute of `node` (a Constant's value, a listed tensor).
+    fn push_constant(&mut self, name: String, node: &NodeCtx<'_>, fin: Finished) {
+        self.push(
+            name,
+            node.scope,
+            node.graph,
+            Some(node.label.clone()),
+            Location::Constant,
+            node.training,
+            fin,
+        );
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
@@ -627,16 +640,7 @@ impl<'a> Scanner<'a> {
         let Some(fin) = a.into_constant_value() else {
             return Ok(());
         };
-        let shown = node.constant_name();
-        self.push(
-            shown,
-            node.scope,
-            node.graph,
-            Some(node.label.clone()),
-            Location::Constant,
-            node.training,
-            fin,
-        );
+        self.push_constant(node.constant_name(), node, fin);
         Ok(())
     }
 
@@ -725,15 +729,7 @@ impl<'a> Scanner<'a> {
             let idx = listed.then_some(self.out.tensors.len());
             let fin = self.finish(ts, &shown, idx)?;
             if listed {
-                self.push(
-                    shown,
-                    node.scope,
-                    node.graph,
-                    Some(node.label.clone()),
-                    Location::Constant,
-                    node.training,
-                    fin,
-                );
+                self.push_constant(shown, node, fin);
             } else if let Some(e) = fin.ext {
                 self.out.externals.push(e);
             }
