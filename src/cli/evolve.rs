@@ -78,9 +78,18 @@ pub struct Args {
     /// Output folder (default: `<model name>.smd` in the current folder).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Generations: each starts from the previous one's winner.
-    #[arg(long, default_value_t = 1, value_name = "G")]
-    generations: u32,
+    /// Generations: each starts from the previous one's winner. `auto`: up to 100, until
+    /// --patience generations in a row find nothing better (2 unless given) or --budget is
+    /// spent.
+    #[arg(long, default_value = "1", value_name = "G|auto", value_parser = parse_generations)]
+    generations: Generations,
+    /// Forward passes over the selection split the run may spend (the parent, every child
+    /// and merged candidate count one each); no generation starts that would exceed it.
+    #[arg(long, value_name = "PASSES")]
+    budget: Option<u64>,
+    /// Stop once this many generations in a row kept their parent.
+    #[arg(long, value_name = "N")]
+    patience: Option<u32>,
     /// Resample the subspaces every generation (the default).
     #[arg(long, conflicts_with = "static_subspaces")]
     dynamic: bool,
@@ -105,6 +114,27 @@ pub struct Args {
     /// Print the report (JSON) instead of the summary.
     #[arg(long)]
     json: bool,
+}
+
+/// `--generations`: a number, or `auto`.
+#[derive(Debug, Clone, Copy)]
+enum Generations {
+    Fixed(u32),
+    Auto,
+}
+
+/// The most generations `--generations auto` runs.
+const AUTO_GENERATIONS: u32 = 100;
+/// `--patience` for `--generations auto` when not given.
+const AUTO_PATIENCE: u32 = 2;
+
+fn parse_generations(s: &str) -> Result<Generations, String> {
+    if s == "auto" {
+        return Ok(Generations::Auto);
+    }
+    s.parse()
+        .map(Generations::Fixed)
+        .map_err(|_| format!("{s:?} is neither a number of generations nor `auto`"))
 }
 
 /// Progress bars on stderr, one per phase, when stderr is a terminal.
@@ -194,7 +224,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         data: args.data.data.clone(),
         out,
         mutation: args.mutation.config(subspaces),
-        generations: args.generations,
+        generations: match args.generations {
+            Generations::Fixed(g) => g,
+            Generations::Auto => AUTO_GENERATIONS,
+        },
+        budget: args.budget,
+        patience: match args.generations {
+            Generations::Auto => args.patience.or(Some(AUTO_PATIENCE)),
+            Generations::Fixed(_) => args.patience,
+        },
         selection,
         holdout: args.data.holdout,
         split_seed: args.data.split_seed,

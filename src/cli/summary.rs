@@ -1,7 +1,7 @@
 //! The human summary of an evolution run: a table of the parent, the last generation's
 //! children, the merged candidate and the ensembles, then the outcome and the files written.
 
-use smd_onnx::evolve::{Report, Scores};
+use smd_onnx::evolve::{Report, Scores, Stopped};
 use smd_onnx::score::Metrics;
 
 fn pct(m: &Metrics) -> String {
@@ -176,6 +176,9 @@ fn outcome(report: &Report) -> String {
             )
         ));
     }
+    if report.settings.budget.is_some() || report.settings.patience.is_some() {
+        s.push_str(&stopped(report));
+    }
     for n in &report.notices {
         s.push_str(&format!("note: {n}\n"));
     }
@@ -189,4 +192,25 @@ fn outcome(report: &Report) -> String {
     }
     s.push_str(&format!("wrote report: {}\n", report.outputs.report));
     s
+}
+
+/// Why the run stopped, and the passes it spent.
+fn stopped(report: &Report) -> String {
+    let g = report.generations.len();
+    let why = match report.stopped {
+        Stopped::Generations => "every generation asked for ran".to_string(),
+        Stopped::Budget => "the next generation would exceed the budget".to_string(),
+        Stopped::Patience => format!(
+            "{} generation(s) in a row found nothing better",
+            report.settings.patience.unwrap_or(0)
+        ),
+    };
+    let budget = report
+        .settings
+        .budget
+        .map_or(String::new(), |b| format!(" of a budget of {b}"));
+    format!(
+        "Stopped after {g} generation(s): {why}; {} passes over the selection split{budget}, {} over holdout.\n",
+        report.passes.selection, report.passes.holdout
+    )
 }

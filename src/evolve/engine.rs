@@ -12,7 +12,7 @@ use super::key::{run_key, settings};
 use super::observer::{Event, Flow, Observer};
 use super::report::{
     BestReport, ChildReport, EnsembleReport, GenerationReport, MergedReport, Mutable, Outputs,
-    Report, Scores, SplitSizes, Timings,
+    Passes, Report, Scores, SplitSizes, Stopped, Timings,
 };
 use super::scoring::{Job, Part, Run, Scored};
 use super::{
@@ -52,6 +52,9 @@ pub struct Evolution<'o> {
     last: Option<Generation>,
     ensembles: Option<Built>,
     outputs: Option<(Outputs, Vec<String>)>,
+    passes: Passes,
+    /// Generations in a row that kept their parent.
+    stale: u32,
 }
 
 /// The ensembles of the last generation with their members (for export).
@@ -102,6 +105,8 @@ impl<'o> Evolution<'o> {
         };
         let parent = run.score(&lineage, None, job, observer)?;
         run.timings.parent = t.elapsed().as_secs_f64();
+        let mut passes = Passes::default();
+        count(&mut passes, std::slice::from_ref(&parent));
         let Some(original) = parent.scores else {
             // Nothing worth resuming: leave the output folder as it was.
             run.journal.discard();
@@ -131,14 +136,49 @@ impl<'o> Evolution<'o> {
             last: None,
             ensembles: None,
             outputs: None,
+            passes,
+            stale: 0,
         })
     }
 
-    /// Generations still to run.
+    /// Generations still to run: none once the budget cannot pay for another generation's
+    /// children or `patience` generations in a row kept their parent.
     pub fn generations_left(&self) -> u32 {
+        if self.stop_reason().is_some() {
+            return 0;
+        }
         self.cfg
             .generations
             .saturating_sub(self.generations.len() as u32)
+    }
+
+    /// Why no further generation would run now, if none would.
+    pub fn stop_reason(&self) -> Option<Stopped> {
+        let done = self.generations.len() as u32;
+        if done >= self.cfg.generations {
+            return Some(Stopped::Generations);
+        }
+        if self.cfg.patience.is_some_and(|p| self.stale >= p) {
+            return Some(Stopped::Patience);
+        }
+        let k = u64::from(self.cfg.mutation.children);
+        if self.fits(k) {
+            None
+        } else {
+            Some(Stopped::Budget)
+        }
+    }
+
+    /// Forward passes spent so far.
+    pub fn passes(&self) -> Passes {
+        self.passes
+    }
+
+    /// True when `n` more passes over the selection split fit in the budget.
+    fn fits(&self, n: u64) -> bool {
+        self.cfg
+            .budget
+            .is_none_or(|b| self.passes.selection.saturating_add(n) <= b)
     }
 
     /// The original model's scores.
@@ -237,6 +277,7 @@ impl<'o> Evolution<'o> {
         let children = self
             .run
             .score_all(&self.lineage, Some(plan), &jobs, self.observer)?;
+        count(&mut self.passes, &children);
         for (i, scored) in children.iter().enumerate() {
             self.children.push(ChildReport {
                 generation: g,
@@ -262,7 +303,8 @@ impl<'o> Evolution<'o> {
         gen_parent: &Scores,
         next: &mut Option<Next>,
     ) -> Result<Option<MergedReport>, Error> {
-        if winners.len() < 2 {
+        // Its pass must fit in the budget (it never makes the run exceed it).
+        if winners.len() < 2 || !self.fits(1) {
             return Ok(None);
         }
         let r = self.recipe(plan, Member::Merged(winners.to_vec()));
@@ -280,6 +322,7 @@ impl<'o> Evolution<'o> {
         let scored = self
             .run
             .score(&self.lineage, Some(plan), job, self.observer)?;
+        count(&mut self.passes, std::slice::from_ref(&scored));
         let report = MergedReport {
             children: winners.to_vec(),
             recipe: r.clone(),
@@ -308,6 +351,7 @@ impl<'o> Evolution<'o> {
     ) -> Result<(), Error> {
         let this_lineage = self.lineage.clone();
         let this_parent = self.parent.clone();
+        self.stale = if next.is_some() { 0 } else { self.stale + 1 };
         if let Some((scored, deltas, r, index)) = next {
             let lineage_next = self.lineage.descend(&deltas, r)?;
             self.run.sessions.descend(&deltas)?;
@@ -398,6 +442,7 @@ impl<'o> Evolution<'o> {
         self.run.timings.total = self.start.elapsed().as_secs_f64();
         let (outputs, notices) = self.outputs.take().unwrap_or_default();
         let ensembles = self.ensembles.take().map(|(e, _)| e).unwrap_or_default();
+        let stopped = self.stop_reason().unwrap_or(Stopped::Generations);
         let run = &self.run;
         let report = Report {
             smd_onnx: env!("CARGO_PKG_VERSION").to_string(),
@@ -413,6 +458,8 @@ impl<'o> Evolution<'o> {
             settings: settings(&self.cfg, run.predictor.batch()),
             mutable: self.mutable,
             parent: self.original,
+            stopped,
+            passes: self.passes,
             generations: self.generations,
             children: self.children,
             best: self.best,
@@ -564,4 +611,13 @@ fn write_report(path: &Path, report: &Report) -> Result<(), Error> {
             })
         })
     })
+}
+
+/// Adds the passes `scored` candidates took: one over the selection rows each, and one over
+/// the holdout rows for those whose holdout rows were scored.
+fn count(passes: &mut Passes, scored: &[Scored]) {
+    for s in scored {
+        passes.selection += 1;
+        passes.holdout += u64::from(s.record.holdout.is_some());
+    }
 }

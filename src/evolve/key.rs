@@ -73,6 +73,8 @@ pub(super) fn settings(cfg: &EvolveConfig, batch: usize) -> Settings {
     Settings {
         children: m.children,
         generations: cfg.generations,
+        budget: cfg.budget,
+        patience: cfg.patience,
         mode: m.mode.kind().name().into(),
         density: m.mode.density(),
         sigma: m.sigma,

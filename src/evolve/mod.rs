@@ -30,7 +30,7 @@ pub use engine::Evolution;
 pub use observer::{Event, Flow, Observer, Silent};
 pub use report::{
     BestReport, ChildReport, EnsembleReport, GenerationReport, MemberRef, MergedReport, Mutable,
-    Outputs, Report, Scores, Settings, SplitSizes, Timings,
+    Outputs, Passes, Report, Scores, Settings, SplitSizes, Stopped, Timings,
 };
 pub use select::{Greedy, best, better, greedy, greedy_steps};
 
@@ -123,8 +123,15 @@ pub struct EvolveConfig {
     pub out: PathBuf,
     /// Mutation settings (k, mode, σ, seed...).
     pub mutation: mutate::Config,
-    /// Generations (≥ 1).
+    /// Generations (≥ 1): the most that run (see `budget` and `patience`).
     pub generations: u32,
+    /// Forward passes over the selection split the run may spend (the parent's, children's
+    /// and merged candidates'); a generation starts only when its k children fit, and a merged
+    /// candidate is scored only when its pass fits. `None`: no limit.
+    pub budget: Option<u64>,
+    /// Stop once this many generations in a row kept their parent (nothing beat it on the
+    /// selection split). `None`: run every generation.
+    pub patience: Option<u32>,
     /// Which tensors are mutable.
     pub selection: Selection,
     /// Holdout fraction.
@@ -172,6 +179,8 @@ impl EvolveConfig {
             out: out.into(),
             mutation: mutate::Config::default(),
             generations: 1,
+            budget: None,
+            patience: None,
             selection: Selection::default(),
             holdout: 0.5,
             split_seed: 0,
@@ -216,6 +225,20 @@ fn check_config(cfg: &EvolveConfig) -> Result<(), Error> {
     cfg.mutation.validate()?;
     if cfg.generations == 0 {
         return Err(invalid("--generations", "must be at least 1"));
+    }
+    if cfg.patience == Some(0) {
+        return Err(invalid("--patience", "must be at least 1"));
+    }
+    if let Some(b) = cfg.budget
+        && b <= u64::from(cfg.mutation.children)
+    {
+        return Err(invalid(
+            "--budget",
+            format!(
+                "{b} passes cannot score the parent and one generation of {} children",
+                cfg.mutation.children
+            ),
+        ));
     }
     if !(cfg.holdout > 0.0 && cfg.holdout < 1.0) {
         return Err(invalid(

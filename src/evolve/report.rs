@@ -113,13 +113,39 @@ pub struct EnsembleReport {
     pub gain_vs_generation_parent: f64,
 }
 
+/// Forward passes a run spent: over the selection split (what budgets count) and over the
+/// holdout split (for reporting only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Passes {
+    /// Passes over the selection rows: one per candidate scored (journaled ones included).
+    pub selection: u64,
+    /// Passes over the holdout rows.
+    pub holdout: u64,
+}
+
+/// Why a run stopped starting generations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stopped {
+    /// Every generation asked for ran.
+    Generations,
+    /// The next generation's children did not fit in the budget.
+    Budget,
+    /// `patience` generations in a row kept their parent.
+    Patience,
+}
+
 /// Settings that shaped the run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
     /// Children per generation.
     pub children: u32,
-    /// Generations.
+    /// Generations (the most that run).
     pub generations: u32,
+    /// Forward passes over the selection split the run could spend (null: no limit).
+    pub budget: Option<u64>,
+    /// Generations in a row without a winner that stop the run (null: none).
+    pub patience: Option<u32>,
     /// `partition`, `density` or `layer`.
     pub mode: String,
     /// Density fraction (density mode).
@@ -201,6 +227,10 @@ pub struct Report {
     pub parent: Scores,
     /// Every generation.
     pub generations: Vec<GenerationReport>,
+    /// Why no further generation ran.
+    pub stopped: Stopped,
+    /// Forward passes spent.
+    pub passes: Passes,
     /// Every child of every generation.
     pub children: Vec<ChildReport>,
     /// The model evolve ends with, or null when no candidate beat the parent.

@@ -511,3 +511,93 @@ fn the_library_runs_evolve_in_phases_and_an_observer_sees_and_stops_it() {
         }
     }
 }
+
+/// Passes the report's candidates account for: one over the selection rows per candidate
+/// scored, one over the holdout rows per candidate whose holdout metrics exist.
+fn passes_of(r: &Value) -> (u64, u64) {
+    let mut sel = 1; // the parent
+    let mut hold = 1;
+    for c in r["children"].as_array().unwrap() {
+        sel += 1;
+        hold += u64::from(!c["holdout"].is_null() || c["failed"].is_string());
+    }
+    for g in r["generations"].as_array().unwrap() {
+        if let Some(m) = g["merged"].as_object() {
+            sel += 1;
+            hold += u64::from(!m["holdout"].is_null());
+        }
+    }
+    (sel, hold)
+}
+
+#[test]
+fn budgets_count_selection_passes_and_generations_auto_stops_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, d) = ("models/mnist_mlp.onnx", "fixtures/mnist_val.npz");
+    let r = evolve(
+        m,
+        d,
+        &dir.path().join("auto"),
+        &["--generations", "auto", "--budget", "120"],
+    );
+    let used = r["passes"]["selection"].as_u64().unwrap();
+    assert!(used <= 120, "{used}");
+    // The next generation's 16 children would not have fitted.
+    assert!(used + 16 > 120, "{used}");
+    assert_eq!(r["stopped"], "budget");
+    assert!(r["generations"].as_array().unwrap().len() >= 2);
+    assert_eq!(
+        (used, r["passes"]["holdout"].as_u64().unwrap()),
+        passes_of(&r),
+        "{}",
+        r["passes"]
+    );
+    assert_eq!(r["settings"]["budget"], 120);
+    assert_eq!(r["settings"]["patience"], 2);
+
+    // σ so large that nothing beats the parent: patience stops the run.
+    let r = evolve(
+        m,
+        d,
+        &dir.path().join("patience"),
+        &[
+            "--generations",
+            "10",
+            "--patience",
+            "2",
+            "--sigma",
+            "20",
+            "--children",
+            "4",
+        ],
+    );
+    let gens = r["generations"].as_array().unwrap();
+    assert_eq!(gens.len(), 2, "{}", r["stopped"]);
+    assert!(gens.iter().all(|g| g["kept"] == "parent"));
+    assert_eq!(r["stopped"], "patience");
+    assert!(r["best"].is_null());
+    assert_eq!(
+        (
+            r["passes"]["selection"].as_u64().unwrap(),
+            r["passes"]["holdout"].as_u64().unwrap()
+        ),
+        passes_of(&r)
+    );
+
+    // Without options a run reports what it spent and that every generation ran.
+    let r = evolve(m, d, &dir.path().join("plain"), &["--children", "4"]);
+    assert_eq!(r["stopped"], "generations");
+    assert_eq!(r["passes"]["selection"].as_u64().unwrap(), passes_of(&r).0);
+
+    let out = dir.path().join("bad");
+    let o = out.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["--budget", "16"], "--budget"),
+        (vec!["--generations", "some"], "--generations"),
+        (vec!["--patience", "0"], "--patience"),
+    ] {
+        let mut a = vec!["evolve", m, "--data", d, "--out", o];
+        a.extend(args);
+        assert_one_line_error(&smd(&a), &[needle]);
+    }
+}
