@@ -1,7 +1,7 @@
 //! The human summary of an evolution run: a table of the parent, the last generation's
 //! children, the merged candidate and the ensembles, then the outcome and the files written.
 
-use smd_onnx::evolve::{Report, Scores, Stopped};
+use smd_onnx::evolve::{Report, Scores, Significance, Stopped};
 use smd_onnx::score::Metrics;
 
 fn pct(m: &Metrics) -> String {
@@ -24,22 +24,78 @@ fn delta(m: &Metrics, base: &Metrics) -> String {
     }
 }
 
-/// A holdout gain against the original model and, when they differ (later generations),
-/// against a generation's parent; in accuracy points, or as a change of MSE.
-fn gains(report: &Report, vs_original: f64, vs_generation_parent: f64, gen_parent: &str) -> String {
+/// A holdout gain against the original model with its 95% interval and McNemar p-value and,
+/// when they differ (later generations), against a generation's parent; in accuracy points,
+/// or as a change of MSE.
+fn gains(
+    report: &Report,
+    sig: &Significance,
+    vs_generation_parent: f64,
+    gen_parent: &str,
+) -> String {
+    let classification = report.parent.holdout.accuracy.is_some();
     let text = |g: f64| {
-        if report.parent.holdout.accuracy.is_some() {
+        if classification {
             format!("{:+.2} points", 100.0 * g)
         } else {
             // The gain is in −MSE: a positive gain lowers the MSE.
             format!("MSE {:+.5}", -g)
         }
     };
-    let mut s = format!("{} vs the original model", text(vs_original));
+    let [lo, hi] = sig.ci95;
+    let ci = if classification {
+        format!("[{:+.2}, {:+.2}]", 100.0 * lo, 100.0 * hi)
+    } else {
+        // The interval of the MSE change is that of the −MSE gain, negated.
+        format!("[{:+.5}, {:+.5}]", -hi, -lo)
+    };
+    let mut s = format!("{} vs the original model, 95% CI {ci}", text(sig.gain));
+    if let Some(p) = sig.mcnemar_p {
+        s.push_str(&format!(", McNemar p = {}", p_value(p)));
+    }
     if report.generations.len() > 1 {
         s.push_str(&format!("; {} vs {gen_parent}", text(vs_generation_parent)));
     }
     s
+}
+
+/// A p-value with two significant digits (`1` when it is 1).
+fn p_value(p: f64) -> String {
+    match p {
+        p if p >= 0.995 => "1".into(),
+        p if p >= 0.1 => format!("{p:.2}"),
+        p if p >= 0.01 => format!("{p:.3}"),
+        p if p >= 0.001 => format!("{p:.4}"),
+        p => format!("{p:.1e}"),
+    }
+}
+
+/// A plain sentence when a gain is not significant at 5% (the interval includes 0, or
+/// McNemar's p ≥ 0.05), or is significantly negative; nothing when it is significant.
+fn verdict(sig: &Significance) -> String {
+    let [lo, hi] = sig.ci95;
+    let p = sig.mcnemar_p;
+    let p_ok = p.is_none_or(|p| p < 0.05);
+    if lo > 0.0 && p_ok {
+        return String::new();
+    }
+    if hi < 0.0 && p_ok {
+        let p = p.map_or(String::new(), |p| format!("p = {}; ", p_value(p)));
+        return format!(
+            "It is significantly worse than the original on holdout ({p}the 95% interval is below 0): keep the original.\n"
+        );
+    }
+    let mut why = Vec::new();
+    if let Some(p) = p.filter(|&p| p >= 0.05) {
+        why.push(format!("p = {}", p_value(p)));
+    }
+    if lo <= 0.0 {
+        why.push("the 95% interval includes 0".into());
+    }
+    format!(
+        "The gain is not significant ({}): keep the original, or score on more data.\n",
+        why.join("; ")
+    )
 }
 
 /// A summary a person can read: the table, the outcome, the files written.
@@ -154,8 +210,14 @@ fn outcome(report: &Report) -> String {
             s.push_str(&format!(
                 "Best: {what}: holdout {} ({}).\n",
                 pct(&b.scores.holdout).trim(),
-                gains(report, b.gain_vs_original, b.gain_vs_generation_parent, &gen_parent)
+                gains(
+                    report,
+                    &b.significance,
+                    b.gain_vs_generation_parent,
+                    &gen_parent
+                )
             ));
+            s.push_str(&verdict(&b.significance));
         }
         None => s.push_str("Best: no child beat the parent on the selection split; the parent is kept (no best.onnx).\n"),
     }
@@ -170,11 +232,12 @@ fn outcome(report: &Report) -> String {
             pct(&e.scores.holdout).trim(),
             gains(
                 report,
-                e.gain_vs_original,
+                &e.significance,
                 e.gain_vs_generation_parent,
                 &gen_parent
             )
         ));
+        s.push_str(&verdict(&e.significance));
     }
     if report.settings.budget.is_some() || report.settings.patience.is_some() {
         s.push_str(&stopped(report));

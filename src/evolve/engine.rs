@@ -17,14 +17,14 @@ use super::report::{
 use super::scoring::{Job, Part, Run, Scored};
 use super::{
     BEST_FILE, ENSEMBLE_FILE, EvolveConfig, EvolveError, REPORT_FILE, check_config, invalid,
-    select, sessions,
+    select, sessions, significance,
 };
 use crate::Error;
 use crate::lineage::{Lineage, recipe_meta};
 use crate::mutate::{Delta, Member, Plan, Recipe};
 use crate::onnx::Model;
 use crate::runtime::Runtime;
-use crate::score::{Dataset, Metrics, ModelIo, Predictor, Split};
+use crate::score::{Dataset, Metrics, ModelIo, Predictions, Predictor, Split};
 
 /// Data `evolve` copies into memory by default to avoid a copy per pass (see
 /// [`EvolveConfig::copy_budget`]).
@@ -46,6 +46,8 @@ pub struct Evolution<'o> {
     parent: Scored,
     /// The original model's scores.
     original: Scores,
+    /// The original model's holdout predictions (what gains are tested against).
+    original_holdout: Predictions,
     generations: Vec<GenerationReport>,
     children: Vec<ChildReport>,
     best: Option<BestReport>,
@@ -119,6 +121,11 @@ impl<'o> Evolution<'o> {
                 ),
             ));
         };
+        let original_holdout = parent
+            .record
+            .holdout
+            .clone()
+            .ok_or_else(|| invalid("internal", "the parent has no holdout predictions"))?;
         Ok(Evolution {
             selection_text: cfg.selection.describe(),
             cfg,
@@ -130,6 +137,7 @@ impl<'o> Evolution<'o> {
             lineage,
             parent,
             original,
+            original_holdout,
             generations: Vec::new(),
             children: Vec::new(),
             best: None,
@@ -356,6 +364,15 @@ impl<'o> Evolution<'o> {
             let lineage_next = self.lineage.descend(&deltas, r)?;
             self.run.sessions.descend(&deltas)?;
             if let Some(s) = scored.scores {
+                let holdout = scored.record.holdout.as_ref().ok_or_else(|| {
+                    invalid("internal", "the best candidate has no holdout predictions")
+                })?;
+                let significance = significance::significance(
+                    (&self.original_holdout, &self.original),
+                    (holdout, &s),
+                    &self.run.labels,
+                    significance::bootstrap_seed(self.cfg.split_seed),
+                )?;
                 self.best = Some(BestReport {
                     generation: g,
                     index,
@@ -364,6 +381,7 @@ impl<'o> Evolution<'o> {
                     scores: s,
                     gain_vs_original: s.holdout.primary() - self.original.holdout.primary(),
                     gain_vs_generation_parent: s.holdout.primary() - gen_parent.holdout.primary(),
+                    significance,
                 });
             }
             self.lineage = lineage_next;
@@ -391,7 +409,8 @@ impl<'o> Evolution<'o> {
                 last,
                 &self.run.labels,
                 self.cfg.mutation.children,
-                &self.original,
+                (&self.original_holdout, &self.original),
+                significance::bootstrap_seed(self.cfg.split_seed),
             )?;
             self.run.timings.ensembles = t.elapsed().as_secs_f64();
             self.ensembles = Some(built);

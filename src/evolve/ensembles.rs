@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use super::journal::Record;
 use super::report::{EnsembleReport, MemberRef, Scores};
 use super::scoring::Scored;
-use super::{invalid, select};
+use super::{invalid, select, significance};
 use crate::ensemble::{self, Combine};
 use crate::lineage::{Lineage, recipe_meta};
 use crate::mutate::{self, Delta, Member, Plan, Recipe};
 use crate::onnx::Model;
-use crate::score::{Metrics, Predictions};
+use crate::score::Predictions;
 use crate::{Error, TensorData};
 
 /// One generation's outcome: what ensembles are made of.
@@ -27,11 +27,15 @@ pub(super) type Choice = Vec<(Option<u32>, f64)>;
 
 /// The four ensembles of the last generation's predictions: mean and greedy, without and with
 /// the parent; with their members (for export).
+///
+/// `original` is the original model's holdout predictions and scores, which each ensemble's
+/// significance is measured against (with bootstrap seed `seed`).
 pub(super) fn ensembles_of(
     g: &Generation,
     labels: &crate::score::Labels,
     k: u32,
-    original: &Scores,
+    original: (&Predictions, &Scores),
+    seed: u64,
 ) -> Result<(Vec<EnsembleReport>, Vec<Choice>), Error> {
     let ok: Vec<u32> = (0..k)
         .filter(|&i| g.children[i as usize].scores.is_some())
@@ -52,17 +56,19 @@ pub(super) fn ensembles_of(
     };
     let unscored = || invalid("internal", "an ensemble member has no holdout predictions");
     let mut add = |name: &str, members: Choice| -> Result<(), Error> {
-        let part = |f: &dyn Fn(&Record) -> Option<&Predictions>| -> Result<Metrics, Error> {
+        let part = |f: &dyn Fn(&Record) -> Option<&Predictions>| -> Result<Predictions, Error> {
             let w = members
                 .iter()
                 .map(|&(who, w)| Ok((f(preds(who)).ok_or_else(unscored)?, w)))
                 .collect::<Result<Vec<(&Predictions, f64)>, Error>>()?;
-            Ok(Predictions::weighted_mean(&w)?.metrics(labels)?)
+            Ok(Predictions::weighted_mean(&w)?)
         };
+        let holdout = part(&|r| r.holdout.as_ref())?;
         let scores = Scores {
-            selection: part(&|r| Some(&r.selection))?,
-            holdout: part(&|r| r.holdout.as_ref())?,
+            selection: part(&|r| Some(&r.selection))?.metrics(labels)?,
+            holdout: holdout.metrics(labels)?,
         };
+        let significance = significance::significance(original, (&holdout, &scores), labels, seed)?;
         reports.push(EnsembleReport {
             name: name.into(),
             members: members
@@ -78,8 +84,9 @@ pub(super) fn ensembles_of(
                 })
                 .collect(),
             scores,
-            gain_vs_original: scores.holdout.primary() - original.holdout.primary(),
+            gain_vs_original: scores.holdout.primary() - original.1.holdout.primary(),
             gain_vs_generation_parent: scores.holdout.primary() - parent_scores.holdout.primary(),
+            significance,
         });
         choices.push(members);
         Ok(())

@@ -11,8 +11,9 @@
 //! `finish`), telling an [`Observer`] about every phase, candidate and generation; [`evolve`]
 //! runs them all. Files: `engine.rs` (the phases), `scoring.rs` (candidates → sessions →
 //! predictions → journal), `select.rs` (best candidate, greedy ensembles), `ensembles.rs`
-//! (ensembles of predictions and their export), `journal.rs`, `key.rs` (the run's identity and
-//! settings), `report.rs` (`report.json`'s types), `observer.rs`.
+//! (ensembles of predictions and their export), `significance.rs` (holdout gains against the
+//! original model: bootstrap interval, McNemar test), `journal.rs`, `key.rs` (the run's identity
+//! and settings), `report.rs` (`report.json`'s types), `observer.rs`.
 
 mod engine;
 mod ensembles;
@@ -23,14 +24,15 @@ mod report;
 mod scoring;
 mod select;
 mod sessions;
+pub mod significance;
 
 use std::path::PathBuf;
 
 pub use engine::Evolution;
 pub use observer::{Event, Flow, Observer, Silent};
 pub use report::{
-    BestReport, ChildReport, EnsembleReport, GenerationReport, MemberRef, MergedReport, Mutable,
-    Outputs, Passes, Report, Scores, Settings, SplitSizes, Stopped, Timings,
+    BestReport, Bootstrap, ChildReport, EnsembleReport, GenerationReport, MemberRef, MergedReport,
+    Mutable, Outputs, Passes, Report, Scores, Settings, Significance, SplitSizes, Stopped, Timings,
 };
 pub use select::{Greedy, best, better, greedy, greedy_steps};
 

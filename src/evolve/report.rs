@@ -84,6 +84,8 @@ pub struct BestReport {
     pub gain_vs_original: f64,
     /// Holdout accuracy (or −MSE) minus that of the parent of the generation it was made in.
     pub gain_vs_generation_parent: f64,
+    /// Whether its holdout gain over the original model is more than chance.
+    pub significance: Significance,
 }
 
 /// A member of an ensemble of predictions.
@@ -111,6 +113,41 @@ pub struct EnsembleReport {
     /// Holdout accuracy (or −MSE) minus that of the last generation's parent (whose children
     /// the ensembles combine).
     pub gain_vs_generation_parent: f64,
+    /// Whether its holdout gain over the original model is more than chance.
+    pub significance: Significance,
+}
+
+/// A holdout gain against the original model, tested on the same holdout rows (computed on
+/// holdout only: it never influences selection). See `significance.rs` for the definitions.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Significance {
+    /// Holdout accuracy (or −MSE) minus the original model's (`gain_vs_original`).
+    pub gain: f64,
+    /// 95% percentile interval of `gain` over paired bootstrap resamples of the holdout rows.
+    pub ci95: [f64; 2],
+    /// McNemar's exact two-sided p-value against the original (classification only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcnemar_p: Option<f64>,
+    /// `[b, c]`: holdout rows the original gets right and this model wrong, and the reverse
+    /// (classification only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discordant: Option<[u64; 2]>,
+    /// Selection accuracy (or −MSE) minus the original model's.
+    pub selection_gain: f64,
+    /// `selection_gain − gain`: how much of the gain seen on the selection rows (where the
+    /// model was chosen) did not carry over to the holdout rows.
+    pub gap: f64,
+    /// How the interval was drawn.
+    pub bootstrap: Bootstrap,
+}
+
+/// The paired bootstrap behind [`Significance::ci95`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Bootstrap {
+    /// Resamples drawn.
+    pub resamples: u32,
+    /// The SplitMix64 seed of the draws (the split seed XOR `0x534D442D424F4F54`).
+    pub seed: u64,
 }
 
 /// Forward passes a run spent: over the selection split (what budgets count) and over the

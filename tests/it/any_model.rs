@@ -224,11 +224,15 @@ fn gains_say_what_they_are_measured_against_and_the_table_agrees() {
         let delta = row.split_whitespace().last().unwrap();
         assert_eq!(delta, format!("{:+.2}", 100.0 * (h - original)), "{row}");
     }
+    // The gain against the original carries its interval and p-value (significance.rs tests
+    // them); the one against the generation's parent follows.
     let line = table.lines().find(|l| l.starts_with("Best:")).unwrap();
     assert!(
         line.contains(&format!(
-            "{:+.2} points vs the original model; {:+.2} points vs the parent of generation {made_in}",
+            "{:+.2} points vs the original model, 95% CI [",
             100.0 * (held - original),
+        )) && line.contains(&format!(
+            "; {:+.2} points vs the parent of generation {made_in}).",
             100.0 * (held - gen_parent)
         )),
         "{line}"
