@@ -10,4 +10,5 @@ mod reliability;
 mod replay;
 mod runtime;
 mod score;
+mod significance;
 mod util;
