@@ -129,13 +129,17 @@ pub struct MutationArgs {
     )]
     pub density: f64,
     /// Noise scale σ, relative to each tensor's standard deviation (see --absolute-sigma).
+    /// `evolve` also takes `auto`: σ starts at 0.1 and adapts between generations (the 1/5
+    /// success rule of (1+λ)-ES: ×1.5 when more than a fifth of the children beat their parent,
+    /// ÷1.5 otherwise).
     #[arg(
         long,
-        default_value_t = 0.1,
-        value_name = "SIGMA",
-        allow_negative_numbers = true
+        default_value = "0.1",
+        value_name = "SIGMA|auto",
+        allow_negative_numbers = true,
+        value_parser = parse_sigma
     )]
-    pub sigma: f64,
+    pub sigma: SigmaArg,
     /// σ is an absolute standard deviation, not relative to each tensor's.
     #[arg(long)]
     pub absolute_sigma: bool,
@@ -145,6 +149,27 @@ pub struct MutationArgs {
     /// Random seed: the same seed gives the same children, on any machine.
     #[arg(long, default_value_t = 0, value_name = "SEED")]
     pub seed: u64,
+}
+
+/// `--sigma`: a number, or `auto` (adapted between generations).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SigmaArg {
+    /// A fixed σ.
+    Value(f64),
+    /// Adapted by `evolve`, starting from [`AUTO_SIGMA_START`].
+    Auto,
+}
+
+/// Where `--sigma auto` starts.
+pub const AUTO_SIGMA_START: f64 = 0.1;
+
+fn parse_sigma(s: &str) -> Result<SigmaArg, String> {
+    if s == "auto" {
+        return Ok(SigmaArg::Auto);
+    }
+    s.parse()
+        .map(SigmaArg::Value)
+        .map_err(|_| format!("{s:?} is neither a number nor `auto`"))
 }
 
 /// `--mode`'s choices and their help, from the library's one list of modes.
@@ -161,7 +186,10 @@ impl MutationArgs {
         Config {
             mode: self.mode.with_density(self.density),
             children: self.children,
-            sigma: self.sigma,
+            sigma: match self.sigma {
+                SigmaArg::Value(v) => v,
+                SigmaArg::Auto => AUTO_SIGMA_START,
+            },
             scale: if self.absolute_sigma {
                 ScaleRule::Absolute
             } else {

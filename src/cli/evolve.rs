@@ -229,6 +229,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Generations::Auto => AUTO_GENERATIONS,
         },
         budget: args.budget,
+        adapt_sigma: args.mutation.sigma == super::common::SigmaArg::Auto,
         patience: match args.generations {
             Generations::Auto => args.patience.or(Some(AUTO_PATIENCE)),
             Generations::Fixed(_) => args.patience,

@@ -31,6 +31,11 @@ pub struct Args {
 
 /// Runs `smd-onnx mutate`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.mutation.sigma == super::common::SigmaArg::Auto {
+        anyhow::bail!(
+            "--sigma auto: σ adapts between the generations of `evolve`; give `mutate` a number"
+        );
+    }
     let cfg = args.mutation.config(Subspaces::Dynamic);
     cfg.validate()?;
     if let Some(i) = args.only

@@ -57,6 +57,8 @@ pub struct Evolution<'o> {
     passes: Passes,
     /// Generations in a row that kept their parent.
     stale: u32,
+    /// σ of the next generation (adapted when `cfg.adapt_sigma`).
+    sigma: f64,
 }
 
 /// The ensembles of the last generation with their members (for export).
@@ -126,6 +128,7 @@ impl<'o> Evolution<'o> {
             .holdout
             .clone()
             .ok_or_else(|| invalid("internal", "the parent has no holdout predictions"))?;
+        let cfg_sigma = cfg.mutation.sigma;
         Ok(Evolution {
             selection_text: cfg.selection.describe(),
             cfg,
@@ -146,6 +149,7 @@ impl<'o> Evolution<'o> {
             outputs: None,
             passes,
             stale: 0,
+            sigma: cfg_sigma,
         })
     }
 
@@ -208,7 +212,11 @@ impl<'o> Evolution<'o> {
         let g = self.generations.len() as u32;
         let t = Instant::now();
         let gen_parent = self.parent.scores.unwrap_or(self.original);
-        let plan = Plan::new(&self.cfg.mutation, &self.lineage.specs(&self.run.model), g)?;
+        let mutation = crate::mutate::Config {
+            sigma: self.sigma,
+            ..self.cfg.mutation
+        };
+        let plan = Plan::new(&mutation, &self.lineage.specs(&self.run.model), g)?;
         let children = self.score_children(g, &plan)?;
         let child_sel: Vec<Option<Metrics>> = children.iter().map(|c| c.selection).collect();
         let best_child = select::best(&child_sel);
@@ -233,12 +241,16 @@ impl<'o> Evolution<'o> {
         self.generations.push(GenerationReport {
             generation: g,
             parent_hash: self.lineage.hash.clone(),
+            sigma: self.sigma,
             parent: gen_parent,
             best_child: best_child.map(|b| b as u32),
             merged,
             kept,
         });
         self.advance(g, plan, children, next, gen_parent)?;
+        if self.cfg.adapt_sigma {
+            self.sigma = adapt_sigma(self.sigma, winners.len(), self.cfg.mutation.children);
+        }
         self.run.timings.children += t.elapsed().as_secs_f64();
         let report = self
             .generations
@@ -639,4 +651,16 @@ fn count(passes: &mut Passes, scored: &[Scored]) {
         passes.selection += 1;
         passes.holdout += u64::from(s.record.holdout.is_some());
     }
+}
+
+/// The 1/5 success rule of (1+λ)-ES: a bolder σ when more than a fifth of the `k` children
+/// beat their parent, a more careful one otherwise; kept within [1e-3, 10] (relative σ).
+fn adapt_sigma(sigma: f64, winners: usize, k: u32) -> f64 {
+    const STEP: f64 = 1.5;
+    let next = if winners as f64 > f64::from(k) / 5.0 {
+        sigma * STEP
+    } else {
+        sigma / STEP
+    };
+    next.clamp(1e-3, 10.0)
 }

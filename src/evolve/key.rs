@@ -31,6 +31,13 @@ pub(super) fn run_key(
         batch,
         cfg.runtime.device
     );
+    // Adapted σ changes every later generation's children (appended only then, so keys of
+    // fixed-σ runs stay what they were).
+    let text = if cfg.adapt_sigma {
+        format!("{text}\nadapt-sigma")
+    } else {
+        text
+    };
     Ok(blake3::hash(text.as_bytes()).to_hex().to_string())
 }
 
@@ -75,6 +82,7 @@ pub(super) fn settings(cfg: &EvolveConfig, batch: usize) -> Settings {
         generations: cfg.generations,
         budget: cfg.budget,
         patience: cfg.patience,
+        adapt_sigma: cfg.adapt_sigma,
         mode: m.mode.kind().name().into(),
         density: m.mode.density(),
         sigma: m.sigma,

@@ -134,6 +134,11 @@ pub struct EvolveConfig {
     /// Stop once this many generations in a row kept their parent (nothing beat it on the
     /// selection split). `None`: run every generation.
     pub patience: Option<u32>,
+    /// Adapt σ between generations, starting from `mutation.sigma`: the 1/5 success rule of
+    /// (1+λ)-ES (×1.5 when more than a fifth of the children beat their parent on the
+    /// selection split, ÷1.5 otherwise, within [1e-3, 10]). Each generation's σ is in its
+    /// recipes and its report.
+    pub adapt_sigma: bool,
     /// Which tensors are mutable.
     pub selection: Selection,
     /// Holdout fraction.
@@ -183,6 +188,7 @@ impl EvolveConfig {
             generations: 1,
             budget: None,
             patience: None,
+            adapt_sigma: false,
             selection: Selection::default(),
             holdout: 0.5,
             split_seed: 0,

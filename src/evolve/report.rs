@@ -57,6 +57,8 @@ pub struct GenerationReport {
     pub generation: u32,
     /// Content hash identifying this generation's parent.
     pub parent_hash: String,
+    /// σ of this generation's children.
+    pub sigma: f64,
     /// The parent's scores.
     pub parent: Scores,
     /// The best child on the selection split, whether or not it beat the parent.
@@ -183,6 +185,8 @@ pub struct Settings {
     pub budget: Option<u64>,
     /// Generations in a row without a winner that stop the run (null: none).
     pub patience: Option<u32>,
+    /// σ adapts between generations (`sigma` is where it starts).
+    pub adapt_sigma: bool,
     /// `partition`, `density` or `layer`.
     pub mode: String,
     /// Density fraction (density mode).

@@ -601,3 +601,92 @@ fn budgets_count_selection_passes_and_generations_auto_stops_in_time() {
         assert_one_line_error(&smd(&a), &[needle]);
     }
 }
+
+#[test]
+fn sigma_auto_follows_the_success_rule_and_every_generation_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("auto");
+    let r = evolve(
+        "models/mnist_mlp.onnx",
+        "fixtures/mnist_val.npz",
+        &out,
+        &["--sigma", "auto", "--generations", "5", "--children", "8"],
+    );
+    assert_eq!(r["settings"]["adapt_sigma"], true);
+    let gens = r["generations"].as_array().unwrap();
+    assert_eq!(gens.len(), 5);
+    assert_eq!(gens[0]["sigma"], 0.1);
+    for w in gens.windows(2) {
+        let g = w[0]["generation"].as_u64().unwrap();
+        // Children of generation g that beat its parent on the selection split.
+        let parent = &w[0]["parent"]["selection"];
+        let winners = r["children"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["generation"].as_u64() == Some(g))
+            .filter(|c| {
+                let (a, pa) = (
+                    c["selection"]["accuracy"].as_f64(),
+                    parent["accuracy"].as_f64(),
+                );
+                let (n, pn) = (c["selection"]["nll"].as_f64(), parent["nll"].as_f64());
+                a > pa || (a == pa && n < pn)
+            })
+            .count();
+        let (s0, s1) = (
+            w[0]["sigma"].as_f64().unwrap(),
+            w[1]["sigma"].as_f64().unwrap(),
+        );
+        let want = if winners as f64 > 8.0 / 5.0 {
+            s0 * 1.5
+        } else {
+            s0 / 1.5
+        };
+        assert!(
+            (s1 - want).abs() < 1e-12,
+            "generation {g}: {winners} winners, {s0} → {s1}"
+        );
+        // Every child's recipe records its generation's σ.
+        for c in r["children"].as_array().unwrap() {
+            if c["generation"].as_u64() == Some(g) {
+                assert_eq!(c["recipe"]["sigma"].as_f64(), Some(s0));
+            }
+        }
+    }
+    assert!(
+        gens.iter().any(|g| g["sigma"] != gens[0]["sigma"]),
+        "σ adapted at least once"
+    );
+    // The best model is rebuilt from the report byte for byte, σ changes included.
+    assert!(
+        r["best"]["lineage"].as_array().unwrap().len() >= 2,
+        "{}",
+        r["best"]
+    );
+    let rebuilt = dir.path().join("rebuilt.onnx");
+    let o = smd(&[
+        "replay",
+        "models/mnist_mlp.onnx",
+        "--from",
+        out.join("report.json").to_str().unwrap(),
+        "--out",
+        rebuilt.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(rebuilt).unwrap(),
+        std::fs::read(out.join("best.onnx")).unwrap()
+    );
+    assert_one_line_error(
+        &smd(&[
+            "mutate",
+            "models/mnist_mlp.onnx",
+            "--sigma",
+            "auto",
+            "--out",
+            dir.path().join("m").to_str().unwrap(),
+        ]),
+        &["--sigma auto"],
+    );
+}
