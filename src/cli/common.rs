@@ -137,9 +137,9 @@ pub struct MutationArgs {
         default_value = "0.1",
         value_name = "SIGMA|auto",
         allow_negative_numbers = true,
-        value_parser = parse_sigma
+        value_parser = parse_or_auto::<f64>
     )]
-    pub sigma: SigmaArg,
+    pub sigma: OrAuto<f64>,
     /// σ is an absolute standard deviation, not relative to each tensor's.
     #[arg(long)]
     pub absolute_sigma: bool,
@@ -151,26 +151,27 @@ pub struct MutationArgs {
     pub seed: u64,
 }
 
-/// `--sigma`: a number, or `auto` (adapted between generations).
+/// A number, or `auto` (`--sigma`, `--generations`).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum SigmaArg {
-    /// A fixed σ.
-    Value(f64),
-    /// Adapted by `evolve`, starting from [`AUTO_SIGMA_START`].
+pub enum OrAuto<T> {
+    /// The number given.
+    Value(T),
+    /// `auto`.
     Auto,
+}
+
+/// Parses a number or `auto`.
+pub fn parse_or_auto<T: std::str::FromStr>(s: &str) -> Result<OrAuto<T>, String> {
+    if s == "auto" {
+        return Ok(OrAuto::Auto);
+    }
+    s.parse()
+        .map(OrAuto::Value)
+        .map_err(|_| format!("{s:?} is neither a number nor `auto`"))
 }
 
 /// Where `--sigma auto` starts.
 pub const AUTO_SIGMA_START: f64 = 0.1;
-
-fn parse_sigma(s: &str) -> Result<SigmaArg, String> {
-    if s == "auto" {
-        return Ok(SigmaArg::Auto);
-    }
-    s.parse()
-        .map(SigmaArg::Value)
-        .map_err(|_| format!("{s:?} is neither a number nor `auto`"))
-}
 
 /// `--mode`'s choices and their help, from the library's one list of modes.
 fn mode_parser() -> impl clap::builder::TypedValueParser<Value = ModeName> {
@@ -187,8 +188,8 @@ impl MutationArgs {
             mode: self.mode.with_density(self.density),
             children: self.children,
             sigma: match self.sigma {
-                SigmaArg::Value(v) => v,
-                SigmaArg::Auto => AUTO_SIGMA_START,
+                OrAuto::Value(v) => v,
+                OrAuto::Auto => AUTO_SIGMA_START,
             },
             scale: if self.absolute_sigma {
                 ScaleRule::Absolute

@@ -9,7 +9,7 @@ use smd_onnx::ensemble::Combine;
 use smd_onnx::evolve::{EnsembleChoice, Event, EvolveConfig, Flow, Observer, evolve};
 use smd_onnx::mutate::Subspaces;
 
-use super::common::{DataArgs, MutationArgs, RuntimeArgs, SelectionArgs};
+use super::common::{DataArgs, MutationArgs, OrAuto, RuntimeArgs, SelectionArgs, parse_or_auto};
 
 /// What `evolve` writes besides the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -81,8 +81,8 @@ pub struct Args {
     /// Generations: each starts from the previous one's winner. `auto`: up to 100, until
     /// --patience generations in a row find nothing better (2 unless given) or --budget is
     /// spent.
-    #[arg(long, default_value = "1", value_name = "G|auto", value_parser = parse_generations)]
-    generations: Generations,
+    #[arg(long, default_value = "1", value_name = "G|auto", value_parser = parse_or_auto::<u32>)]
+    generations: OrAuto<u32>,
     /// Forward passes over the selection split the run may spend (the parent, every child
     /// and merged candidate count one each); no generation starts that would exceed it.
     #[arg(long, value_name = "PASSES")]
@@ -116,26 +116,10 @@ pub struct Args {
     json: bool,
 }
 
-/// `--generations`: a number, or `auto`.
-#[derive(Debug, Clone, Copy)]
-enum Generations {
-    Fixed(u32),
-    Auto,
-}
-
 /// The most generations `--generations auto` runs.
 const AUTO_GENERATIONS: u32 = 100;
 /// `--patience` for `--generations auto` when not given.
 const AUTO_PATIENCE: u32 = 2;
-
-fn parse_generations(s: &str) -> Result<Generations, String> {
-    if s == "auto" {
-        return Ok(Generations::Auto);
-    }
-    s.parse()
-        .map(Generations::Fixed)
-        .map_err(|_| format!("{s:?} is neither a number of generations nor `auto`"))
-}
 
 /// Progress bars on stderr, one per phase, when stderr is a terminal.
 struct Bars {
@@ -225,14 +209,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         out,
         mutation: args.mutation.config(subspaces),
         generations: match args.generations {
-            Generations::Fixed(g) => g,
-            Generations::Auto => AUTO_GENERATIONS,
+            OrAuto::Value(g) => g,
+            OrAuto::Auto => AUTO_GENERATIONS,
         },
         budget: args.budget,
-        adapt_sigma: args.mutation.sigma == super::common::SigmaArg::Auto,
+        adapt_sigma: args.mutation.sigma == OrAuto::Auto,
         patience: match args.generations {
-            Generations::Auto => args.patience.or(Some(AUTO_PATIENCE)),
-            Generations::Fixed(_) => args.patience,
+            OrAuto::Auto => args.patience.or(Some(AUTO_PATIENCE)),
+            OrAuto::Value(_) => args.patience,
         },
         selection,
         holdout: args.data.holdout,

@@ -31,7 +31,7 @@ pub struct Args {
 
 /// Runs `smd-onnx mutate`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if args.mutation.sigma == super::common::SigmaArg::Auto {
+    if args.mutation.sigma == super::common::OrAuto::Auto {
         anyhow::bail!(
             "--sigma auto: σ adapts between the generations of `evolve`; give `mutate` a number"
         );
