@@ -6,12 +6,14 @@
 # Prints a Markdown table.
 #   benches/search.sh                      (BUDGET=200 SEEDS="0 1 2 3 4")
 #   BUDGET=100 SEEDS="0 1" SIGMAS="0.1 auto" benches/search.sh
+#   EXTRA="--line-search" benches/search.sh   (extra evolve arguments, shown in the σ column)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUDGET=${BUDGET:-200}
 SEEDS=${SEEDS:-0 1 2 3 4}
 SIGMAS=${SIGMAS:-0.03 0.1 0.3 1.0 auto}
 FIXTURES=${FIXTURES:-mnist_mlp:mnist_val digits_cnn_undertrained:digits_val}
+EXTRA=${EXTRA:-}
 cargo build --release -q --bin smd-onnx
 bin=target/release/smd-onnx
 out=$(mktemp -d)
@@ -25,15 +27,15 @@ for spec in $FIXTURES; do
   for sigma in $SIGMAS; do
     for seed in $SEEDS; do
       "$bin" evolve "models/$model.onnx" --data "fixtures/$data.npz" --seed "$seed" \
-        --sigma "$sigma" --generations auto --budget "$BUDGET" --export ensemble \
+        --sigma "$sigma" --generations auto --budget "$BUDGET" --export ensemble $EXTRA \
         --out "$out/$model-$sigma-$seed" --json > "$out/$model-$sigma-$seed.json"
     done
-    python3 - "$model" "$sigma" "$out" $SEEDS <<'PY'
+    python3 - "$model" "$sigma${EXTRA:+ $EXTRA}" "$out" $SEEDS <<'PY'
 import json, statistics, sys
 model, sigma, out, seeds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 best, ens, sig, gens, passes = [], [], 0, [], []
 for s in seeds:
-    r = json.load(open(f"{out}/{model}-{sigma}-{s}.json"))
+    r = json.load(open(f"{out}/{model}-{sigma.split()[0]}-{s}.json"))
     b = r["best"]
     best.append(100 * b["gain_vs_original"] if b else 0.0)
     if b:

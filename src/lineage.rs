@@ -94,6 +94,10 @@ fn member_text(r: &Recipe) -> String {
     match &r.member {
         mutate::Member::Child(i) => format!("generation {}, child {i}", r.generation),
         mutate::Member::Merged(l) => format!("generation {}, merged children {l:?}", r.generation),
+        mutate::Member::Stretched { children, times } => format!(
+            "generation {}, merged children {children:?} taken {times} times",
+            r.generation
+        ),
     }
 }
 

@@ -90,6 +90,10 @@ pub struct Args {
     /// Stop once this many generations in a row kept their parent.
     #[arg(long, value_name = "N")]
     patience: Option<u32>,
+    /// When the merged candidate wins, also try its step taken twice (a line search along the
+    /// merged direction: one more pass over the selection split).
+    #[arg(long)]
+    line_search: bool,
     /// Resample the subspaces every generation (the default).
     #[arg(long, conflicts_with = "static_subspaces")]
     dynamic: bool,
@@ -214,6 +218,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         budget: args.budget,
         adapt_sigma: args.mutation.sigma == OrAuto::Auto,
+        line_search: args.line_search,
         patience: match args.generations {
             OrAuto::Auto => args.patience.or(Some(AUTO_PATIENCE)),
             OrAuto::Value(_) => args.patience,

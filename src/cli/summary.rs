@@ -181,15 +181,17 @@ fn table(report: &Report) -> String {
             &base,
         );
     }
-    if let Some(m) = report.generations.last().and_then(|g| g.merged.as_ref()) {
-        let list: Vec<String> = m.children.iter().map(u32::to_string).collect();
-        let name = format!("merged ({})", list.join(","));
-        candidate(
-            &mut s,
-            &name,
-            (m.selection, m.holdout, m.failed.as_deref()),
-            &base,
-        );
+    let last_gen = report.generations.last();
+    for (what, m) in [
+        ("merged", last_gen.and_then(|g| g.merged.as_ref())),
+        ("merged x2", last_gen.and_then(|g| g.stretched.as_ref())),
+    ] {
+        if let Some(m) = m {
+            let list: Vec<String> = m.children.iter().map(u32::to_string).collect();
+            let name = format!("{what} ({})", list.join(","));
+            let scores = (m.selection, m.holdout, m.failed.as_deref());
+            candidate(&mut s, &name, scores, &base);
+        }
     }
     for e in &report.ensembles {
         row(&mut s, &format!("ensemble {}", e.name), &e.scores, &base);
@@ -204,6 +206,10 @@ fn outcome(report: &Report) -> String {
         Some(b) => {
             let what = match b.index {
                 Some(i) => format!("child {i} of generation {}", b.generation),
+                None if b.kind == "stretched" => format!(
+                    "the merged step taken twice in generation {}",
+                    b.generation
+                ),
                 None => format!("the merged candidate of generation {}", b.generation),
             };
             let gen_parent = format!("the parent of generation {}", b.generation);

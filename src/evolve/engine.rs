@@ -65,8 +65,8 @@ pub struct Evolution<'o> {
 type Built = (Vec<EnsembleReport>, Vec<Choice>);
 
 /// What a generation keeps as the next parent: its scores, its changes to the current parent,
-/// its recipe and its child index (`None`: the merged candidate).
-type Next = (Scored, Vec<Delta>, Recipe, Option<u32>);
+/// and its recipe (whose member says which candidate it is).
+type Next = (Scored, Vec<Delta>, Recipe);
 
 impl<'o> Evolution<'o> {
     /// Checks the settings, opens the model, data and runtime, prepares the output folder
@@ -230,12 +230,28 @@ impl<'o> Evolution<'o> {
         if let Some(b) = best_child.filter(|&b| winners.contains(&(b as u32))) {
             let b = b as u32;
             let r = self.recipe(&plan, Member::Child(b));
-            next = Some((children[b as usize].clone(), plan.child(b)?, r, Some(b)));
+            next = Some((children[b as usize].clone(), plan.child(b)?, r));
         }
-        let merged = self.try_merged(g, &plan, &winners, &gen_parent, &mut next)?;
-        let kept = match &next {
-            Some((.., Some(b))) => format!("child {b}"),
-            Some((.., None)) => "merged".into(),
+        // The merged candidate: every child that beat the parent, applied together (when at
+        // least two did); with the line search, its step taken twice when it won.
+        let mut merged = None;
+        let mut stretched = None;
+        if winners.len() >= 2 {
+            let m = Member::Merged(winners.clone());
+            merged = self.try_combined(g, &plan, m, &gen_parent, &mut next)?;
+        }
+        let merged_won = matches!(&next, Some((_, _, r)) if matches!(r.member, Member::Merged(_)));
+        if self.cfg.line_search && merged_won {
+            let m = Member::Stretched {
+                children: winners.clone(),
+                times: 2,
+            };
+            stretched = self.try_combined(g, &plan, m, &gen_parent, &mut next)?;
+        }
+        let kept = match next.as_ref().map(|(_, _, r)| &r.member) {
+            Some(Member::Child(b)) => format!("child {b}"),
+            Some(Member::Merged(_)) => "merged".into(),
+            Some(Member::Stretched { .. }) => "stretched".into(),
             None => "parent".into(),
         };
         self.generations.push(GenerationReport {
@@ -245,6 +261,7 @@ impl<'o> Evolution<'o> {
             parent: gen_parent,
             best_child: best_child.map(|b| b as u32),
             merged,
+            stretched,
             kept,
         });
         self.advance(g, plan, children, next, gen_parent)?;
@@ -312,30 +329,39 @@ impl<'o> Evolution<'o> {
         Ok(children)
     }
 
-    /// The merged candidate: every child that beat the parent, applied together, when there
-    /// are at least two. Its holdout rows are scored only if it beats `next` (or the parent)
-    /// on the selection rows; it then replaces `next`.
-    fn try_merged(
+    /// Scores a combination of children (`member`: merged or stretched) when its pass fits in
+    /// the budget. Its holdout rows are scored only if it beats `next` (or the parent) on the
+    /// selection rows; it then replaces `next`.
+    fn try_combined(
         &mut self,
         g: u32,
         plan: &Plan,
-        winners: &[u32],
+        member: Member,
         gen_parent: &Scores,
         next: &mut Option<Next>,
     ) -> Result<Option<MergedReport>, Error> {
-        // Its pass must fit in the budget (it never makes the run exceed it).
-        if winners.len() < 2 || !self.fits(1) {
+        if !self.fits(1) {
             return Ok(None);
         }
-        let r = self.recipe(plan, Member::Merged(winners.to_vec()));
+        let (id, children) = match &member {
+            Member::Merged(c) => ("merged", c.clone()),
+            Member::Stretched { children, .. } => ("stretched", children.clone()),
+            Member::Child(c) => {
+                return Err(invalid(
+                    "internal",
+                    format!("child {c} is not a combination"),
+                ));
+            }
+        };
+        let r = self.recipe(plan, member.clone());
         let key = blake3::hash(r.to_json()?.as_bytes()).to_hex().to_string();
         let bar = next
             .as_ref()
             .and_then(|(n, ..)| n.selection)
             .unwrap_or(gen_parent.selection);
         let job = Job {
-            id: format!("g{g}-merged"),
-            member: Some(Member::Merged(winners.to_vec())),
+            id: format!("g{g}-{id}"),
+            member: Some(member.clone()),
             key,
             holdout_if_beats: Some(bar),
         };
@@ -344,7 +370,7 @@ impl<'o> Evolution<'o> {
             .score(&self.lineage, Some(plan), job, self.observer)?;
         count(&mut self.passes, std::slice::from_ref(&scored));
         let report = MergedReport {
-            children: winners.to_vec(),
+            children,
             recipe: r.clone(),
             selection: scored.selection,
             holdout: scored.scores.map(|s| s.holdout),
@@ -354,7 +380,7 @@ impl<'o> Evolution<'o> {
             .scores
             .is_some_and(|s| select::better(&s.selection, &bar))
         {
-            *next = Some((scored, plan.merged(winners)?, r, None));
+            *next = Some((scored, plan.deltas(&member)?, r));
         }
         Ok(Some(report))
     }
@@ -372,7 +398,12 @@ impl<'o> Evolution<'o> {
         let this_lineage = self.lineage.clone();
         let this_parent = self.parent.clone();
         self.stale = if next.is_some() { 0 } else { self.stale + 1 };
-        if let Some((scored, deltas, r, index)) = next {
+        if let Some((scored, deltas, r)) = next {
+            let (index, kind) = match &r.member {
+                Member::Child(i) => (Some(*i), "child"),
+                Member::Merged(_) => (None, "merged"),
+                Member::Stretched { .. } => (None, "stretched"),
+            };
             let lineage_next = self.lineage.descend(&deltas, r)?;
             self.run.sessions.descend(&deltas)?;
             if let Some(s) = scored.scores {
@@ -388,7 +419,7 @@ impl<'o> Evolution<'o> {
                 self.best = Some(BestReport {
                     generation: g,
                     index,
-                    kind: if index.is_some() { "child" } else { "merged" }.into(),
+                    kind: kind.into(),
                     lineage: lineage_next.recipes.clone(),
                     scores: s,
                     gain_vs_original: s.holdout.primary() - self.original.holdout.primary(),

@@ -31,12 +31,11 @@ pub(super) fn run_key(
         batch,
         cfg.runtime.device
     );
-    // Adapted σ changes every later generation's children (appended only then, so keys of
-    // fixed-σ runs stay what they were).
-    let text = if cfg.adapt_sigma {
-        format!("{text}\nadapt-sigma")
-    } else {
-        text
+    // Adapted σ and the line search change later generations' children (appended only then,
+    // so keys of runs without them stay what they were).
+    let text = match (cfg.adapt_sigma, cfg.line_search) {
+        (false, false) => text,
+        (a, l) => format!("{text}\nadapt-sigma {a}\nline-search {l}"),
     };
     Ok(blake3::hash(text.as_bytes()).to_hex().to_string())
 }
@@ -83,6 +82,7 @@ pub(super) fn settings(cfg: &EvolveConfig, batch: usize) -> Settings {
         budget: cfg.budget,
         patience: cfg.patience,
         adapt_sigma: cfg.adapt_sigma,
+        line_search: cfg.line_search,
         mode: m.mode.kind().name().into(),
         density: m.mode.density(),
         sigma: m.sigma,

@@ -139,6 +139,9 @@ pub struct EvolveConfig {
     /// selection split, ÷1.5 otherwise, within [1e-3, 10]). Each generation's σ is in its
     /// recipes and its report.
     pub adapt_sigma: bool,
+    /// When a generation's merged candidate wins, also try its step taken twice (a line
+    /// search along the merged direction; one more pass over the selection split).
+    pub line_search: bool,
     /// Which tensors are mutable.
     pub selection: Selection,
     /// Holdout fraction.
@@ -189,6 +192,7 @@ impl EvolveConfig {
             budget: None,
             patience: None,
             adapt_sigma: false,
+            line_search: false,
             selection: Selection::default(),
             holdout: 0.5,
             split_seed: 0,

@@ -65,7 +65,10 @@ pub struct GenerationReport {
     pub best_child: Option<u32>,
     /// The merged candidate, when at least two children beat the parent.
     pub merged: Option<MergedReport>,
-    /// What the next generation starts from: `child <i>`, `merged` or `parent`.
+    /// With `--line-search`: the merged step taken twice, tried when the merged candidate won.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stretched: Option<MergedReport>,
+    /// What the next generation starts from: `child <i>`, `merged`, `stretched` or `parent`.
     pub kept: String,
 }
 
@@ -187,6 +190,8 @@ pub struct Settings {
     pub patience: Option<u32>,
     /// σ adapts between generations (`sigma` is where it starts).
     pub adapt_sigma: bool,
+    /// A winning merged candidate's step is also tried twice.
+    pub line_search: bool,
     /// `partition`, `density` or `layer`.
     pub mode: String,
     /// Density fraction (density mode).

@@ -577,6 +577,16 @@ impl Plan {
         match member {
             Member::Child(c) => self.child(*c),
             Member::Merged(list) => self.merged(list),
+            Member::Stretched { children, times } => {
+                let mut deltas = self.merged(children)?;
+                let k = *times as f32;
+                for d in &mut deltas {
+                    for v in &mut d.values {
+                        *v *= k;
+                    }
+                }
+                Ok(deltas)
+            }
         }
     }
 

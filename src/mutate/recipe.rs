@@ -5,11 +5,14 @@ use super::config::{Config, Mode, ModeName, ScaleRule, Subspaces};
 use super::plan::{Delta, Plan, TensorSpec};
 use serde::{Deserialize, Serialize};
 
+/// The most times a stretched candidate takes the merged step (a bound on hostile recipes).
+const MAX_TIMES: u32 = 16;
+
 /// The recipe format this build writes and reads.
 pub const RECIPE_FORMAT: u32 = 1;
 
-/// Which candidate of a generation a recipe describes. JSON: `{"child": 3}` or
-/// `{"merged": [1, 4]}`.
+/// Which candidate of a generation a recipe describes. JSON: `{"child": 3}`,
+/// `{"merged": [1, 4]}` or `{"stretched": {"children": [1, 4], "times": 2}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Member {
@@ -17,6 +20,14 @@ pub enum Member {
     Child(u32),
     /// The merged candidate of these children (see `Plan::merged`).
     Merged(Vec<u32>),
+    /// The merged candidate's step taken `times` times (a line search along the merged
+    /// direction: `Plan::merged` with every value multiplied by `times`).
+    Stretched {
+        /// The children merged.
+        children: Vec<u32>,
+        /// How many times the merged step is taken.
+        times: u32,
+    },
 }
 
 /// A child's full description. With the parent's mutable tensor list (keys, sizes, stds, in
@@ -131,6 +142,14 @@ impl Recipe {
         let members: &[u32] = match &self.member {
             Member::Child(i) => std::slice::from_ref(i),
             Member::Merged(l) => l,
+            Member::Stretched { children, times } => {
+                if !(1..=MAX_TIMES).contains(times) {
+                    return Err(bad(format!(
+                        "a stretched step is taken 1 to {MAX_TIMES} times, not {times}"
+                    )));
+                }
+                children
+            }
         };
         if let Some(i) = members.iter().find(|&&i| i >= self.children) {
             return Err(bad(format!(

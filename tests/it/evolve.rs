@@ -522,7 +522,10 @@ fn passes_of(r: &Value) -> (u64, u64) {
         hold += u64::from(!c["holdout"].is_null() || c["failed"].is_string());
     }
     for g in r["generations"].as_array().unwrap() {
-        if let Some(m) = g["merged"].as_object() {
+        for m in [&g["merged"], &g["stretched"]]
+            .into_iter()
+            .filter_map(Value::as_object)
+        {
             sel += 1;
             hold += u64::from(!m["holdout"].is_null());
         }
@@ -689,4 +692,62 @@ fn sigma_auto_follows_the_success_rule_and_every_generation_replays() {
         ]),
         &["--sigma auto"],
     );
+}
+
+#[test]
+fn the_line_search_tries_the_winning_merged_step_twice_and_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ls");
+    let (m, d) = (
+        "models/digits_cnn_undertrained.onnx",
+        "fixtures/digits_val.npz",
+    );
+    let r = evolve(m, d, &out, &["--line-search", "--generations", "2"]);
+    assert_eq!(r["settings"]["line_search"], true);
+    let g0 = &r["generations"][0];
+    // This seed's merged candidate wins (its holdout rows were scored), so its doubled step is
+    // tried, and wins too.
+    assert!(g0["merged"]["holdout"].is_object(), "{g0}");
+    let s = &g0["stretched"];
+    assert_eq!(s["children"], g0["merged"]["children"]);
+    assert_eq!(s["recipe"]["member"]["stretched"]["times"], 2);
+    assert_eq!(g0["kept"], "stretched", "{g0}");
+    assert_eq!(
+        (
+            r["passes"]["selection"].as_u64().unwrap(),
+            r["passes"]["holdout"].as_u64().unwrap()
+        ),
+        passes_of(&r)
+    );
+    // The stretched model is the next parent: replay rebuilds the best model through it.
+    let lineage = r["best"]["lineage"].as_array().unwrap();
+    assert!(
+        lineage[0]["member"]["stretched"].is_object(),
+        "{}",
+        r["best"]
+    );
+    let rebuilt = dir.path().join("rebuilt.onnx");
+    let o = smd(&[
+        "replay",
+        m,
+        "--from",
+        out.join("best.onnx").to_str().unwrap(),
+        "--out",
+        rebuilt.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(rebuilt).unwrap(),
+        std::fs::read(out.join("best.onnx")).unwrap()
+    );
+    // Without the flag nothing is stretched and the report has no such entries.
+    let plain = evolve(m, d, &dir.path().join("plain"), &["--generations", "2"]);
+    assert!(
+        plain["generations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g.get("stretched").is_none())
+    );
+    assert_eq!(plain["generations"][0]["kept"], "merged");
 }
