@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use ort::value::TensorRef;
 use serde_json::Value;
@@ -36,14 +37,14 @@ pub const FIXTURES: [(&str, &str); 17] = [
 /// Fixtures whose logits have no declared shape: `ensemble` cannot tell them from other float
 /// outputs and averages them as they are (evolve knows from scoring, see evolve.rs). The ONNX
 /// checker rejects such models (ONNX Runtime runs them), so their ensembles are not checked.
-fn shapeless(model: &str) -> bool {
+pub fn shapeless(model: &str) -> bool {
     model == "digits_no_shape"
 }
 
 /// An output's values: floats (widened to f64) with the size of their last axis (a ZipMap's
 /// sequence of maps as rows of values in key order), or integers.
 #[derive(Debug, Clone, PartialEq)]
-enum Values {
+pub enum Values {
     Float(Vec<f64>, usize),
     Int(Vec<i64>),
 }
@@ -66,7 +67,7 @@ fn zipmap_rows(v: &ort::value::DynValue) -> Option<(Vec<f64>, usize)> {
 
 /// Runs `model` on every sample of `data` (one sample per run for a fixed batch of 1) and
 /// returns each output's values in order.
-fn run(model: &Path, data: &Path) -> Vec<(String, Values)> {
+pub fn run(model: &Path, data: &Path) -> Vec<(String, Values)> {
     let rt = Runtime::new(&RuntimeConfig::default()).unwrap();
     let mut session = rt.session_from_file(model, Vec::new()).unwrap();
     let arrays = read_arrays(data).unwrap();
@@ -170,7 +171,7 @@ fn log_mean_softmax(members: &[&[f64]], w: &[f64], c: usize) -> Vec<f64> {
 }
 
 /// Checks that the ensemble's outputs are the combination of the members' outputs.
-fn assert_combines(
+pub fn assert_combines(
     ens: &Path,
     members: &[PathBuf],
     weights: &[f64],
@@ -415,32 +416,132 @@ fn partition_ensembles_do_not_grow_with_k() {
     );
 }
 
-/// Runs Python's `onnx.checker.check_model(full_check=True)` on `model` when a Python with the
-/// `onnx` package is available: `SMD_PYTHON`, else `python3`. `.ci/run` provides one; without
-/// it the check is skipped with a note.
-fn check_with_python(model: &Path) {
-    let python = std::env::var("SMD_PYTHON").unwrap_or_else(|_| "python3".into());
-    let has_onnx = Command::new(&python)
-        .args(["-c", "import onnx"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_onnx {
-        eprintln!(
-            "note: {python} has no `onnx` package; skipping the ONNX checker for {}",
-            model.display()
-        );
-        return;
+/// Environment variable that turns a missing ONNX checker into a test failure (`.ci/run` sets
+/// it, so CI never passes without running the checker).
+pub const REQUIRE_CHECKER_ENV: &str = "SMD_REQUIRE_CHECKER";
+
+/// The Python that runs `onnx.checker`: `SMD_PYTHON`, else `python3`, if it has the `onnx`
+/// package (`Err`: why not). Found once per test run.
+fn checker_python() -> Result<&'static str, &'static str> {
+    static FOUND: OnceLock<Result<String, String>> = OnceLock::new();
+    let found = FOUND.get_or_init(|| {
+        let python = std::env::var("SMD_PYTHON").unwrap_or_else(|_| "python3".into());
+        let has_onnx = Command::new(&python)
+            .args(["-c", "import onnx"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if has_onnx {
+            Ok(python)
+        } else {
+            Err(format!(
+                "{python} (SMD_PYTHON, else python3) has no `onnx` package"
+            ))
+        }
+    });
+    found.as_deref().map_err(String::as_str)
+}
+
+/// The checker's Python, or `None` when there is none: then checks are skipped, and one line
+/// on the real stderr (not captured by the test harness) says so once per test run and how to
+/// enable them. With `SMD_REQUIRE_CHECKER=1` a missing checker fails the test instead.
+pub fn checker() -> Option<&'static str> {
+    static SKIP_NOTE: std::sync::Once = std::sync::Once::new();
+    match checker_python() {
+        Ok(python) => Some(python),
+        Err(why) => {
+            assert!(
+                std::env::var(REQUIRE_CHECKER_ENV).as_deref() != Ok("1"),
+                "{REQUIRE_CHECKER_ENV}=1 but {why}: the ONNX checker cannot run \
+                 (pip install onnx==1.23.2, or point SMD_PYTHON at a Python that has it)"
+            );
+            SKIP_NOTE.call_once(|| {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "note: ONNX checker tests SKIPPED: {why}; to run them, set SMD_PYTHON to a \
+                     Python with `pip install onnx==1.23.2` (`bash .ci/run` makes one, and sets \
+                     {REQUIRE_CHECKER_ENV}=1 so that a missing checker fails)"
+                );
+            });
+            None
+        }
     }
-    let script =
-        "import sys, onnx; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)";
-    let o = Command::new(&python)
-        .args(["-c", script, model.to_str().unwrap()])
+}
+
+/// Runs Python's `onnx.checker.check_model(full_check=True)` on each of `models` in one Python
+/// process and returns the ones it rejects, with its message (`None`: no checker, see
+/// [`checker`]).
+pub fn checker_rejects(models: &[&Path]) -> Option<Vec<(PathBuf, String)>> {
+    let python = checker()?;
+    let script = "import sys, onnx\n\
+                  for p in sys.argv[1:]:\n\
+                  \x20   try:\n\
+                  \x20       onnx.checker.check_model(onnx.load(p), full_check=True)\n\
+                  \x20   except Exception as e:\n\
+                  \x20       print(p + '\\t' + ' '.join(str(e).split()))\n";
+    let o = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .args(models)
         .output()
         .unwrap();
     assert!(
         o.status.success(),
-        "onnx.checker rejects {}: {}",
-        model.display(),
+        "the checker script failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
+    Some(
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(p, e)| (PathBuf::from(p), e.to_string()))
+            .collect(),
+    )
+}
+
+/// Every one of `models` passes `onnx.checker.check_model(full_check=True)` (when a checker is
+/// available, see [`checker`]).
+#[track_caller]
+pub fn check_with_python_all(models: &[&Path]) {
+    if let Some(rejected) = checker_rejects(models) {
+        assert!(rejected.is_empty(), "onnx.checker rejects: {rejected:#?}");
+    }
+}
+
+/// [`check_with_python_all`] for one model.
+#[track_caller]
+pub fn check_with_python(model: &Path) {
+    check_with_python_all(&[model]);
+}
+
+/// The ONNX checker on ensembles `evolve` wrote, given as (fixture stem, ensemble.onnx): every
+/// one passes, except those of fixtures the checker rejects themselves ([`shapeless`], checked
+/// by `the_onnx_checker_runs_or_says_loudly_why_not`).
+#[track_caller]
+pub fn check_evolved_ensembles(ensembles: &[(&str, &Path)]) {
+    let checked: Vec<&Path> = ensembles
+        .iter()
+        .filter(|(stem, _)| !shapeless(stem))
+        .map(|(_, p)| *p)
+        .collect();
+    check_with_python_all(&checked);
+}
+
+#[test]
+fn the_onnx_checker_runs_or_says_loudly_why_not() {
+    // Without a checker: one visible line (or, with SMD_REQUIRE_CHECKER=1, a failure).
+    let Some(rejected) = checker_rejects(&[
+        &repo("models/digits_cnn.onnx"),
+        &repo("models/digits_no_shape.onnx"),
+    ]) else {
+        return;
+    };
+    // The checker is real: it passes a good model and rejects the shapeless fixture, whose
+    // ensembles are therefore not checked (an output type without a shape).
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert!(
+        rejected[0].0.ends_with("digits_no_shape.onnx"),
+        "{rejected:?}"
+    );
+    assert!(rejected[0].1.contains("shape"), "{rejected:?}");
 }

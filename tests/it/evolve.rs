@@ -232,12 +232,15 @@ fn generations_continue_from_the_winner() {
         assert_eq!(hold["nll"], best["scores"]["holdout"]["nll"]);
     }
     assert_eq!(r["settings"]["subspaces"], "static");
+    // A later generation's ensemble (its parent is a kept candidate) passes the checker too.
+    crate::ensemble::check_evolved_ensembles(&[("mnist_mlp", &out.join("ensemble.onnx"))]);
 }
 
 #[test]
 fn every_fixture_evolves_end_to_end() {
     let cases = crate::ensemble::FIXTURES;
     let dir = tempfile::tempdir().unwrap();
+    let mut ensembles = Vec::new();
     for (model, data) in cases {
         let out = dir.path().join(model);
         let (m, d) = (
@@ -256,6 +259,7 @@ fn every_fixture_evolves_end_to_end() {
         );
         let ens = out.join("ensemble.onnx");
         assert!(ens.exists(), "{model}");
+        ensembles.push((model, ens.clone()));
         // The ensemble is a drop-in: it scores on the parent's data like the parent, exactly
         // as the report measured it from the members' predictions.
         let held = score(&ens, &d, "holdout");
@@ -284,6 +288,9 @@ fn every_fixture_evolves_end_to_end() {
             }
         }
     }
+    // Every exported ensemble passes the ONNX checker (one Python process for all of them).
+    let ensembles: Vec<(&str, &Path)> = ensembles.iter().map(|(m, p)| (*m, p.as_path())).collect();
+    crate::ensemble::check_evolved_ensembles(&ensembles);
 }
 
 #[test]
