@@ -3,6 +3,7 @@
 mod any_model;
 mod ensemble;
 mod evolve;
+mod faults;
 mod inspect;
 mod model_io;
 mod mutate;
