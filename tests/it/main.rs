@@ -8,6 +8,7 @@ mod inspect;
 mod model_io;
 mod mutate;
 mod noise;
+mod options;
 mod reliability;
 mod replay;
 mod runtime;
