@@ -139,7 +139,7 @@ fn explicit_library_is_used() {
 #[test]
 fn gpu_devices_never_fall_back_to_cpu() {
     // This machine has no GPU (or no CUDA build of ONNX Runtime): exit 2 with a reason.
-    let cuda = smd_env(&["runtime", "--device", "cuda"], None);
+    let cuda = smd_env(&["runtime", "--device", "cuda", "--json"], None);
     if cuda.status.success() {
         let j: Value = serde_json::from_slice(&cuda.stdout).unwrap();
         assert_eq!(j["providers"][0], "CUDAExecutionProvider");
