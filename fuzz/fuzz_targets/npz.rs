@@ -19,6 +19,7 @@ fn model_io() -> ModelIo {
         path: "fuzz.onnx".into(),
         inputs: vec![spec("x", DType::F32, vec![Dim::Symbolic("N".into()), Dim::Unknown])],
         outputs: vec![spec("y", DType::F32, vec![Dim::Symbolic("N".into()), Dim::Fixed(3)])],
+        hidden: Vec::new(),
     }
 }
 
