@@ -585,16 +585,28 @@ fn write_ensemble(
     Ok(Some((notices, ensembles[p].name.clone())))
 }
 
+/// Removes an output model of an earlier run in this folder, with its external data files
+/// (an orphaned `.data` file would be misleading too). A file that is not a readable model
+/// is removed alone.
 fn remove_stale(p: &Path) -> Result<(), Error> {
-    match std::fs::remove_file(p) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(EvolveError::Io {
-            path: p.to_path_buf(),
-            source: e,
-        }
-        .into()),
+    let mut files = vec![p.to_path_buf()];
+    if let Ok(old) = Model::open(p) {
+        let folder = p.parent().unwrap_or(Path::new(""));
+        // Only its data files in this folder: never an input elsewhere.
+        files.extend(
+            old.input_paths()
+                .into_iter()
+                .filter(|f| f != p && f.parent() == Some(folder)),
+        );
     }
+    for f in files {
+        match std::fs::remove_file(&f) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(EvolveError::Io { path: f, source: e }.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Opens the runtime, data, journal and sessions of a run of `cfg` on `model`.

@@ -394,13 +394,8 @@ fn evolve_export_writes_only_what_is_asked() {
     for gone in ["best.onnx", "ensemble.onnx"] {
         assert!(!left.iter().any(|f| f == gone), "{gone} left: {left:?}");
     }
-    // Noticed and reported: the earlier run's `best.onnx.data` is left behind (an orphan: no
-    // model refers to it).
-    assert!(
-        left.iter()
-            .all(|f| f == "report.json" || f == "best.onnx.data"),
-        "{left:?}"
-    );
+    // The earlier run's external data goes with its model (no orphaned `best.onnx.data`).
+    assert_eq!(left, ["report.json"], "{left:?}");
 }
 
 /// The ensemble the report ranks first on the selection split: higher accuracy (or −MSE),
