@@ -6,6 +6,7 @@ mod evolve;
 mod inspect;
 mod model_io;
 mod mutate;
+mod oracle;
 mod reliability;
 mod replay;
 mod runtime;
