@@ -9,6 +9,7 @@ mod model_io;
 mod mutate;
 mod noise;
 mod options;
+mod oracle;
 mod reliability;
 mod replay;
 mod runtime;
