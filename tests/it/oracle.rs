@@ -167,6 +167,9 @@ fn selection_side(v: &Value) -> Value {
                 .map(|(k, x)| {
                     let x = if k == "holdout" && (x.is_object() || x.is_null()) {
                         Value::Bool(x.is_object())
+                    } else if k == "significance" {
+                        // Measured on holdout, but for its selection-split gain.
+                        serde_json::json!({ "selection_gain": x["selection_gain"] })
                     } else {
                         selection_side(x)
                     };
