@@ -281,6 +281,32 @@ fn oracle_holdout_isolation_three_generations() {
     assert_eq!(r["best"]["generation"], 1);
 }
 
+#[test]
+fn oracle_holdout_isolation_with_auto_sigma_budget_and_line_search() {
+    let args = [
+        "--sigma",
+        "auto",
+        "--generations",
+        "auto",
+        "--budget",
+        "120",
+        "--line-search",
+    ];
+    let r = check_isolation(&args);
+    // σ adapted, and the budget (not the holdout) ended the run.
+    let sigmas: Vec<f64> = r["generations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["sigma"].as_f64().unwrap())
+        .collect();
+    assert!(
+        sigmas.len() >= 3 && sigmas.iter().any(|&s| s != sigmas[0]),
+        "{sigmas:?}"
+    );
+    assert!(r["passes"]["selection"].as_u64().unwrap() <= 120);
+}
+
 /// Known issue, found writing these tests: a child whose outputs are finite on the selection
 /// rows but not on the holdout rows is chosen on its selection metrics (best child, merged
 /// membership, kept), yet the report marks it failed without selection metrics, the ensembles
