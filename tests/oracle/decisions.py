@@ -5,8 +5,8 @@ Given a run's output folder, the original model and the data, this re-derives fr
 and the data alone (numpy and onnxruntime only; no smd-onnx code path decides or scores
 anything here) every number and every decision of the run's report.json, and compares:
 
-- the label-stratified selection/holdout split (re-implemented from src/score/split.rs: per
-  class, rows ordered by a splitmix64-keyed hash of (seed, class, row), the first
+- the label-stratified selection/holdout split (re-implemented from src/score/split.rs in
+  tests/reference/significance.py, shared with that reference: per class, rows ordered by a splitmix64-keyed hash of (seed, class, row), the first
   round(F * n_c) held out; both parts non-empty);
 - the metrics of the original model, of every generation's parent, of every child and of every
   merged candidate, on both parts (accuracy, top-5, NLL with the 1e-15 floor, MSE, exactly as
@@ -39,7 +39,6 @@ environment error.
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -73,57 +72,17 @@ def greedy_steps(candidates):
 
 
 # ---------------------------------------------------------------------------------------------
-# The split (src/score/split.rs), re-implemented.
+# The split (src/score/split.rs): the Python re-implementation tests/reference/significance.py
+# already holds (one copy for every oracle; none of it is smd-onnx code).
 
-MASK = (1 << 64) - 1
-
-
-def splitmix64(z):
-    z = (z + 0x9E3779B97F4A7C15) & MASK
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
-    return z ^ (z >> 31)
-
-
-def key(seed, cls, row):
-    return splitmix64(splitmix64(splitmix64(seed & MASK) ^ (cls & MASK)) ^ row)
-
-
-def round_half_away(x):
-    """Rust's f64::round for x >= 0 (Python's round() goes to even on halves)."""
-    r = math.floor(x)
-    return r + 1 if x - r >= 0.5 else r
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "reference"))
+from significance import split as reference_split  # noqa: E402
 
 
 def split(labels, fraction, seed):
     """(selection rows, holdout rows), each ascending."""
-    n = len(labels)
-    if labels.dtype.kind in "iu":
-        classes = sorted(set(int(c) for c in labels))
-        groups = []
-        for c in classes:
-            rows = [r for r in range(n) if int(labels[r]) == c]
-            # A class id is hashed as its two's-complement 64-bit pattern.
-            rows.sort(key=lambda r: (key(seed, c, r), r))
-            groups.append(rows)
-    else:
-        rows = list(range(n))
-        rows.sort(key=lambda r: (key(seed, MASK, r), r))
-        groups = [rows]
-    cut = [min(round_half_away(len(g) * fraction), len(g)) for g in groups]
-    if n >= 2:
-        # The largest group, the first of equals.
-        largest = max(range(len(groups)), key=lambda i: (len(groups[i]), -i))
-        hold = sum(cut)
-        if hold == 0:
-            cut[largest] = 1
-        elif hold == n:
-            cut[largest] = len(groups[largest]) - 1
-    holdout, selection = [], []
-    for g, c in zip(groups, cut):
-        holdout += g[:c]
-        selection += g[c:]
-    return np.array(sorted(selection), dtype=np.int64), np.array(sorted(holdout), dtype=np.int64)
+    selection, holdout = reference_split(labels, fraction, seed)
+    return np.array(selection, dtype=np.int64), np.array(holdout, dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------------------------
