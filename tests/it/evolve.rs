@@ -612,6 +612,25 @@ fn budgets_count_selection_passes_and_generations_auto_stops_in_time() {
     }
 }
 
+/// `replay MODEL --from FROM` rebuilds `OUT/best.onnx` byte for byte.
+#[track_caller]
+fn assert_replays_best(model: &str, from: &Path, out: &Path) {
+    let rebuilt = out.join("rebuilt.onnx");
+    let o = smd(&[
+        "replay",
+        model,
+        "--from",
+        from.to_str().unwrap(),
+        "--out",
+        rebuilt.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(rebuilt).unwrap(),
+        std::fs::read(out.join("best.onnx")).unwrap()
+    );
+}
+
 #[test]
 fn sigma_auto_follows_the_success_rule_and_every_generation_replays() {
     let dir = tempfile::tempdir().unwrap();
@@ -674,20 +693,7 @@ fn sigma_auto_follows_the_success_rule_and_every_generation_replays() {
         "{}",
         r["best"]
     );
-    let rebuilt = dir.path().join("rebuilt.onnx");
-    let o = smd(&[
-        "replay",
-        "models/mnist_mlp.onnx",
-        "--from",
-        out.join("report.json").to_str().unwrap(),
-        "--out",
-        rebuilt.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(
-        std::fs::read(rebuilt).unwrap(),
-        std::fs::read(out.join("best.onnx")).unwrap()
-    );
+    assert_replays_best("models/mnist_mlp.onnx", &out.join("report.json"), &out);
     assert_one_line_error(
         &smd(&[
             "mutate",
@@ -733,20 +739,7 @@ fn the_line_search_tries_the_winning_merged_step_twice_and_replays() {
         "{}",
         r["best"]
     );
-    let rebuilt = dir.path().join("rebuilt.onnx");
-    let o = smd(&[
-        "replay",
-        m,
-        "--from",
-        out.join("best.onnx").to_str().unwrap(),
-        "--out",
-        rebuilt.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(
-        std::fs::read(rebuilt).unwrap(),
-        std::fs::read(out.join("best.onnx")).unwrap()
-    );
+    assert_replays_best(m, &out.join("best.onnx"), &out);
     // Without the flag nothing is stretched and the report has no such entries.
     let plain = evolve(m, d, &dir.path().join("plain"), &["--generations", "2"]);
     assert!(

@@ -12,14 +12,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use smd_onnx::onnx::Model;
 
-use crate::util::{assert_one_line_error, repo, root, smd};
+use crate::util::{assert_one_line_error, entries, is_temp, repo, root, s, smd};
 
 const MODEL: &str = "models/digits_mlp_external.onnx";
 const DATA: &str = "fixtures/digits_flat_val.npz";
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
 
 /// The run every test here interrupts: 4 children, 2 generations (so the journal holds both
 /// generations' children and merged candidates), both exports.
@@ -62,32 +58,6 @@ fn spawn(out: &Path) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("start smd-onnx")
-}
-
-/// Every entry under `dir`, relative, sorted.
-fn entries(dir: &Path) -> Vec<String> {
-    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in rd {
-            let p = e.unwrap().path();
-            out.push(p.strip_prefix(base).unwrap().display().to_string());
-            if p.is_dir() {
-                walk(base, &p, out);
-            }
-        }
-    }
-    let mut v = Vec::new();
-    walk(dir, dir, &mut v);
-    v.sort();
-    v
-}
-
-/// A hidden temporary file of the atomic writer (`.<name>.<random>.tmp`).
-fn is_temp(entry: &str) -> bool {
-    let name = Path::new(entry).file_name().unwrap().to_str().unwrap();
-    name.starts_with('.') && name.ends_with(".tmp")
 }
 
 /// The report without its timings, with the output folder in `outputs` written `OUT`.

@@ -13,31 +13,7 @@ use smd_onnx::onnx::proto::ModelProto;
 use smd_onnx::score::DType;
 use smd_onnx::score::arrays::write_npz;
 
-use crate::util::{assert_one_line_error, root, smd, smd_env};
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-/// Every entry under `dir` (hidden ones too), relative, sorted; empty when `dir` is absent.
-fn entries(dir: &Path) -> Vec<String> {
-    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in rd {
-            let p = e.unwrap().path();
-            out.push(p.strip_prefix(base).unwrap().display().to_string());
-            if p.is_dir() {
-                walk(base, &p, out);
-            }
-        }
-    }
-    let mut v = Vec::new();
-    walk(dir, dir, &mut v);
-    v.sort();
-    v
-}
+use crate::util::{assert_one_line_error, entries, is_temp, root, s, smd, smd_env};
 
 /// Exit code 2, exactly one stderr line starting `error: ` that holds every needle, no panic,
 /// nothing on stdout, and `out` absent or empty.
@@ -847,11 +823,6 @@ fn rng(state: &mut u64) -> u64 {
     state.wrapping_mul(0x2545_f491_4f6c_dd1d)
 }
 
-/// A hidden temporary file of the atomic writer (`.<name>.<random>.tmp`).
-fn is_temp(name: &str) -> bool {
-    name.starts_with('.') && name.ends_with(".tmp")
-}
-
 /// After a kill: only complete outputs are visible; every model loads, every report parses,
 /// every journal entry is a record or the key file. Returns the number of journal records.
 fn check_after_kill(out: &Path, when: &str) -> usize {
@@ -973,10 +944,7 @@ fn killed_runs_leave_only_complete_outputs_and_resume_finishes_the_same() {
             );
         }
         // The resumed run cleaned up the killed one's temporary files.
-        let temps: Vec<String> = entries(&out)
-            .into_iter()
-            .filter(|e| is_temp(Path::new(e).file_name().unwrap().to_str().unwrap()))
-            .collect();
+        let temps: Vec<String> = entries(&out).into_iter().filter(|e| is_temp(e)).collect();
         assert!(temps.is_empty(), "{when}: {temps:?}");
         std::fs::remove_dir_all(&out).unwrap();
     }

@@ -56,3 +56,38 @@ pub fn assert_one_line_error(out: &Output, needles: &[&str]) -> String {
     assert!(out.stdout.is_empty(), "no partial output");
     err
 }
+
+/// A path as `&str` (the tests' temporary paths are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Every entry under `dir` (hidden ones too), relative, sorted; empty when `dir` is absent.
+pub fn entries(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(base).unwrap().display().to_string());
+            if p.is_dir() {
+                walk(base, &p, out);
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(dir, dir, &mut v);
+    v.sort();
+    v
+}
+
+/// A hidden temporary file of the atomic writer (`.<name>.<random>.tmp`), given as a name or
+/// as a path relative to the output folder (as [`entries`] lists them).
+pub fn is_temp(entry: &str) -> bool {
+    let name = Path::new(entry)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(entry);
+    name.starts_with('.') && name.ends_with(".tmp")
+}
