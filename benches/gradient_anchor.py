@@ -212,32 +212,6 @@ def trainable(net, names, weights_only):
     return keys
 
 
-def train(net, keys, x, y, *, epochs, batch, lr, seed):
-    """fixturelib.train's minibatch Adam on softmax cross-entropy, updating only `keys`."""
-    rng = np.random.default_rng(seed)
-    state = {}
-    b1, b2, eps = 0.9, 0.999, 1e-8
-    step = 0
-    for _ in range(epochs):
-        perm = rng.permutation(len(y))
-        for s in range(0, len(y), batch):
-            idx = perm[s : s + batch]
-            _, g = fl.softmax_xent(net.forward(x[idx], train=True), y[idx])
-            net.backward(g)
-            step += 1
-            for li, k in keys:
-                p = net.layers[li].params[k]
-                gr = net.layers[li].grads[k]
-                m, v = state.get((li, k), (np.zeros_like(p), np.zeros_like(p)))
-                m = b1 * m + (1 - b1) * gr
-                v = b2 * v + (1 - b2) * gr * gr
-                state[(li, k)] = (m, v)
-                mh = m / (1 - b1**step)
-                vh = v / (1 - b2**step)
-                p -= (lr * mh / (np.sqrt(vh) + eps)).astype(np.float32)
-    return step
-
-
 def logits(net, x, batch=256):
     return np.concatenate([net.forward(x[s : s + batch]) for s in range(0, len(x), batch)], 0)
 
@@ -321,7 +295,7 @@ def main():
             runs = []
             for seed in seeds:
                 restore(net, parent)
-                steps = train(net, keys, xs, ys, epochs=epochs, batch=args.batch, lr=lr, seed=seed)
+                steps = fl.train(net, xs, ys, epochs=epochs, batch=args.batch, lr=lr, seed=seed, keys=keys)
                 out_s = logits(net, xs)
                 out_h = ort_outputs(with_params(model, net, names), xh, output)
                 np_hold = accuracy(logits(net, xh), yh)

@@ -248,8 +248,9 @@ def softmax_xent(logits, y):
     return loss, (g / len(y)).astype(np.float32)
 
 
-def train(net, x, y, *, epochs, batch, lr, seed, max_steps=None):
-    """Minibatch Adam on softmax cross-entropy. Returns the number of steps taken."""
+def train(net, x, y, *, epochs, batch, lr, seed, max_steps=None, keys=None):
+    """Minibatch Adam on softmax cross-entropy, updating every parameter or only `keys`
+    ((layer index, name) pairs). Returns the number of steps taken."""
     rng = np.random.default_rng(seed)
     state = {}
     b1, b2, eps = 0.9, 0.999, 1e-8
@@ -263,16 +264,19 @@ def train(net, x, y, *, epochs, batch, lr, seed, max_steps=None):
             _, g = softmax_xent(net.forward(x[idx], train=True), y[idx])
             net.backward(g)
             step += 1
-            for li, layer in enumerate(net.layers):
-                for k, p in layer.params.items():
-                    gr = layer.grads[k]
-                    m, v = state.get((li, k), (np.zeros_like(p), np.zeros_like(p)))
-                    m = b1 * m + (1 - b1) * gr
-                    v = b2 * v + (1 - b2) * gr * gr
-                    state[(li, k)] = (m, v)
-                    mh = m / (1 - b1**step)
-                    vh = v / (1 - b2**step)
-                    p -= (lr * mh / (np.sqrt(vh) + eps)).astype(np.float32)
+            trained = keys if keys is not None else [
+                (li, k) for li, layer in enumerate(net.layers) for k in layer.params
+            ]
+            for li, k in trained:
+                p = net.layers[li].params[k]
+                gr = net.layers[li].grads[k]
+                m, v = state.get((li, k), (np.zeros_like(p), np.zeros_like(p)))
+                m = b1 * m + (1 - b1) * gr
+                v = b2 * v + (1 - b2) * gr * gr
+                state[(li, k)] = (m, v)
+                mh = m / (1 - b1**step)
+                vh = v / (1 - b2**step)
+                p -= (lr * mh / (np.sqrt(vh) + eps)).astype(np.float32)
     return step
 
 
