@@ -8,7 +8,7 @@ use ort::value::{DynValue, TensorElementType, ValueType};
 use super::DataError;
 use super::dataset::{BatchShape, Batcher, Dataset};
 use super::metrics::{Predictions, ScoredAs, are_probabilities, softmax_row_with};
-use super::spec::{ElemType, ModelIo, OutputSpec};
+use super::spec::{ModelIo, OutputSpec};
 
 /// Runs a model over rows of a data set. Reuses its batch buffers between calls.
 pub struct Predictor {
@@ -32,13 +32,6 @@ impl std::fmt::Debug for Predictor {
             .field("batch", &self.batch)
             .finish_non_exhaustive()
     }
-}
-
-/// A float tensor, or a tensor whose element type is not declared (ONNX Runtime infers it; the
-/// values are checked when they arrive).
-fn float_spec(o: &OutputSpec) -> bool {
-    o.elem
-        .is_some_and(|e| e.is_float() || e == ElemType::Other(0))
 }
 
 impl Predictor {
@@ -77,7 +70,7 @@ impl Predictor {
                 let o = io
                     .scoreable(name)
                     .ok_or_else(|| model_err(format!("no output `{name}` (outputs: {})", list())))?;
-                if !float_spec(o) {
+                if !o.may_be_float() {
                     return Err(model_err(format!(
                         "output `{name}` is {}, but the scored output must be a float tensor",
                         o.elem.map_or("not a tensor".to_string(), |e| e.to_string())
@@ -96,10 +89,10 @@ impl Predictor {
             None => io
                 .outputs
                 .iter()
-                .find(|o| float_spec(o) && o.rank().is_none_or(|r| r == 2))
-                .or_else(|| io.outputs.iter().find(|o| float_spec(o) && rank_ok(o)))
+                .find(|o| o.may_be_float() && o.rank().is_none_or(|r| r == 2))
+                .or_else(|| io.outputs.iter().find(|o| o.may_be_float() && rank_ok(o)))
                 // The class scores a label or ZipMap output is computed from (skl2onnx).
-                .or_else(|| io.hidden.iter().find(|o| float_spec(o) && rank_ok(o)))
+                .or_else(|| io.hidden.iter().find(|o| o.may_be_float() && rank_ok(o)))
                 .ok_or_else(|| {
                     model_err(format!(
                         "no float output of shape [N, C] to score (outputs: {}); name one with --output",

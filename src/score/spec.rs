@@ -68,6 +68,13 @@ pub type InputSpec = IoSpec;
 pub type OutputSpec = IoSpec;
 
 impl IoSpec {
+    /// A float tensor, or a tensor whose element type is not declared (ONNX Runtime infers
+    /// it; the values are checked when they arrive): what scoring can read.
+    pub fn may_be_float(&self) -> bool {
+        self.elem
+            .is_some_and(|e| e.is_float() || e == ElemType::Other(0))
+    }
+
     /// The declared rank, if known.
     pub fn rank(&self) -> Option<usize> {
         self.dims.as_ref().map(Vec::len)
@@ -106,8 +113,9 @@ pub struct ModelIo {
     /// Outputs, in graph order.
     pub outputs: Vec<OutputSpec>,
     /// Values that are not outputs but hold the class scores outputs are computed from
-    /// (skl2onnx's `ZipMap` input): scored when no output can be, by exposing them as extra
-    /// outputs of the scoring session ([`crate::onnx::tail::expose_suffix`]).
+    /// (skl2onnx's `ZipMap` input), listed only when no output is a float tensor: scored then,
+    /// by exposing them as extra outputs of the scoring session
+    /// ([`crate::onnx::tail::expose_suffix`]).
     pub hidden: Vec<OutputSpec>,
 }
 
@@ -133,11 +141,18 @@ impl ModelIo {
             },
         };
         let facts = model.facts();
+        let outputs: Vec<OutputSpec> = facts.outputs.iter().map(spec).collect();
+        // Decoding the graph's nodes is only worth it when no output can be scored itself.
+        let hidden = if outputs.iter().any(IoSpec::may_be_float) {
+            Vec::new()
+        } else {
+            model.hidden_scores().iter().map(spec).collect()
+        };
         Self {
             path: model.path().to_path_buf(),
             inputs: facts.inputs.iter().map(spec).collect(),
-            outputs: facts.outputs.iter().map(spec).collect(),
-            hidden: model.hidden_scores().iter().map(spec).collect(),
+            outputs,
+            hidden,
         }
     }
 
