@@ -84,7 +84,8 @@ pub struct Args {
     #[arg(long, default_value = "1", value_name = "G|auto", value_parser = parse_or_auto::<u32>)]
     generations: OrAuto<u32>,
     /// Forward passes over the selection split the run may spend (the parent, every child
-    /// and merged candidate count one each); no generation starts that would exceed it.
+    /// and merged candidate count one each, a raced child the fraction of rows it was
+    /// scored on); no generation starts whose children could exceed it.
     #[arg(long, value_name = "PASSES")]
     budget: Option<u64>,
     /// Stop once this many generations in a row kept their parent.
@@ -94,6 +95,11 @@ pub struct Args {
     /// merged direction: one more pass over the selection split).
     #[arg(long)]
     line_search: bool,
+    /// Race the children against their parent: score them on the selection rows block by
+    /// block and drop those that cannot or clearly do not beat it, so a generation costs
+    /// fewer passes (classification only; dropped children are in no ensemble).
+    #[arg(long)]
+    race: bool,
     /// Resample the subspaces every generation (the default).
     #[arg(long, conflicts_with = "static_subspaces")]
     dynamic: bool,
@@ -219,6 +225,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         budget: args.budget,
         adapt_sigma: args.mutation.sigma == OrAuto::Auto,
         line_search: args.line_search,
+        race: args.race,
         patience: match args.generations {
             OrAuto::Auto => args.patience.or(Some(AUTO_PATIENCE)),
             OrAuto::Value(_) => args.patience,

@@ -174,6 +174,13 @@ fn table(report: &Report) -> String {
             String::new()
         };
         let name = format!("child {}{suffix}", c.index);
+        if let Some(rows) = c.dropped_after {
+            s.push_str(&format!(
+                "{name:<22} dropped by racing after {rows} of {} selection rows\n",
+                r.samples.selection
+            ));
+            continue;
+        }
         candidate(
             &mut s,
             &name,
@@ -278,8 +285,19 @@ fn stopped(report: &Report) -> String {
         .settings
         .budget
         .map_or(String::new(), |b| format!(" of a budget of {b}"));
+    let p = report.passes.selection;
+    let passes = if p.fract() == 0.0 {
+        format!("{p}")
+    } else {
+        format!("{p:.2}")
+    };
+    let raced = report.children.iter().filter(|c| c.dropped_after.is_some());
+    let raced = match raced.count() {
+        0 => String::new(),
+        n => format!(" ({n} child(ren) dropped early by racing)"),
+    };
     format!(
-        "Stopped after {g} generation(s): {why}; {} passes over the selection split{budget}, {} over holdout.\n",
-        report.passes.selection, report.passes.holdout
+        "Stopped after {g} generation(s): {why}; {passes} passes over the selection split{budget}{raced}, {} over holdout.\n",
+        report.passes.holdout
     )
 }

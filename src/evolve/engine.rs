@@ -10,6 +10,7 @@ use super::ensembles::{Choice, Generation, ensembles_of, export_ensemble};
 use super::journal::Journal;
 use super::key::{run_key, settings};
 use super::observer::{Event, Flow, Observer};
+use super::race::{self, Race};
 use super::report::{
     BestReport, ChildReport, EnsembleReport, GenerationReport, MergedReport, Mutable, Outputs,
     Passes, Report, Scores, SplitSizes, Stopped, Timings,
@@ -24,11 +25,16 @@ use crate::lineage::{Lineage, recipe_meta};
 use crate::mutate::{Delta, Member, Plan, Recipe};
 use crate::onnx::Model;
 use crate::runtime::Runtime;
-use crate::score::{Dataset, Metrics, ModelIo, Predictions, Predictor, Split};
+use crate::score::{Dataset, Labels, Metrics, ModelIo, Predictions, Predictor, Split};
 
 /// Data `evolve` copies into memory by default to avoid a copy per pass (see
 /// [`EvolveConfig::copy_budget`]).
 const DEFAULT_COPY_BUDGET: usize = 2 << 30;
+
+/// Mixed into the split seed to order a generation's racing blocks.
+const RACE_SEED: u64 = 0x534D_442D_5241_4345;
+
+const RACE_NEEDS_CLASSES: &str = "racing needs class labels (this data has regression targets)";
 
 /// An evolution run, phase by phase (see the module docs; [`super::evolve`] runs them all).
 pub struct Evolution<'o> {
@@ -99,6 +105,9 @@ impl<'o> Evolution<'o> {
         };
         let lineage = Lineage::original(selected, values, parent_hash.clone());
         let mut run = open_run(&cfg, model, &lineage, &parent_hash)?;
+        if cfg.race && matches!(run.labels, Labels::Targets(_)) {
+            return Err(invalid("--race", RACE_NEEDS_CLASSES));
+        }
         run.timings.load = start.elapsed().as_secs_f64();
         let t = Instant::now();
         let job = Job {
@@ -110,7 +119,11 @@ impl<'o> Evolution<'o> {
         let parent = run.score(&lineage, None, job, observer)?;
         run.timings.parent = t.elapsed().as_secs_f64();
         let mut passes = Passes::default();
-        count(&mut passes, std::slice::from_ref(&parent));
+        count(
+            &mut passes,
+            std::slice::from_ref(&parent),
+            run.split.selection.len(),
+        );
         let Some(original) = parent.scores else {
             // Nothing worth resuming: leave the output folder as it was.
             run.journal.discard();
@@ -190,7 +203,7 @@ impl<'o> Evolution<'o> {
     fn fits(&self, n: u64) -> bool {
         self.cfg
             .budget
-            .is_none_or(|b| self.passes.selection.saturating_add(n) <= b)
+            .is_none_or(|b| self.passes.selection + n as f64 <= b as f64)
     }
 
     /// The original model's scores.
@@ -311,10 +324,15 @@ impl<'o> Evolution<'o> {
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;
-        let children = self
-            .run
-            .score_all(&self.lineage, Some(plan), &jobs, self.observer)?;
-        count(&mut self.passes, &children);
+        let race = self.race(g)?;
+        let children = self.run.score_all(
+            &self.lineage,
+            Some(plan),
+            &jobs,
+            race.as_ref(),
+            self.observer,
+        )?;
+        count(&mut self.passes, &children, self.run.split.selection.len());
         for (i, scored) in children.iter().enumerate() {
             self.children.push(ChildReport {
                 generation: g,
@@ -323,10 +341,22 @@ impl<'o> Evolution<'o> {
                 selection: scored.scores.map(|s| s.selection),
                 holdout: scored.scores.map(|s| s.holdout),
                 failed: scored.failure.clone(),
+                dropped_after: scored.dropped.then_some(scored.record.selection.rows.len()),
             });
         }
         self.observer.event(&Event::PhaseDone);
         Ok(children)
+    }
+
+    /// Generation `g`'s race against the current parent, when racing.
+    fn race(&self, g: u32) -> Result<Option<Race>, Error> {
+        if !self.cfg.race {
+            return Ok(None);
+        }
+        let correct = self.parent.record.selection.correct(&self.run.labels);
+        let correct = correct.ok_or_else(|| invalid("--race", RACE_NEEDS_CLASSES))?;
+        let seed = self.cfg.split_seed ^ (u64::from(g) << 32) ^ RACE_SEED;
+        Ok(Some(Race::new(correct, self.run.predictor.batch(), seed)))
     }
 
     /// Scores a combination of children (`member`: merged or stretched) when its pass fits in
@@ -368,7 +398,11 @@ impl<'o> Evolution<'o> {
         let scored = self
             .run
             .score(&self.lineage, Some(plan), job, self.observer)?;
-        count(&mut self.passes, std::slice::from_ref(&scored));
+        count(
+            &mut self.passes,
+            std::slice::from_ref(&scored),
+            self.run.split.selection.len(),
+        );
         let report = MergedReport {
             children,
             recipe: r.clone(),
@@ -619,9 +653,13 @@ fn open_run(
     let io = ModelIo::from_model(&model);
     let runtime = Runtime::new(&cfg.runtime)?;
     let data = Dataset::open(&cfg.data, &io)?;
-    let batch = cfg.batch.unwrap_or_else(|| data.default_batch());
-    let predictor = Predictor::new(&io, &data, cfg.output.as_deref(), batch)?;
     let split = Split::new(data.labels(), cfg.holdout, cfg.split_seed)?;
+    let batch = match cfg.batch {
+        Some(b) => b,
+        None if cfg.race => race::batch(data.default_batch(), split.selection.len()),
+        None => data.default_batch(),
+    };
+    let predictor = Predictor::new(&io, &data, cfg.output.as_deref(), batch)?;
     let labels = data.labels().clone();
     let budget = cfg.copy_budget.unwrap_or(DEFAULT_COPY_BUDGET);
     let parts = Part::both(data, &split, budget)?;
@@ -687,12 +725,13 @@ fn write_report(path: &Path, report: &Report) -> Result<(), Error> {
     })
 }
 
-/// Adds the passes `scored` candidates took: one over the selection rows each, and one over
-/// the holdout rows for those whose holdout rows were scored.
-fn count(passes: &mut Passes, scored: &[Scored]) {
+/// Adds the passes `scored` candidates took: the rows of the `selection_rows` they were
+/// scored on (all but for a raced child dropped early), and one pass over the holdout rows
+/// for those whose holdout rows were scored.
+fn count(passes: &mut Passes, scored: &[Scored], selection_rows: usize) {
     for s in scored {
-        passes.selection += 1;
-        passes.holdout += u64::from(s.record.holdout.is_some());
+        let rows = s.record.selection.rows.len();
+        passes.add(rows, selection_rows, s.record.holdout.is_some());
     }
 }
 

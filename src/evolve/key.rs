@@ -37,6 +37,12 @@ pub(super) fn run_key(
         (false, false) => text,
         (a, l) => format!("{text}\nadapt-sigma {a}\nline-search {l}"),
     };
+    // Racing drops children (they are not journaled), so a raced run's key differs.
+    let text = if cfg.race {
+        format!("{text}\nrace")
+    } else {
+        text
+    };
     Ok(blake3::hash(text.as_bytes()).to_hex().to_string())
 }
 
@@ -83,6 +89,7 @@ pub(super) fn settings(cfg: &EvolveConfig, batch: usize) -> Settings {
         patience: cfg.patience,
         adapt_sigma: cfg.adapt_sigma,
         line_search: cfg.line_search,
+        race: cfg.race,
         mode: m.mode.kind().name().into(),
         density: m.mode.density(),
         sigma: m.sigma,

@@ -31,6 +31,10 @@ pub struct ChildReport {
     /// Why it failed (e.g. NaN outputs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
+    /// Racing dropped it after this many selection rows: it could not, or clearly did not,
+    /// beat its parent (no metrics: they would be of a part of the rows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped_after: Option<usize>,
 }
 
 /// The merged candidate of a generation: every child that beat the parent, applied together.
@@ -157,12 +161,36 @@ pub struct Bootstrap {
 
 /// Forward passes a run spent: over the selection split (what budgets count) and over the
 /// holdout split (for reporting only).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Passes {
-    /// Passes over the selection rows: one per candidate scored (journaled ones included).
-    pub selection: u64,
+    /// Passes over the selection rows: one per candidate scored in full (journaled ones
+    /// included), the fraction of the rows it was scored on for a raced child dropped early
+    /// (`selection_rows` / the selection split's size; a whole number is written as one).
+    #[serde(serialize_with = "whole_or_fraction")]
+    pub selection: f64,
+    /// Selection rows scored, over all candidates.
+    pub selection_rows: u64,
     /// Passes over the holdout rows.
     pub holdout: u64,
+}
+
+impl Passes {
+    /// Adds a candidate scored on `rows` of the `of` selection rows (and on the holdout rows
+    /// when `holdout`).
+    pub(super) fn add(&mut self, rows: usize, of: usize, holdout: bool) {
+        self.selection_rows += rows as u64;
+        self.selection = self.selection_rows as f64 / of.max(1) as f64;
+        self.holdout += u64::from(holdout);
+    }
+}
+
+/// Writes a whole number of passes as an integer (most runs), a fraction as a float.
+fn whole_or_fraction<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.fract() == 0.0 && *v >= 0.0 && *v < 2f64.powi(53) {
+        s.serialize_u64(*v as u64)
+    } else {
+        s.serialize_f64(*v)
+    }
 }
 
 /// Why a run stopped starting generations.
@@ -192,6 +220,8 @@ pub struct Settings {
     pub adapt_sigma: bool,
     /// A winning merged candidate's step is also tried twice.
     pub line_search: bool,
+    /// Children raced against their parent (dropped early when clearly losing).
+    pub race: bool,
     /// `partition`, `density` or `layer`.
     pub mode: String,
     /// Density fraction (density mode).

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::journal::{Journal, Record};
 use super::observer::{Event, Flow, Observer};
+use super::race::{Race, Tally};
 use super::report::{Scores, Timings};
 use super::{EvolveError, invalid, select, sessions};
 use crate::Error;
@@ -24,6 +25,9 @@ pub(super) struct Scored {
     /// Its metrics on both parts (`None`: it failed, or its holdout rows were not scored).
     pub scores: Option<Scores>,
     pub failure: Option<String>,
+    /// Dropped by racing after part of the selection rows (`record.selection` holds those);
+    /// not journaled, not in any ensemble.
+    pub dropped: bool,
 }
 
 impl Scored {
@@ -43,6 +47,18 @@ impl Scored {
             selection,
             scores,
             failure,
+            dropped: false,
+        }
+    }
+
+    /// A child racing dropped: `record` holds the selection rows it was scored on.
+    fn dropped(record: Record) -> Scored {
+        Scored {
+            record,
+            selection: None,
+            scores: None,
+            failure: None,
+            dropped: true,
         }
     }
 
@@ -94,12 +110,14 @@ pub(super) struct Job {
 }
 
 impl Run {
-    /// Builds and scores candidates, in order, taking those already in the journal from it.
+    /// Builds and scores candidates, in order, taking those already in the journal from it;
+    /// with `race`, candidates race against it (see [`super::race`]).
     pub fn score_all(
         &mut self,
         lineage: &Lineage,
         plan: Option<&Plan>,
         jobs: &[Job],
+        race: Option<&Race>,
         observer: &mut dyn Observer,
     ) -> Result<Vec<Scored>, Error> {
         let mut scored = self.journaled(jobs, observer)?;
@@ -133,7 +151,23 @@ impl Run {
         };
         sessions.run_all(runtime, model, lineage, &batch, &mut |p, session| {
             let j = pending[p];
-            let selection = parts[0].predict(predictor, session)?;
+            let (selection, dropped) = match race {
+                Some(race) => parts[0].race(predictor, session, race, labels)?,
+                None => (parts[0].predict(predictor, session)?, false),
+            };
+            if dropped {
+                let record = Record {
+                    selection,
+                    holdout: None,
+                    seconds: t.elapsed().as_secs_f64(),
+                };
+                t = Instant::now();
+                seconds[j] = record.seconds;
+                let s = Scored::dropped(record);
+                s.announce(&jobs[j].id, false, observer)?;
+                scored[j] = Some(s);
+                return Ok(());
+            }
             let wins = |bar: &Metrics| {
                 selection
                     .metrics(labels)
@@ -194,7 +228,7 @@ impl Run {
         job: Job,
         observer: &mut dyn Observer,
     ) -> Result<Scored, Error> {
-        let mut out = self.score_all(lineage, plan, std::slice::from_ref(&job), observer)?;
+        let mut out = self.score_all(lineage, plan, std::slice::from_ref(&job), None, observer)?;
         out.pop()
             .ok_or_else(|| invalid("internal", "a candidate was not scored"))
     }
@@ -232,6 +266,42 @@ impl Part {
             original: rows.to_vec(),
         };
         Ok([part(&split.selection), part(&split.holdout)])
+    }
+
+    /// A model's predictions for these rows racing `race` (see [`super::race`]): all of them
+    /// and `false`, or those it was scored on before it was dropped and `true`.
+    fn race(
+        &self,
+        predictor: &mut Predictor,
+        session: &mut ort::session::Session,
+        race: &Race,
+        labels: &Labels,
+    ) -> Result<(Predictions, bool), Error> {
+        let mut tally = Tally::default();
+        let mut blocks = Vec::with_capacity(race.blocks().len());
+        let mut dropped = false;
+        for block in race.blocks() {
+            let rows = self.rows.get(block.clone()).unwrap_or_default();
+            let mut p = predictor.predict(session, &self.data, rows)?;
+            p.rows = self
+                .original
+                .get(block.clone())
+                .unwrap_or_default()
+                .to_vec();
+            let correct = p
+                .correct(labels)
+                .ok_or_else(|| invalid("--race", "racing needs class labels"))?;
+            race.add(&mut tally, block.clone(), &correct);
+            blocks.push((block.start, p));
+            if race.drops(&tally) {
+                dropped = true;
+                break;
+            }
+        }
+        // Joined in row order, a survivor's blocks are exactly one prediction of every row.
+        blocks.sort_by_key(|&(start, _)| start);
+        let joined = Predictions::concat(blocks.into_iter().map(|(_, p)| p).collect())?;
+        Ok((joined, dropped))
     }
 
     /// A model's predictions for these rows (reported with their data set row numbers).

@@ -297,6 +297,72 @@ impl Predictions {
         }
     }
 
+    /// Whether each row's argmax is its label (`None` for regression).
+    pub fn correct(&self, labels: &Labels) -> Option<Vec<bool>> {
+        let Labels::Classes(ids) = labels else {
+            return None;
+        };
+        let label = |r: usize| ids.get(r).and_then(|&l| usize::try_from(l).ok());
+        let rows = self.rows.iter().enumerate();
+        Some(
+            rows.map(|(i, &r)| {
+                label(r).is_some_and(|l| row_correct(self.row(i).iter().copied(), l))
+            })
+            .collect(),
+        )
+    }
+
+    /// One model's predictions of consecutive parts of its rows, joined in order: what one
+    /// prediction of all the rows gives when every part was a run of whole batches. When some
+    /// part held logits, the whole did: the parts read as probabilities get their softmax.
+    pub fn concat(parts: Vec<Predictions>) -> Result<Predictions, DataError> {
+        let mut parts = parts.into_iter();
+        let Some(mut out) = parts.next() else {
+            return Err(DataError::Argument {
+                arg: "parts",
+                message: "no predictions to join".into(),
+            });
+        };
+        let mut raw_probabilities = vec![(0, out.rows.len(), out.kind)];
+        for p in parts {
+            if p.classes != out.classes
+                || p.output != out.output
+                || (p.kind == ScoredAs::Regression) != (out.kind == ScoredAs::Regression)
+            {
+                return Err(DataError::Argument {
+                    arg: "parts",
+                    message: "parts of one prediction disagree on the output".into(),
+                });
+            }
+            raw_probabilities.push((out.rows.len(), p.rows.len(), p.kind));
+            out.rows.extend_from_slice(&p.rows);
+            out.probs.extend_from_slice(&p.probs);
+            out.values.extend_from_slice(&p.values);
+            out.non_finite_rows += p.non_finite_rows;
+            out.first_non_finite = out.first_non_finite.or(p.first_non_finite);
+        }
+        if raw_probabilities
+            .iter()
+            .any(|&(_, _, k)| k == ScoredAs::Logits)
+        {
+            let c = out.classes.max(1);
+            let mut exps = Vec::with_capacity(c);
+            for &(start, len, kind) in &raw_probabilities {
+                if kind != ScoredAs::Probabilities {
+                    continue;
+                }
+                let block = out.probs.get_mut(start * c..(start + len) * c);
+                for row in block.into_iter().flat_map(|b| b.chunks_exact_mut(c)) {
+                    if row.iter().all(|v| v.is_finite()) {
+                        softmax_row_with(row, &mut exps);
+                    }
+                }
+            }
+            out.kind = ScoredAs::Logits;
+        }
+        Ok(out)
+    }
+
     /// The mean of several models' predictions for the same rows (an ensemble): probabilities
     /// (or regression values) averaged element-wise.
     pub fn mean(members: &[&Predictions]) -> Result<Predictions, DataError> {
@@ -371,6 +437,64 @@ mod tests {
         assert!(!are_probabilities(&[0.3, 0.8], 2));
         assert!(!are_probabilities(&[-0.1, 1.1], 2));
         assert!(!are_probabilities(&[2.0, -1.0, 0.5, 0.5], 2));
+    }
+
+    fn preds(rows: Vec<usize>, probs: Vec<f32>, kind: ScoredAs) -> Predictions {
+        Predictions {
+            classes: 2,
+            non_finite_rows: probs
+                .chunks(2)
+                .filter(|p| p.iter().any(|v| !v.is_finite()))
+                .count(),
+            first_non_finite: rows
+                .iter()
+                .zip(probs.chunks(2))
+                .find_map(|(&r, p)| p.iter().any(|v| !v.is_finite()).then_some(r)),
+            rows,
+            probs,
+            values: Vec::new(),
+            kind,
+            output: "y".into(),
+        }
+    }
+
+    #[test]
+    fn joined_parts_equal_one_prediction() {
+        // Raw outputs of 3 rows: the first two read as probabilities, the third does not.
+        let raw = [0.25f32, 0.75, 1.0, 0.0, 2.0, -1.0];
+        let mut whole = raw.to_vec();
+        let mut exps = Vec::new();
+        for row in whole.chunks_exact_mut(2) {
+            softmax_row_with(row, &mut exps);
+        }
+        let a = preds(vec![4, 7], raw[..4].to_vec(), ScoredAs::Probabilities);
+        let mut b_probs = raw[4..].to_vec();
+        softmax_row_with(&mut b_probs, &mut exps);
+        let b = preds(vec![9], b_probs, ScoredAs::Logits);
+        let joined = Predictions::concat(vec![a.clone(), b]).unwrap();
+        assert_eq!(joined, preds(vec![4, 7, 9], whole, ScoredAs::Logits));
+        // Parts that all read as probabilities stay as they are.
+        let c = preds(vec![9], vec![0.5, 0.5], ScoredAs::Probabilities);
+        let joined = Predictions::concat(vec![a, c]).unwrap();
+        assert_eq!(joined.kind, ScoredAs::Probabilities);
+        assert_eq!(joined.probs, [0.25, 0.75, 1.0, 0.0, 0.5, 0.5]);
+        assert_eq!(
+            joined.correct(&Labels::Classes(vec![0; 10])).unwrap(),
+            [false, true, true]
+        );
+        // Non-finite rows: counted over the parts, the first in row order reported.
+        let bad = preds(
+            vec![1, 2],
+            vec![0.5, 0.5, f32::NAN, 0.0],
+            ScoredAs::Probabilities,
+        );
+        let worse = preds(vec![3], vec![f32::NAN, 1.0], ScoredAs::Probabilities);
+        let joined = Predictions::concat(vec![bad, worse]).unwrap();
+        assert_eq!(
+            (joined.non_finite_rows, joined.first_non_finite),
+            (2, Some(2))
+        );
+        assert!(Predictions::concat(Vec::new()).is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::util::{assert_one_line_error, json_of, repo, smd, smd_env};
 
 /// Runs evolve with `extra` arguments into `out` and returns the report it printed.
-fn evolve(model: &str, data: &str, out: &Path, extra: &[&str]) -> Value {
+pub(crate) fn evolve(model: &str, data: &str, out: &Path, extra: &[&str]) -> Value {
     let mut args = vec![
         "evolve",
         model,

@@ -10,6 +10,7 @@ mod mutate;
 mod noise;
 mod options;
 mod oracle;
+mod race;
 mod reliability;
 mod replay;
 mod runtime;
