@@ -95,6 +95,11 @@ pub struct Args {
     /// merged direction: one more pass over the selection split).
     #[arg(long)]
     line_search: bool,
+    /// Write best.onnx and ensemble.onnx only when McNemar's exact test of their selection
+    /// gain over the original model gives p < P (1: always) [default: 0.01 with
+    /// `--generations auto`, else 1]
+    #[arg(long, value_name = "P")]
+    accept_p: Option<f64>,
     /// Race the children against their parent: score them on the selection rows block by
     /// block and drop those that cannot or clearly do not beat it, so a generation costs
     /// fewer passes (classification only; dropped children are in no ensemble).
@@ -130,6 +135,10 @@ pub struct Args {
 const AUTO_GENERATIONS: u32 = 100;
 /// `--patience` for `--generations auto` when not given.
 const AUTO_PATIENCE: u32 = 2;
+
+/// `--accept-p` with `--generations auto`: a long search exports only a selection gain over
+/// the original that is unlikely to be chance.
+const AUTO_ACCEPT_P: f64 = 0.01;
 
 /// Progress bars on stderr, one per phase, when stderr is a terminal.
 struct Bars {
@@ -226,6 +235,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         adapt_sigma: args.mutation.sigma == OrAuto::Auto,
         line_search: args.line_search,
         race: args.race,
+        accept_p: args.accept_p.unwrap_or(match args.generations {
+            OrAuto::Auto => AUTO_ACCEPT_P,
+            OrAuto::Value(_) => 1.0,
+        }),
         patience: match args.generations {
             OrAuto::Auto => args.patience.or(Some(AUTO_PATIENCE)),
             OrAuto::Value(_) => args.patience,

@@ -54,6 +54,8 @@ pub struct Evolution<'o> {
     original: Scores,
     /// The original model's holdout predictions (what gains are tested against).
     original_holdout: Predictions,
+    /// The original model's selection predictions (what the export gate tests against).
+    original_selection: Predictions,
     generations: Vec<GenerationReport>,
     children: Vec<ChildReport>,
     best: Option<BestReport>,
@@ -141,6 +143,7 @@ impl<'o> Evolution<'o> {
             .holdout
             .clone()
             .ok_or_else(|| invalid("internal", "the parent has no holdout predictions"))?;
+        let original_selection = parent.record.selection.clone();
         let cfg_sigma = cfg.mutation.sigma;
         Ok(Evolution {
             selection_text: cfg.selection.describe(),
@@ -154,6 +157,7 @@ impl<'o> Evolution<'o> {
             parent,
             original,
             original_holdout,
+            original_selection,
             generations: Vec::new(),
             children: Vec::new(),
             best: None,
@@ -459,6 +463,11 @@ impl<'o> Evolution<'o> {
                     gain_vs_original: s.holdout.primary() - self.original.holdout.primary(),
                     gain_vs_generation_parent: s.holdout.primary() - gen_parent.holdout.primary(),
                     significance,
+                    selection_p: significance::selection_p(
+                        &self.original_selection,
+                        &scored.record.selection,
+                        &self.run.labels,
+                    )?,
                 });
             }
             self.lineage = lineage_next;
@@ -486,13 +495,42 @@ impl<'o> Evolution<'o> {
                 last,
                 &self.run.labels,
                 self.cfg.mutation.children,
-                (&self.original_holdout, &self.original),
+                (
+                    &self.original_holdout,
+                    &self.original_selection,
+                    &self.original,
+                ),
                 significance::bootstrap_seed(self.cfg.split_seed),
             )?;
             self.run.timings.ensembles = t.elapsed().as_secs_f64();
             self.ensembles = Some(built);
         }
         Ok(self.ensembles.as_ref().map_or(&[], |(e, _)| e.as_slice()))
+    }
+
+    /// True when a candidate whose selection gain over the original has McNemar p-value `p`
+    /// may be written (see [`EvolveConfig::accept_p`]; 1 writes everything, p = 1 included).
+    fn passes_gate(&self, p: Option<f64>) -> bool {
+        self.cfg.accept_p >= 1.0 || p.is_none_or(|p| p < self.cfg.accept_p)
+    }
+
+    /// Why `file` was not written for `what`, whose selection p-value is `p`.
+    fn not_significant(&self, file: &str, what: &str, p: Option<f64>) -> String {
+        format!(
+            "no {file}: the selection gain of the {what} over the original model is not significant (McNemar p = {:.3} ≥ {}, --accept-p); what was found is in the report",
+            p.unwrap_or(1.0),
+            self.cfg.accept_p
+        )
+    }
+
+    /// Why no ensemble was written although one was asked for.
+    fn no_ensemble(&self) -> String {
+        let children = self.last.as_ref().map_or(&[][..], |g| &g.children[..]);
+        let dropped = children.iter().filter(|c| c.dropped).count();
+        let failed = children.iter().filter(|c| c.failure.is_some()).count();
+        format!(
+            "no ensemble.onnx: no child of the last generation was scored in full ({dropped} dropped by racing, {failed} failed)"
+        )
     }
 
     /// Writes `best.onnx` (when a candidate beat the parent) and the chosen `ensemble.onnx`,
@@ -505,9 +543,17 @@ impl<'o> Evolution<'o> {
             let (cfg, model) = (&self.cfg, &self.run.model);
             let best = self
                 .best
-                .is_some()
-                .then_some((&self.lineage, self.parent_hash.as_str()));
-            let ens = self.ensembles.as_ref().zip(self.last.as_ref());
+                .as_ref()
+                .filter(|b| self.passes_gate(b.selection_p))
+                .map(|_| (&self.lineage, self.parent_hash.as_str()));
+            let pick = self.ensembles.as_ref().and_then(|(e, _)| choose(cfg, e));
+            let gated = pick
+                .and_then(|p| self.ensembles.as_ref().map(|(e, _)| &e[p]))
+                .filter(|e| !self.passes_gate(e.selection_p));
+            let ens = match gated {
+                None => self.ensembles.as_ref().zip(self.last.as_ref()).zip(pick),
+                Some(_) => None,
+            };
             let (best_out, ens_out) = rayon::join(
                 || write_best(cfg, model, best),
                 || write_ensemble(cfg, model, ens, &self.selection_text),
@@ -522,6 +568,19 @@ impl<'o> Evolution<'o> {
                 notices = n;
                 outputs.ensemble = Some(self.cfg.out.join(ENSEMBLE_FILE).display().to_string());
                 outputs.ensemble_kind = Some(kind);
+            } else if self.cfg.export_ensemble {
+                notices.push(match gated {
+                    Some(e) => self.not_significant("ensemble.onnx", &e.name, e.selection_p),
+                    None => self.no_ensemble(),
+                });
+            }
+            if let Some(b) = self
+                .best
+                .as_ref()
+                .filter(|b| !self.passes_gate(b.selection_p))
+            {
+                let what = format!("{} of generation {}", b.kind, b.generation);
+                notices.push(self.not_significant("best.onnx", &what, b.selection_p));
             }
             self.run.timings.export = t.elapsed().as_secs_f64();
             self.outputs = Some((outputs, notices));
@@ -589,11 +648,23 @@ fn write_best(
     Ok(None)
 }
 
-/// Writes the configured ensemble of the last generation; returns its notices and name.
+/// The ensemble to export: the one named, or the best on the selection split.
+fn choose(cfg: &EvolveConfig, ensembles: &[EnsembleReport]) -> Option<usize> {
+    match cfg.ensemble.name() {
+        Some(name) => ensembles.iter().position(|e| e.name == name),
+        None => {
+            let sel: Vec<Option<Metrics>> =
+                ensembles.iter().map(|e| Some(e.scores.selection)).collect();
+            select::best(&sel)
+        }
+    }
+}
+
+/// Writes ensemble `p` of the last generation; returns its notices and name.
 fn write_ensemble(
     cfg: &EvolveConfig,
     model: &Model,
-    built: Option<(&Built, &Generation)>,
+    built: Option<((&Built, &Generation), usize)>,
     selection_text: &str,
 ) -> Result<Option<(Vec<String>, String)>, Error> {
     let path = cfg.out.join(ENSEMBLE_FILE);
@@ -603,18 +674,9 @@ fn write_ensemble(
         }
         return Ok(None);
     }
-    let Some(((ensembles, choices), last)) = built else {
+    let Some((((ensembles, choices), last), p)) = built else {
         return Ok(None);
     };
-    let pick = match cfg.ensemble.name() {
-        Some(name) => ensembles.iter().position(|e| e.name == name),
-        None => {
-            let sel: Vec<Option<Metrics>> =
-                ensembles.iter().map(|e| Some(e.scores.selection)).collect();
-            select::best(&sel)
-        }
-    };
-    let Some(p) = pick else { return Ok(None) };
     let notices = export_ensemble(model, last, &choices[p], cfg.combine, selection_text, &path)?;
     Ok(Some((notices, ensembles[p].name.clone())))
 }

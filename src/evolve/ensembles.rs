@@ -28,15 +28,18 @@ pub(super) type Choice = Vec<(Option<u32>, f64)>;
 /// The four ensembles of the last generation's predictions: mean and greedy, without and with
 /// the parent; with their members (for export).
 ///
-/// `original` is the original model's holdout predictions and scores, which each ensemble's
-/// significance is measured against (with bootstrap seed `seed`).
+/// `original` is the original model's holdout and selection predictions and its scores, which
+/// each ensemble's significance (bootstrap seed `seed`) and selection p-value are measured
+/// against.
 pub(super) fn ensembles_of(
     g: &Generation,
     labels: &crate::score::Labels,
     k: u32,
-    original: (&Predictions, &Scores),
+    original: (&Predictions, &Predictions, &Scores),
     seed: u64,
 ) -> Result<(Vec<EnsembleReport>, Vec<Choice>), Error> {
+    let (original_holdout, original_selection, original_scores) = original;
+    let original = (original_holdout, original_scores);
     let ok: Vec<u32> = (0..k)
         .filter(|&i| g.children[i as usize].scores.is_some())
         .collect();
@@ -64,10 +67,12 @@ pub(super) fn ensembles_of(
             Ok(Predictions::weighted_mean(&w)?)
         };
         let holdout = part(&|r| r.holdout.as_ref())?;
+        let selection = part(&|r| Some(&r.selection))?;
         let scores = Scores {
-            selection: part(&|r| Some(&r.selection))?.metrics(labels)?,
+            selection: selection.metrics(labels)?,
             holdout: holdout.metrics(labels)?,
         };
+        let selection_p = significance::selection_p(original_selection, &selection, labels)?;
         let significance = significance::significance(original, (&holdout, &scores), labels, seed)?;
         reports.push(EnsembleReport {
             name: name.into(),
@@ -87,6 +92,7 @@ pub(super) fn ensembles_of(
             gain_vs_original: scores.holdout.primary() - original.1.holdout.primary(),
             gain_vs_generation_parent: scores.holdout.primary() - parent_scores.holdout.primary(),
             significance,
+            selection_p,
         });
         choices.push(members);
         Ok(())

@@ -43,6 +43,7 @@ pub(super) fn run_key(
     } else {
         text
     };
+
     Ok(blake3::hash(text.as_bytes()).to_hex().to_string())
 }
 
@@ -90,6 +91,7 @@ pub(super) fn settings(cfg: &EvolveConfig, batch: usize) -> Settings {
         adapt_sigma: cfg.adapt_sigma,
         line_search: cfg.line_search,
         race: cfg.race,
+        accept_p: cfg.accept_p,
         mode: m.mode.kind().name().into(),
         density: m.mode.density(),
         sigma: m.sigma,

@@ -147,6 +147,12 @@ pub struct EvolveConfig {
     /// ones early (see [`race`]): fewer rows scored per generation, the same winners. Needs
     /// class labels.
     pub race: bool,
+    /// The export gate: `best.onnx` and `ensemble.onnx` are written only when McNemar's exact
+    /// test of their selection gain over the original model gives a p-value below this (the
+    /// report still shows what was found, and its holdout figures). 1: always written (the
+    /// paper's plain behaviour), whatever the p-value. The selection rows chose the model, so this p is optimistic:
+    /// it keeps the parent when even that optimistic test finds nothing. Classification only.
+    pub accept_p: f64,
     /// Which tensors are mutable.
     pub selection: Selection,
     /// Holdout fraction.
@@ -199,6 +205,7 @@ impl EvolveConfig {
             adapt_sigma: false,
             line_search: false,
             race: false,
+            accept_p: 1.0,
             selection: Selection::default(),
             holdout: 0.5,
             split_seed: 0,
@@ -246,6 +253,12 @@ fn check_config(cfg: &EvolveConfig) -> Result<(), Error> {
     }
     if cfg.patience == Some(0) {
         return Err(invalid("--patience", "must be at least 1"));
+    }
+    if !(cfg.accept_p > 0.0 && cfg.accept_p <= 1.0) {
+        return Err(invalid(
+            "--accept-p",
+            format!("must be in (0, 1], got {}", cfg.accept_p),
+        ));
     }
     if let Some(b) = cfg.budget
         && b <= u64::from(cfg.mutation.children)

@@ -95,6 +95,10 @@ pub struct BestReport {
     pub gain_vs_generation_parent: f64,
     /// Whether its holdout gain over the original model is more than chance.
     pub significance: Significance,
+    /// McNemar's exact p-value of its selection gain over the original model (what the export
+    /// gate reads: written only when below `accept_p`; classification only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selection_p: Option<f64>,
 }
 
 /// A member of an ensemble of predictions.
@@ -124,6 +128,10 @@ pub struct EnsembleReport {
     pub gain_vs_generation_parent: f64,
     /// Whether its holdout gain over the original model is more than chance.
     pub significance: Significance,
+    /// McNemar's exact p-value of its selection gain over the original model (what the export
+    /// gate reads: written only when below `accept_p`; classification only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selection_p: Option<f64>,
 }
 
 /// A holdout gain against the original model, tested on the same holdout rows (computed on
@@ -222,6 +230,9 @@ pub struct Settings {
     pub line_search: bool,
     /// Children raced against their parent (dropped early when clearly losing).
     pub race: bool,
+    /// `best.onnx` and `ensemble.onnx` are written only when their selection gain over the
+    /// original model has a McNemar p-value below this (1: always).
+    pub accept_p: f64,
     /// `partition`, `density` or `layer`.
     pub mode: String,
     /// Density fraction (density mode).

@@ -198,15 +198,7 @@ pub(super) fn significance(
     let ci95 = bootstrap_ci95(&diff, RESAMPLES, seed)
         .ok_or_else(|| invalid("internal", "no holdout rows"))?;
     let classification = cand.kind != ScoredAs::Regression;
-    let discordant = classification.then(|| {
-        let count = |o: f64, c: f64| {
-            so.iter()
-                .zip(&sc)
-                .filter(|&(&x, &y)| x == o && y == c)
-                .count() as u64
-        };
-        [count(1.0, 0.0), count(0.0, 1.0)]
-    });
+    let discordant = classification.then(|| discordant(&so, &sc));
     let gain = cand_scores.holdout.primary() - orig_scores.holdout.primary();
     let selection_gain = cand_scores.selection.primary() - orig_scores.selection.primary();
     Ok(Significance {
@@ -221,6 +213,42 @@ pub(super) fn significance(
             seed,
         },
     })
+}
+
+/// `[b, c]`: rows the original gets right and the candidate wrong, and the reverse.
+fn discordant(original: &[f64], candidate: &[f64]) -> [u64; 2] {
+    let count = |o: f64, c: f64| {
+        original
+            .iter()
+            .zip(candidate)
+            .filter(|&(&x, &y)| x == o && y == c)
+            .count() as u64
+    };
+    [count(1.0, 0.0), count(0.0, 1.0)]
+}
+
+/// McNemar's exact p-value of `candidate` against `original` on the same rows (the selection
+/// rows: what the export gate reads); `None` for regression.
+pub(super) fn selection_p(
+    original: &Predictions,
+    candidate: &Predictions,
+    labels: &Labels,
+) -> Result<Option<f64>, Error> {
+    if original.rows != candidate.rows {
+        return Err(invalid(
+            "internal",
+            "the original and a candidate were scored on different selection rows",
+        ));
+    }
+    if candidate.kind == ScoredAs::Regression {
+        return Ok(None);
+    }
+    let (so, sc) = (
+        row_scores(original, labels)?,
+        row_scores(candidate, labels)?,
+    );
+    let [b, c] = discordant(&so, &sc);
+    Ok(Some(mcnemar_exact_p(b, c)))
 }
 
 #[cfg(test)]

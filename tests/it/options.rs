@@ -65,6 +65,7 @@
 //! | evolve | `--budget` | evolve::budgets_count_selection_passes_and_generations_auto_stops_in_time |
 //! | evolve | `--patience` | evolve::budgets_count_selection_passes_and_generations_auto_stops_in_time |
 //! | evolve | `--line-search` | evolve::the_line_search_tries_the_winning_merged_step_twice_and_replays |
+//! | evolve | `--accept-p` | significance::the_export_gate_writes_only_significant_selection_gains |
 //! | evolve | `--race` | race::racing_chooses_what_a_full_evaluation_chooses, race::raced_budgets_and_regression |
 //! | evolve | `--dynamic` | options::evolve_static_keeps_the_subspaces_dynamic_resamples_them |
 //! | evolve | `--static` | options::evolve_static_keeps_the_subspaces_dynamic_resamples_them |

@@ -235,13 +235,11 @@ fn check_isolation(extra: &[&str]) -> Value {
     if let Some(d) = first_difference(&sa, &sb, "report") {
         panic!("{extra:?}: perturbing only holdout rows changed a selection-side result at {d}");
     }
-    // The files are chosen on the selection rows alone, so they are the same bytes.
+    // The files are chosen (and the export gate decides) on the selection rows alone, so
+    // both runs write the same bytes, or both hold the file back.
     for f in ["best.onnx", "ensemble.onnx"] {
         let (x, y) = (std::fs::read(out_a.join(f)), std::fs::read(out_b.join(f)));
-        assert!(
-            x.unwrap() == y.unwrap(),
-            "{extra:?}: {f} differs between the runs"
-        );
+        assert!(x.ok() == y.ok(), "{extra:?}: {f} differs between the runs");
     }
 
     // Every holdout metric moved: the perturbation reached each candidate's holdout rows.
@@ -668,4 +666,25 @@ fn oracle_greedy_stopping_rules() {
         let got = [total(&r["ensembles"][2]), total(&r["ensembles"][3])];
         assert_eq!(got, weights, "{model} {extra:?}");
     }
+}
+
+/// The export gate: on the well-trained CNN the best child's selection gain is not
+/// significant, so neither file is written; on the under-trained CNN after 5 generations both
+/// are. The oracle recomputes every `selection_p` and checks which files exist.
+#[test]
+fn oracle_export_gate() {
+    let test = "oracle_export_gate";
+    let gate = ["--accept-p", "0.05"];
+    let Some((r, dir)) = evolve_and_check(test, "models/digits_cnn.onnx", DIGITS, &gate) else {
+        return;
+    };
+    assert!(r["best"]["selection_p"].as_f64().unwrap() >= 0.05);
+    assert!(!dir.path().join("run/best.onnx").exists());
+    let extra = [&gate[..], &["--generations", "5", "--sigma", "0.3"]].concat();
+    let Some((r, dir)) = evolve_and_check(test, CNN, DIGITS, &extra) else {
+        return;
+    };
+    assert!(r["best"]["selection_p"].as_f64().unwrap() < 0.05);
+    assert!(dir.path().join("run/best.onnx").exists());
+    assert!(dir.path().join("run/ensemble.onnx").exists());
 }

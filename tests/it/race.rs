@@ -153,6 +153,21 @@ fn raced_budgets_and_regression() {
         assert_eq!(again[key], r[key], "{key}");
     }
 
+    // σ so large that every child is dropped: no ensemble can be built, and the run says so.
+    let args = ["--race", "--sigma", "20", "--children", "4"];
+    let r = evolve(m, d, &dir.path().join("all-dropped"), &args);
+    let children = r["children"].as_array().unwrap();
+    assert!(
+        children
+            .iter()
+            .all(|c| c["dropped_after"].as_u64() < Some(498))
+    );
+    assert!(r["ensembles"].as_array().unwrap().is_empty());
+    assert!(!dir.path().join("all-dropped/ensemble.onnx").exists());
+    assert!(r["passes"]["selection"].as_f64().unwrap() < 1.0 + 4.0 * 0.5);
+    let notices = r["notices"].to_string();
+    assert!(notices.contains("no ensemble.onnx") && notices.contains("4 dropped by racing"));
+
     let out = dir.path().join("regression");
     let o = out.to_str().unwrap();
     let data = "fixtures/diabetes_val.npz";

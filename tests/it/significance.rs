@@ -229,3 +229,72 @@ fn regression_reports_an_interval_without_mcnemar() {
         assert!(ok, "the Python reference disagrees:\n{said}");
     }
 }
+
+/// `--accept-p`: best.onnx and ensemble.onnx are written only when McNemar's exact test of
+/// their selection gain over the original gives p below it; the report keeps what was found,
+/// and a notice says why a file is missing. With `--generations auto` it defaults to 0.01.
+#[test]
+fn the_export_gate_writes_only_significant_selection_gains() {
+    let dir = tempfile::tempdir().unwrap();
+    let evolve = |model: &str, name: &str, extra: &[&str]| -> (Value, std::path::PathBuf) {
+        let out = dir.path().join(name);
+        let o = out.to_str().unwrap();
+        let data = "fixtures/digits_val.npz";
+        let mut args = vec!["evolve", model, "--data", data, "--out", o, "--json"];
+        args.extend_from_slice(extra);
+        (json_of(&smd(&args)), out)
+    };
+    // The well-trained CNN: generation 0's best child gains nothing real on selection.
+    let (r, out) = evolve(
+        "models/digits_cnn.onnx",
+        "held",
+        &["--seed", "1", "--accept-p", "0.05"],
+    );
+    let p = r["best"]["selection_p"].as_f64().unwrap();
+    assert!(p >= 0.05, "{p}");
+    assert!(!out.join("best.onnx").exists() && r["outputs"]["best"].is_null());
+    assert!(!out.join("ensemble.onnx").exists() && r["outputs"]["ensemble_kind"].is_null());
+    let notices = r["notices"].to_string();
+    assert!(notices.contains("no best.onnx") && notices.contains("no ensemble.onnx"));
+    assert_eq!(r["settings"]["accept_p"], 0.05);
+    // The same run without the gate (the default with a fixed number of generations).
+    let (plain, out) = evolve("models/digits_cnn.onnx", "plain", &["--seed", "1"]);
+    assert_eq!(plain["settings"]["accept_p"], 1.0);
+    assert_eq!(plain["best"], r["best"]);
+    assert!(out.join("best.onnx").exists() && out.join("ensemble.onnx").exists());
+
+    // The under-trained CNN after 5 generations: a real selection gain is written.
+    let args = ["--generations", "5", "--sigma", "0.3", "--accept-p", "0.05"];
+    let (r, out) = evolve("models/digits_cnn_undertrained.onnx", "kept", &args);
+    assert!(r["best"]["selection_p"].as_f64().unwrap() < 0.05);
+    assert!(out.join("best.onnx").exists());
+    let chosen = r["outputs"]["ensemble_kind"].as_str().unwrap();
+    let e = r["ensembles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == chosen);
+    assert!(e.unwrap()["selection_p"].as_f64().unwrap() < 0.05);
+    assert!(out.join("ensemble.onnx").exists());
+
+    // `--generations auto` gates at 0.01 unless told; out-of-range values are refused.
+    let auto = ["--generations", "auto", "--budget", "40", "--children", "4"];
+    let (r, _) = evolve("models/digits_cnn.onnx", "auto", &auto);
+    assert_eq!(r["settings"]["accept_p"], 0.01);
+    for bad in ["0", "1.5", "nan"] {
+        let o = dir.path().join("bad");
+        let args = [
+            "evolve",
+            "models/digits_cnn.onnx",
+            "--data",
+            "fixtures/digits_val.npz",
+        ];
+        let out = smd(&[
+            &args[..],
+            &["--out", o.to_str().unwrap(), "--accept-p", bad],
+        ]
+        .concat());
+        crate::util::assert_one_line_error(&out, &["--accept-p"]);
+        assert!(!o.exists());
+    }
+}

@@ -18,6 +18,9 @@ anything here) every number and every decision of the run's report.json, and com
   parent, when there are at least two), whether the merged candidate's holdout was scored (only
   when it beats the kept child, or the parent), and the kept candidate;
 - `best`: generation, index, kind, lineage, scores and both gains; best.onnx's own scores;
+- the export gate: McNemar's exact p-value (tests/reference/significance.py) of the selection
+  gain of `best` and of each ensemble over the original model (`selection_p`), and best.onnx and
+  ensemble.onnx written exactly when it is below `settings.accept_p`;
 - the four ensembles of the last generation (mean and mean+parent; greedy and greedy+parent by
   Caruana forward selection with replacement) with their members, weights and scores, and the
   `auto` choice between them (`outputs.ensemble_kind`), and ensemble.onnx's holdout scores. An
@@ -76,6 +79,7 @@ def greedy_steps(candidates):
 # already holds (one copy for every oracle; none of it is smd-onnx code).
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "reference"))
+from significance import mcnemar_p  # noqa: E402
 from significance import split as reference_split  # noqa: E402
 
 
@@ -176,6 +180,17 @@ def metrics(preds, labels):
 
 def primary(m):
     return m["accuracy"] if "accuracy" in m else -m["mse"]
+
+
+def selection_p(original, candidate, labels):
+    """McNemar's exact p of a candidate's selection predictions against the original's (None
+    for regression)."""
+    if original.regression:
+        return None
+    lab = labels[original.rows].astype(np.int64)
+    a = np.argmax(original.values, axis=1) == lab
+    b = np.argmax(candidate.values, axis=1) == lab
+    return mcnemar_p(int(np.sum(a & ~b)), int(np.sum(~a & b)))
 
 
 def gain(a, b):
@@ -375,7 +390,7 @@ class Oracle:
             if kept is not None:
                 kind, index, model, sc, recipe = kept
                 lineage = parent[2] + [recipe]
-                best = (g, index, kind, lineage, sc, parent[1])
+                best = (g, index, kind, lineage, sc, parent[1], model)
                 parent = (model, sc, lineage)
         self.check_best(best, original)
         self.check_ensembles(last, original)
@@ -432,8 +447,12 @@ class Oracle:
             c.same("best", r["best"], None)
             c.same("best.onnx exists", os.path.exists(path), False)
             return
-        g, index, kind, lineage, sc, gen_parent = best
+        g, index, kind, lineage, sc, gen_parent, model = best
         rb = r["best"] or {}
+        p = selection_p(self.predict(self.model)[0], self.predict(model)[0], self.labels)
+        c.close("best.selection_p", rb.get("selection_p"), p)
+        gated = p is not None and p >= r["settings"]["accept_p"] and r["settings"]["accept_p"] < 1
+        c.same("best.onnx exists", os.path.exists(path), not gated)
         c.same("best.generation", rb.get("generation"), g)
         c.same("best.index", rb.get("index"), index)
         c.same("best.kind", rb.get("kind"), kind)
@@ -465,7 +484,8 @@ class Oracle:
         names = ["mean", "mean+parent", "greedy", "greedy+parent"]
         got = {e["name"]: e for e in r["ensembles"]}
         c.same("ensembles", [e["name"] for e in r["ensembles"]], names)
-        sel = []
+        sel, gate = [], {}
+        original_sel = self.predict(self.model)[0]
         for name in names:
             members, e = want[name], got.get(name, {})
             refs = [{"kind": kd, "index": i, "weight": w} for kd, i, w, _ in members]
@@ -473,6 +493,9 @@ class Oracle:
             s = metrics(weighted_mean([(p[0], w) for _, _, w, p in members]), self.labels)
             h = metrics(weighted_mean([(p[1], w) for _, _, w, p in members]), self.labels)
             c.close(f"ensemble {name}.scores", e.get("scores"), scores(s, h))
+            mean_sel = weighted_mean([(p[0], w) for _, _, w, p in members])
+            gate[name] = selection_p(original_sel, mean_sel, self.labels)
+            c.close(f"ensemble {name}.selection_p", e.get("selection_p"), gate[name])
             bases = (("gain_vs_original", original), ("gain_vs_generation_parent", parent_scores))
             for field, base in bases:
                 value, scale = gain(scores(s, h), base)
@@ -480,8 +503,11 @@ class Oracle:
             sel.append(s)
         # `auto`: the best of the four on the selection rows, the first among equals.
         chosen = names[best_index(sel)] if self.ensemble_choice == "auto" else self.ensemble_choice
-        c.same("outputs.ensemble_kind", r["outputs"].get("ensemble_kind"), chosen)
+        p = gate[chosen]
+        gated = p is not None and p >= r["settings"]["accept_p"] and r["settings"]["accept_p"] < 1
+        c.same("outputs.ensemble_kind", r["outputs"].get("ensemble_kind"), None if gated else chosen)
         path = os.path.join(self.run, "ensemble.onnx")
+        c.same("ensemble.onnx exists", os.path.exists(path), not gated)
         if os.path.exists(path):
             want_h = got.get(chosen, {}).get("scores", {}).get("holdout") or {}
             got_h = self.scores_of(path)["holdout"]
