@@ -282,6 +282,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// every child of some generation failed, so that generation selected nothing and its
 /// ensembles could not be built.
 fn exit_code(report: &smd_onnx::evolve::Report) -> ExitCode {
+    let odd = report
+        .children
+        .iter()
+        .filter(|c| c.holdout_non_finite_rows.is_some())
+        .count();
+    if odd > 0 {
+        eprintln!(
+            "warning: {odd} child(ren) gave NaN/Inf on some holdout rows (see `holdout_non_finite_rows` in the report); those rows count as wrong answers"
+        );
+    }
     let failed = report
         .children
         .iter()

@@ -345,6 +345,7 @@ impl<'o> Evolution<'o> {
                 selection: scored.scores.map(|s| s.selection),
                 holdout: scored.scores.map(|s| s.holdout),
                 failed: scored.failure.clone(),
+                holdout_non_finite_rows: nonzero(scored.holdout_non_finite),
                 dropped_after: scored.dropped.then_some(scored.record.selection.rows.len()),
             });
         }
@@ -413,6 +414,7 @@ impl<'o> Evolution<'o> {
             selection: scored.selection,
             holdout: scored.scores.map(|s| s.holdout),
             failed: scored.failure.clone(),
+            holdout_non_finite_rows: nonzero(scored.holdout_non_finite),
         };
         if scored
             .scores
@@ -795,6 +797,11 @@ fn count(passes: &mut Passes, scored: &[Scored], selection_rows: usize) {
         let rows = s.record.selection.rows.len();
         passes.add(rows, selection_rows, s.record.holdout.is_some());
     }
+}
+
+/// `Some(n)` unless `n` is 0 (the report leaves the field out).
+fn nonzero(n: usize) -> Option<usize> {
+    (n > 0).then_some(n)
 }
 
 /// The 1/5 success rule of (1+λ)-ES: a bolder σ when more than a fifth of the `k` children

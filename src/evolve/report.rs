@@ -31,6 +31,10 @@ pub struct ChildReport {
     /// Why it failed (e.g. NaN outputs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
+    /// Holdout rows whose outputs were NaN/Inf: counted as wrong answers (NLL at its floor);
+    /// it is chosen or not on the selection rows alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holdout_non_finite_rows: Option<usize>,
     /// Racing dropped it after this many selection rows: it could not, or clearly did not,
     /// beat its parent (no metrics: they would be of a part of the rows).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -52,6 +56,10 @@ pub struct MergedReport {
     /// Why it failed (e.g. NaN outputs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
+    /// Holdout rows whose outputs were NaN/Inf: counted as wrong answers (NLL at its floor);
+    /// it is chosen or not on the selection rows alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holdout_non_finite_rows: Option<usize>,
 }
 
 /// One generation.

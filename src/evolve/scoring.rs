@@ -25,14 +25,23 @@ pub(super) struct Scored {
     /// Its metrics on both parts (`None`: it failed, or its holdout rows were not scored).
     pub scores: Option<Scores>,
     pub failure: Option<String>,
+    /// Holdout rows whose outputs were NaN/Inf (counted as wrong answers; a candidate fails
+    /// only on the selection rows, where it is chosen).
+    pub holdout_non_finite: usize,
     /// Dropped by racing after part of the selection rows (`record.selection` holds those);
     /// not journaled, not in any ensemble.
     pub dropped: bool,
 }
 
 impl Scored {
-    /// A journal record with its metrics.
-    fn from_record(record: Record, labels: &Labels) -> Scored {
+    /// A journal record with its metrics. Holdout rows with NaN/Inf outputs count as wrong
+    /// answers (in the record too, so that ensembles and significance see the same rows):
+    /// what fails on holdout only must not change what was chosen on the selection rows.
+    fn from_record(mut record: Record, labels: &Labels) -> Scored {
+        let holdout_non_finite = match (&mut record.holdout, record.selection.failed()) {
+            (Some(h), false) => h.count_failed_rows_as_wrong(labels),
+            _ => 0,
+        };
         let holdout = record.holdout.as_ref().map(|h| h.metrics(labels));
         let (selection, scores, failure) = match (record.selection.metrics(labels), holdout) {
             (Ok(selection), Some(Ok(holdout))) => {
@@ -47,6 +56,7 @@ impl Scored {
             selection,
             scores,
             failure,
+            holdout_non_finite,
             dropped: false,
         }
     }
@@ -58,6 +68,7 @@ impl Scored {
             selection: None,
             scores: None,
             failure: None,
+            holdout_non_finite: 0,
             dropped: true,
         }
     }

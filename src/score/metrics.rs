@@ -297,6 +297,39 @@ impl Predictions {
         }
     }
 
+    /// Makes every row with NaN/Inf outputs a wrong answer (classification): probability 0 on
+    /// its label, spread evenly over the other classes, so it is wrong at every rank a metric
+    /// looks at (top-5 included, with more than 5 classes) and costs NLL's floor. Returns the
+    /// rows changed; the predictions then no longer count as failed. Regression is left as
+    /// it is (0).
+    pub fn count_failed_rows_as_wrong(&mut self, labels: &Labels) -> usize {
+        let (Labels::Classes(ids), true) = (labels, self.kind != ScoredAs::Regression) else {
+            return 0;
+        };
+        let c = self.classes;
+        if c < 2 || self.non_finite_rows == 0 {
+            return 0;
+        }
+        let mut changed = 0;
+        let other = 1.0 / (c - 1) as f32;
+        for (i, &r) in self.rows.iter().enumerate() {
+            let Some(row) = self.probs.get_mut(i * c..(i + 1) * c) else {
+                continue;
+            };
+            if row.iter().all(|v| v.is_finite()) {
+                continue;
+            }
+            let label = ids.get(r).and_then(|&l| usize::try_from(l).ok());
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = if Some(j) == label { 0.0 } else { other };
+            }
+            changed += 1;
+        }
+        self.non_finite_rows = 0;
+        self.first_non_finite = None;
+        changed
+    }
+
     /// Whether each row's argmax is its label (`None` for regression).
     pub fn correct(&self, labels: &Labels) -> Option<Vec<bool>> {
         let Labels::Classes(ids) = labels else {
@@ -495,6 +528,25 @@ mod tests {
             (2, Some(2))
         );
         assert!(Predictions::concat(Vec::new()).is_err());
+    }
+
+    #[test]
+    fn failed_rows_become_wrong_answers() {
+        let mut p = preds(
+            vec![0, 1, 2],
+            vec![0.9, 0.1, f32::NAN, 0.5, f32::INFINITY, 0.0],
+            ScoredAs::Probabilities,
+        );
+        let labels = Labels::Classes(vec![0, 0, 1]);
+        assert!(p.metrics(&labels).is_err());
+        assert_eq!(p.count_failed_rows_as_wrong(&labels), 2);
+        assert_eq!(p.probs, [0.9, 0.1, 0.0, 1.0, 1.0, 0.0]);
+        let m = p.metrics(&labels).unwrap();
+        assert_eq!(m.accuracy, Some(1.0 / 3.0));
+        assert_eq!(p.count_failed_rows_as_wrong(&labels), 0);
+        let mut r = preds(vec![0], vec![f32::NAN, 0.0], ScoredAs::Regression);
+        assert_eq!(r.count_failed_rows_as_wrong(&labels), 0);
+        assert!(r.failed());
     }
 
     #[test]

@@ -163,7 +163,7 @@ fn selection_side(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.iter()
-                .filter(|(k, _)| !k.starts_with("gain_vs_"))
+                .filter(|(k, _)| !k.starts_with("gain_vs_") && !k.starts_with("holdout_"))
                 .map(|(k, x)| {
                     let x = if k == "holdout" && (x.is_object() || x.is_null()) {
                         Value::Bool(x.is_object())
@@ -305,17 +305,13 @@ fn oracle_holdout_isolation_with_auto_sigma_budget_and_line_search() {
     assert!(r["passes"]["selection"].as_u64().unwrap() <= 120);
 }
 
-/// Known issue, found writing these tests: a child whose outputs are finite on the selection
-/// rows but not on the holdout rows is chosen on its selection metrics (best child, merged
-/// membership, kept), yet the report marks it failed without selection metrics, the ensembles
-/// leave it out, and when it is kept `best` stays null while the next generation starts from
-/// it: the summary says no child beat the parent, no best.onnx is written, the next
-/// generation's recorded parent metrics are the original's, and `replay` cannot rebuild that
-/// generation's children from the report. Scaling one holdout image by 1e38 makes some
-/// children overflow there (the parent does not); with seed 5, generation 0 keeps such a
-/// child. Ignored until evolve handles holdout-only failures; then it should pass.
+/// A child whose outputs are finite on the selection rows but not on some holdout rows is
+/// chosen on its selection metrics like any other; its NaN/Inf holdout rows count as wrong
+/// answers (`holdout_non_finite_rows`). Scaling one holdout image by 1e38 makes some children
+/// overflow there (the parent does not); with seed 5, generation 0 keeps such a child: every
+/// selection-side result equals the clean run's, `best` is that child, and `replay` rebuilds
+/// the next generation's children from the report.
 #[test]
-#[ignore = "known issue: children that fail on holdout rows only (see the comment)"]
 fn oracle_holdout_isolation_with_holdout_only_failures() {
     let dir = tempfile::tempdir().unwrap();
     let (clean, perturbed) = clean_and_perturbed(dir.path(), |hold, row, _, out| {
@@ -338,6 +334,15 @@ fn oracle_holdout_isolation_with_holdout_only_failures() {
     }
     if kept(&b).iter().any(|k| *k != "parent") && b["best"].is_null() {
         problems.push(format!("kept {:?} but best is null", kept(&b)));
+    }
+    let counted = b["children"].as_array().unwrap().iter();
+    let counted: Vec<u64> = counted
+        .filter_map(|c| c["holdout_non_finite_rows"].as_u64())
+        .collect();
+    if counted.is_empty() || counted.iter().any(|&n| n != 1) {
+        problems.push(format!(
+            "expected children with 1 non-finite holdout row: {counted:?}"
+        ));
     }
     let replayed = dir.path().join("child.onnx");
     let r = smd(&[

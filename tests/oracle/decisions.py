@@ -12,7 +12,8 @@ anything here) every number and every decision of the run's report.json, and com
   merged candidate, on both parts (accuracy, top-5, NLL with the 1e-15 floor, MSE, exactly as
   fixtures/expected/README.md defines them), scored with onnxruntime in batches of the run's
   batch size over each part's rows in ascending order; a candidate whose outputs are NaN/Inf
-  on either part has failed (README, exit codes): no metrics, no selection, no ensemble;
+  on the selection rows has failed (README, exit codes): no metrics, no selection, no
+  ensemble; NaN/Inf holdout rows of a candidate that did not fail count as wrong answers;
 - per generation: the best child (selection accuracy, lower NLL breaking ties, the lowest index
   among equals), the merged membership (every child strictly better than the generation's
   parent, when there are at least two), whether the merged candidate's holdout was scored (only
@@ -352,12 +353,21 @@ class Oracle:
         return out
 
     def predict(self, model):
-        """(selection predictions, holdout predictions) of a model file, memoised."""
+        """(selection predictions, holdout predictions) of a model file, memoised. A model
+        that is finite on the selection rows has its NaN/Inf holdout rows made wrong answers:
+        probability 0 on the label, the rest spread evenly (README: a candidate fails only on
+        the selection rows)."""
         if model not in self.cache:
-            self.cache[model] = (
-                self.scorer.predict(model, self.sel_rows),
-                self.scorer.predict(model, self.hold_rows),
-            )
+            sel = self.scorer.predict(model, self.sel_rows)
+            hold = self.scorer.predict(model, self.hold_rows)
+            if hold.failed and not sel.failed and not hold.regression:
+                v = hold.values.copy()
+                c = v.shape[1]
+                for i in np.where(~np.all(np.isfinite(v), axis=1))[0]:
+                    v[i, :] = np.float32(1.0) / np.float32(c - 1)
+                    v[i, int(self.labels[hold.rows[i]])] = 0.0
+                hold = Preds(hold.rows, v, False)
+            self.cache[model] = (sel, hold)
         return self.cache[model]
 
     def scores_of(self, model):
