@@ -520,21 +520,8 @@ def _scored_tensor(model_path, sess):
 
 def score(model_path, data_path):
     """Scores as defined in fixtures/expected/README.md."""
-    sess = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
-    data = np.load(data_path)
-    labels = data["labels"]
+    scored, tail, out, labels = scored_output(model_path, data_path)
     n = len(labels)
-    inputs = sess.get_inputs()
-    first_dim = inputs[0].shape[0] if inputs[0].shape else None  # no declared shape: []
-    batch = first_dim if isinstance(first_dim, int) else 256
-    sess, scored, tail = _scored_tensor(model_path, sess)
-    feeds_all = {i.name: data[i.name] for i in inputs}
-    parts = []
-    for s in range(0, n, batch):
-        feeds = {k: v[s : s + batch] for k, v in feeds_all.items()}
-        parts.append(sess.run([scored], feeds)[0])
-    out = np.concatenate(parts, 0)
-    assert out.shape[0] == n and out.ndim == 2 and out.dtype == np.float32, (out.shape, out.dtype, n)
     res = {"output": scored}
     if tail is not None:
         res["tail"] = tail
@@ -554,6 +541,32 @@ def score(model_path, data_path):
     nll = float(np.mean(-np.log(np.maximum(p[rows, lab], 1e-15))))
     res.update(accuracy=acc, top5_accuracy=top5, nll=nll, mse=None)
     return res
+
+
+def probabilities(out):
+    """The probabilities scores are computed from (see fixtures/expected/README.md)."""
+    return _probabilities(out)
+
+
+def scored_output(model_path, data_path):
+    """(scored tensor name, tail, output [N, C] float32, labels) of the model on every sample,
+    run as fixtures/expected/README.md says."""
+    sess = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    data = np.load(data_path)
+    labels = data["labels"]
+    n = len(labels)
+    inputs = sess.get_inputs()
+    first_dim = inputs[0].shape[0] if inputs[0].shape else None  # no declared shape: []
+    batch = first_dim if isinstance(first_dim, int) else 256
+    sess, scored, tail = _scored_tensor(model_path, sess)
+    feeds_all = {i.name: data[i.name] for i in inputs}
+    parts = []
+    for s in range(0, n, batch):
+        feeds = {k: v[s : s + batch] for k, v in feeds_all.items()}
+        parts.append(sess.run([scored], feeds)[0])
+    out = np.concatenate(parts, 0)
+    assert out.shape[0] == n and out.ndim == 2 and out.dtype == np.float32, (out.shape, out.dtype, n)
+    return scored, tail, out, labels
 
 
 def expected(model_rel, data_rel):

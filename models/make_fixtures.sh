@@ -31,3 +31,4 @@ else
     "$torch_venv/bin/python" "$here/make_transformer.py"
 fi
 "$venv/bin/python" "$here/make_expected.py"
+"$venv/bin/python" "$here/make_metrics.py"

@@ -47,6 +47,7 @@ pub mod buffer;
 pub mod ensemble;
 pub mod error;
 pub mod evolve;
+pub mod html;
 pub mod lineage;
 pub mod mutate;
 pub mod onnx;

@@ -105,13 +105,17 @@ pub struct Args {
     /// fewer passes (classification only; dropped children are in no ensemble).
     #[arg(long)]
     race: bool,
+    /// What selection optimises: the best child, the merged candidate, greedy ensembles and
+    /// the exported ensemble (default: accuracy with the NLL as tie-break, MSE for regression).
+    #[arg(long, value_name = "METRIC", value_parser = clap::builder::PossibleValuesParser::new(smd_onnx::score::Metric::NAMES))]
+    metric: Option<String>,
     /// Resample the subspaces every generation (the default).
     #[arg(long, conflicts_with = "static_subspaces")]
     dynamic: bool,
     /// Keep the same subspaces in every generation.
     #[arg(long = "static", id = "static_subspaces")]
     static_subspaces: bool,
-    /// What to write besides report.json.
+    /// What to write besides report.json and report.html.
     #[arg(long, value_enum, default_value = "both")]
     export: ExportArg,
     /// Which ensemble to export.
@@ -263,6 +267,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         runtime: args.runtime.config()?,
         pipelined: pipelined(),
         copy_budget: copy_budget(),
+        command: Some(super::common::command_line()),
+        metric: args.metric.as_deref().map(str::parse).transpose()?,
     };
     let mut bars = Bars {
         bar: None,

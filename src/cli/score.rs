@@ -28,6 +28,10 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Also write a self-contained HTML page of the results (per-class charts, confusion
+    /// matrix) to this file.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 /// Shows a progress bar on a terminal once a run has taken longer than this.
@@ -38,6 +42,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
     let part: SplitPart = args.split.parse()?;
     let config = args.runtime.config()?;
+    if let Some(h) = &args.html {
+        // Refused before any work: the page must never replace an input.
+        let mut inputs = smd_onnx::onnx::Model::open(&args.model)?.input_paths();
+        inputs.push(args.data.data.clone());
+        let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
+        smd_onnx::output::ensure_not_input(h, &inputs)?;
+    }
     // Data problems are reported before ONNX Runtime is touched (or fetched).
     let io = ModelIo::from_file(&args.model)?;
     let ds = Dataset::open(&args.data.data, &io)?;
@@ -55,10 +66,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let t2 = Instant::now();
     let preds = predict_with_bar(&mut predictor, &mut session, &ds, &rows)?;
     let t_infer = t2.elapsed();
-    let metrics = if preds.failed() {
-        None
+    let (metrics, classes) = if preds.failed() {
+        (None, None)
     } else {
-        Some(preds.metrics(ds.labels())?)
+        (
+            Some(preds.metrics(ds.labels())?),
+            preds.class_stats(ds.labels())?,
+        )
     };
     let failure = preds.failed().then(|| {
         format!(
@@ -72,6 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         info: rt.describe(),
         preds,
         metrics,
+        classes,
         failure,
         rows: rows.len(),
         samples: ds.len(),
@@ -80,6 +95,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         batch: predictor.batch(),
         seconds: [t_load, t_session, t_infer].map(|t| t.as_secs_f64()),
     };
+    if let Some(h) = &args.html {
+        write_html(h, &args, &outcome)?;
+    }
     if args.json {
         print_json(&args, &outcome)?;
     } else {
@@ -98,6 +116,8 @@ struct Outcome {
     info: smd_onnx::runtime::RuntimeInfo,
     preds: smd_onnx::score::Predictions,
     metrics: Option<smd_onnx::score::Metrics>,
+    /// Per-class results (classification).
+    classes: Option<smd_onnx::score::ClassStats>,
     failure: Option<String>,
     /// Rows scored, and samples in the data.
     rows: usize,
@@ -165,6 +185,7 @@ fn print_json(args: &Args, o: &Outcome) -> anyhow::Result<()> {
         "classes": o.preds.classes,
         "batch": o.batch,
         "metrics": o.metrics,
+        "per_class": o.classes,
         "failed": o.failure.is_some(),
         "failure": o.failure,
         "device": o.info.device,
@@ -181,6 +202,44 @@ fn print_json(args: &Args, o: &Outcome) -> anyhow::Result<()> {
         },
     });
     println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
+
+/// Writes the page of `score --html`.
+fn write_html(path: &std::path::Path, args: &Args, o: &Outcome) -> anyhow::Result<()> {
+    let [load, session, inference] = o.seconds;
+    let page = smd_onnx::html::ScorePage {
+        model: &args.model.display().to_string(),
+        data: &args.data.data.display().to_string(),
+        part: &format!(
+            "{}: {} of {} samples (holdout {}, split seed {})",
+            o.part, o.rows, o.samples, args.data.holdout, args.data.split_seed
+        ),
+        output: &format!(
+            "`{}` ({:?}, {} classes)",
+            o.preds.output, o.preds.kind, o.preds.classes
+        ),
+        metrics: o.metrics.as_ref(),
+        classes: o.classes.as_ref(),
+        facts: vec![
+            (
+                "device".into(),
+                format!("{} ({})", o.info.device, o.info.providers.join(", ")),
+            ),
+            (
+                "ONNX Runtime".into(),
+                format!("{} ({})", o.info.version, o.info.library.display()),
+            ),
+            ("batch".into(), o.batch.to_string()),
+            (
+                "seconds".into(),
+                format!("load {load:.2}, session {session:.2}, inference {inference:.2}"),
+            ),
+            ("smd-onnx".into(), env!("CARGO_PKG_VERSION").into()),
+        ],
+        command: Some(&super::common::command_line()),
+    };
+    smd_onnx::html::write(path, &smd_onnx::html::score(&page), &[])?;
     Ok(())
 }
 

@@ -267,6 +267,9 @@ fn outcome(report: &Report) -> String {
         }
     }
     s.push_str(&format!("wrote report: {}\n", report.outputs.report));
+    if !report.outputs.html.is_empty() {
+        s.push_str(&format!("wrote page: {}\n", report.outputs.html));
+    }
     s
 }
 

@@ -13,12 +13,12 @@ use super::observer::{Event, Flow, Observer};
 use super::race::{self, Race};
 use super::report::{
     BestReport, ChildReport, EnsembleReport, GenerationReport, MergedReport, Mutable, Outputs,
-    Passes, Report, Scores, SplitSizes, Stopped, Timings,
+    Passes, Report, Scores, SplitSizes, Stopped, TensorChange, Timings,
 };
 use super::scoring::{Job, Part, Run, Scored};
 use super::{
-    BEST_FILE, ENSEMBLE_FILE, EvolveConfig, EvolveError, REPORT_FILE, check_config, invalid,
-    select, sessions, significance,
+    BEST_FILE, ENSEMBLE_FILE, EvolveConfig, EvolveError, HTML_FILE, REPORT_FILE, check_config,
+    invalid, select, sessions, significance,
 };
 use crate::Error;
 use crate::lineage::{Lineage, recipe_meta};
@@ -35,6 +35,9 @@ const DEFAULT_COPY_BUDGET: usize = 2 << 30;
 const RACE_SEED: u64 = 0x534D_442D_5241_4345;
 
 const RACE_NEEDS_CLASSES: &str = "racing needs class labels (this data has regression targets)";
+
+/// The files a run writes in its output folder.
+const OUTPUT_FILES: [&str; 4] = [BEST_FILE, ENSEMBLE_FILE, REPORT_FILE, HTML_FILE];
 
 /// An evolution run, phase by phase (see the module docs; [`super::evolve`] runs them all).
 pub struct Evolution<'o> {
@@ -138,6 +141,19 @@ impl<'o> Evolution<'o> {
                 ),
             ));
         };
+        if let Some(m) = cfg.metric
+            && m.value(&original.selection).is_none()
+        {
+            run.journal.discard();
+            return Err(invalid(
+                "--metric",
+                format!(
+                    "{}: {} does not apply to this data (mse and mae need float targets, the others class labels, top5 at least 5 classes)",
+                    cfg.data.display(),
+                    m.name()
+                ),
+            ));
+        }
         let original_holdout = parent
             .record
             .holdout
@@ -236,10 +252,11 @@ impl<'o> Evolution<'o> {
         let plan = Plan::new(&mutation, &self.lineage.specs(&self.run.model), g)?;
         let children = self.score_children(g, &plan)?;
         let child_sel: Vec<Option<Metrics>> = children.iter().map(|c| c.selection).collect();
-        let best_child = select::best(&child_sel);
+        let best_child = select::best_by(self.cfg.metric, &child_sel);
         let winners: Vec<u32> = (0..self.cfg.mutation.children)
             .filter(|&i| {
-                child_sel[i as usize].is_some_and(|m| select::better(&m, &gen_parent.selection))
+                child_sel[i as usize]
+                    .is_some_and(|m| select::better_by(self.cfg.metric, &m, &gen_parent.selection))
             })
             .collect();
         // Elitism: the best child only if it beats the parent on the selection split.
@@ -418,7 +435,7 @@ impl<'o> Evolution<'o> {
         };
         if scored
             .scores
-            .is_some_and(|s| select::better(&s.selection, &bar))
+            .is_some_and(|s| select::better_by(self.cfg.metric, &s.selection, &bar))
         {
             *next = Some((scored, plan.deltas(&member)?, r));
         }
@@ -470,6 +487,8 @@ impl<'o> Evolution<'o> {
                         &scored.record.selection,
                         &self.run.labels,
                     )?,
+                    holdout_classes: holdout.class_stats(&self.run.labels)?,
+                    tensors: Vec::new(),
                 });
             }
             self.lineage = lineage_next;
@@ -503,6 +522,7 @@ impl<'o> Evolution<'o> {
                     &self.original,
                 ),
                 significance::bootstrap_seed(self.cfg.split_seed),
+                self.cfg.metric,
             )?;
             self.run.timings.ensembles = t.elapsed().as_secs_f64();
             self.ensembles = Some(built);
@@ -562,6 +582,7 @@ impl<'o> Evolution<'o> {
             );
             let mut outputs = Outputs {
                 report: self.cfg.out.join(REPORT_FILE).display().to_string(),
+                html: self.cfg.out.join(HTML_FILE).display().to_string(),
                 best: best_out?,
                 ..Default::default()
             };
@@ -601,6 +622,10 @@ impl<'o> Evolution<'o> {
         let ensembles = self.ensembles.take().map(|(e, _)| e).unwrap_or_default();
         let stopped = self.stop_reason().unwrap_or(Stopped::Generations);
         let run = &self.run;
+        let mut best = self.best;
+        if let Some(b) = &mut best {
+            b.tensors = TensorChange::of_lineage(&run.model, &self.lineage)?;
+        }
         let report = Report {
             smd_onnx: env!("CARGO_PKG_VERSION").to_string(),
             runtime: run.runtime.describe(),
@@ -615,16 +640,25 @@ impl<'o> Evolution<'o> {
             settings: settings(&self.cfg, run.predictor.batch()),
             mutable: self.mutable,
             parent: self.original,
+            parent_holdout_classes: self.original_holdout.class_stats(&run.labels)?,
             stopped,
             passes: self.passes,
             generations: self.generations,
             children: self.children,
-            best: self.best,
+            best,
             ensembles,
             outputs,
             notices,
             timings: run.timings.clone(),
+            command: self.cfg.command.clone(),
         };
+        // The page first: report.json, written last, marks a finished run. prepare_out
+        // checked that no output is an input.
+        crate::html::write(
+            &self.cfg.out.join(HTML_FILE),
+            &crate::html::evolve(&report),
+            &[],
+        )?;
         write_report(&self.cfg.out.join(REPORT_FILE), &report)?;
         Ok(report)
     }
@@ -657,7 +691,7 @@ fn choose(cfg: &EvolveConfig, ensembles: &[EnsembleReport]) -> Option<usize> {
         None => {
             let sel: Vec<Option<Metrics>> =
                 ensembles.iter().map(|e| Some(e.scores.selection)).collect();
-            select::best(&sel)
+            select::best_by(cfg.metric, &sel)
         }
     }
 }
@@ -749,6 +783,7 @@ fn open_run(
         journal,
         sessions,
         timings: Timings::default(),
+        metric: cfg.metric,
     })
 }
 
@@ -765,11 +800,11 @@ fn prepare_out(cfg: &EvolveConfig, inputs: &[PathBuf]) -> Result<(), Error> {
         e => e.into(),
     })?;
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
-    for name in [BEST_FILE, ENSEMBLE_FILE, REPORT_FILE] {
+    for name in OUTPUT_FILES {
         crate::output::ensure_not_input(&cfg.out.join(name), &inputs)?;
     }
     // Temporary files of a killed run (they can be model-sized).
-    crate::output::remove_temps(&cfg.out, Some(&[BEST_FILE, ENSEMBLE_FILE, REPORT_FILE]))?;
+    crate::output::remove_temps(&cfg.out, Some(&OUTPUT_FILES))?;
     Ok(())
 }
 

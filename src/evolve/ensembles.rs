@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::journal::Record;
-use super::report::{EnsembleReport, MemberRef, Scores};
+use super::report::{EnsembleReport, GreedyStep, MemberRef, Scores};
 use super::scoring::Scored;
 use super::{invalid, select, significance};
 use crate::ensemble::{self, Combine};
@@ -30,13 +30,14 @@ pub(super) type Choice = Vec<(Option<u32>, f64)>;
 ///
 /// `original` is the original model's holdout and selection predictions and its scores, which
 /// each ensemble's significance (bootstrap seed `seed`) and selection p-value are measured
-/// against.
+/// against; greedy selection goes by `metric` (see [`select::better_by`]).
 pub(super) fn ensembles_of(
     g: &Generation,
     labels: &crate::score::Labels,
     k: u32,
     original: (&Predictions, &Predictions, &Scores),
     seed: u64,
+    metric: Option<crate::score::Metric>,
 ) -> Result<(Vec<EnsembleReport>, Vec<Choice>), Error> {
     let (original_holdout, original_selection, original_scores) = original;
     let original = (original_holdout, original_scores);
@@ -58,7 +59,7 @@ pub(super) fn ensembles_of(
         }
     };
     let unscored = || invalid("internal", "an ensemble member has no holdout predictions");
-    let mut add = |name: &str, members: Choice| -> Result<(), Error> {
+    let mut add = |name: &str, members: Choice, path: Vec<GreedyStep>| -> Result<(), Error> {
         let part = |f: &dyn Fn(&Record) -> Option<&Predictions>| -> Result<Predictions, Error> {
             let w = members
                 .iter()
@@ -78,16 +79,10 @@ pub(super) fn ensembles_of(
             name: name.into(),
             members: members
                 .iter()
-                .map(|&(who, weight)| MemberRef {
-                    kind: if who.is_some() {
-                        "child".into()
-                    } else {
-                        "parent".into()
-                    },
-                    index: who,
-                    weight,
-                })
+                .map(|&(who, weight)| MemberRef::new(who, weight))
                 .collect(),
+            holdout_classes: holdout.class_stats(labels)?,
+            path,
             scores,
             gain_vs_original: scores.holdout.primary() - original.1.holdout.primary(),
             gain_vs_generation_parent: scores.holdout.primary() - parent_scores.holdout.primary(),
@@ -98,10 +93,10 @@ pub(super) fn ensembles_of(
         Ok(())
     };
     let children: Choice = ok.iter().map(|&i| (Some(i), 1.0)).collect();
-    add("mean", children.clone())?;
+    add("mean", children.clone(), Vec::new())?;
     let mut with_parent = children;
     with_parent.insert(0, (None, 1.0));
-    add("mean+parent", with_parent)?;
+    add("mean+parent", with_parent, Vec::new())?;
     let pools: [(&str, Vec<Option<u32>>); 2] = [
         ("greedy", ok.iter().map(|&i| Some(i)).collect()),
         (
@@ -113,20 +108,77 @@ pub(super) fn ensembles_of(
     ];
     let greedy = |pool: &[Option<u32>]| {
         let cands: Vec<&Predictions> = pool.iter().map(|&w| &preds(w).selection).collect();
-        select::greedy(&cands, labels, select::greedy_steps(cands.len()))
+        select::greedy(&cands, labels, select::greedy_steps(cands.len()), metric)
     };
     // The two selections are independent: run them side by side.
     let (a, b) = rayon::join(|| greedy(&pools[0].1), || greedy(&pools[1].1));
     for ((name, pool), gr) in pools.iter().zip([a, b]) {
+        let gr = gr?;
         let members: Choice = pool
             .iter()
-            .zip(&gr?.counts)
+            .zip(&gr.counts)
             .filter(|(_, n)| **n > 0)
             .map(|(&w, &n)| (w, f64::from(n)))
             .collect();
-        add(name, members)?;
+        let holdouts = pool
+            .iter()
+            .map(|&w| preds(w).holdout.as_ref().ok_or_else(unscored))
+            .collect::<Result<Vec<_>, Error>>()?;
+        let path = greedy_path(pool, &gr.path, &holdouts, labels)?;
+        add(name, members, path)?;
     }
     Ok((reports, choices))
+}
+
+/// The steps of a greedy selection over `pool` with the running ensemble's holdout score at
+/// each (for the report only: the holdout rows never take part in choosing).
+fn greedy_path(
+    pool: &[Option<u32>],
+    steps: &[(usize, crate::score::Metrics)],
+    holdouts: &[&Predictions],
+    labels: &crate::score::Labels,
+) -> Result<Vec<GreedyStep>, Error> {
+    let Some(first) = holdouts.first() else {
+        return Ok(Vec::new());
+    };
+    let regression = first.kind == crate::score::ScoredAs::Regression;
+    fn values(p: &Predictions, regression: bool) -> &[f32] {
+        if regression { &p.values } else { &p.probs }
+    }
+    // One running sum, one member added per step: the path costs one pass over the holdout
+    // predictions per step, not one per member.
+    let mut sum = vec![0.0f64; values(first, regression).len()];
+    let mut out = Vec::with_capacity(steps.len());
+    for (n, &(c, selection)) in steps.iter().enumerate() {
+        let added = holdouts
+            .get(c)
+            .ok_or_else(|| invalid("internal", "greedy step"))?;
+        for (s, &v) in sum.iter_mut().zip(values(added, regression)) {
+            *s += f64::from(v);
+        }
+        let mean: Vec<f32> = sum.iter().map(|s| (s / (n + 1) as f64) as f32).collect();
+        let (probs, values, kind) = if regression {
+            (Vec::new(), mean, crate::score::ScoredAs::Regression)
+        } else {
+            (mean, Vec::new(), crate::score::ScoredAs::Probabilities)
+        };
+        let p = Predictions {
+            rows: first.rows.clone(),
+            classes: first.classes,
+            probs,
+            values,
+            kind,
+            non_finite_rows: 0,
+            first_non_finite: None,
+            output: first.output.clone(),
+        };
+        out.push(GreedyStep {
+            added: MemberRef::new(pool.get(c).copied().flatten(), 1.0),
+            selection: selection.primary(),
+            holdout: p.metrics(labels)?.primary(),
+        });
+    }
+    Ok(out)
 }
 
 /// Writes the drop-in ensemble of `members` (of generation `g`) to `path`; returns notices.

@@ -43,7 +43,11 @@ pub(super) fn run_key(
     } else {
         text
     };
-
+    // Another metric chooses other candidates (the default's keys stay what they were).
+    let text = match cfg.metric {
+        Some(m) => format!("{text}\nmetric {}", m.name()),
+        None => text,
+    };
     Ok(blake3::hash(text.as_bytes()).to_hex().to_string())
 }
 
@@ -92,6 +96,7 @@ pub(super) fn settings(cfg: &EvolveConfig, batch: usize) -> Settings {
         line_search: cfg.line_search,
         race: cfg.race,
         accept_p: cfg.accept_p,
+        metric: cfg.metric.map(|m| m.name()),
         mode: m.mode.kind().name().into(),
         density: m.mode.density(),
         sigma: m.sigma,

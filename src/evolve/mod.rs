@@ -32,10 +32,11 @@ use std::path::PathBuf;
 pub use engine::Evolution;
 pub use observer::{Event, Flow, Observer, Silent};
 pub use report::{
-    BestReport, Bootstrap, ChildReport, EnsembleReport, GenerationReport, MemberRef, MergedReport,
-    Mutable, Outputs, Passes, Report, Scores, Settings, Significance, SplitSizes, Stopped, Timings,
+    BestReport, Bootstrap, ChildReport, EnsembleReport, GenerationReport, GreedyStep, MemberRef,
+    MergedReport, Mutable, Outputs, Passes, Report, Scores, Settings, Significance, SplitSizes,
+    Stopped, TensorChange, Timings,
 };
-pub use select::{Greedy, best, better, greedy, greedy_steps};
+pub use select::{Greedy, best, best_by, better, better_by, greedy, greedy_steps};
 
 pub use crate::lineage::recipe_meta;
 
@@ -183,6 +184,11 @@ pub struct EvolveConfig {
     /// Bytes of data the run may copy into memory (the selection and holdout rows, contiguous)
     /// to avoid a copy per pass (`None`: 2 GiB).
     pub copy_budget: Option<usize>,
+    /// The command line that started the run, for the report to show (`None`: not shown).
+    pub command: Option<String>,
+    /// What selection optimises (best child, merged candidate, greedy ensembles, the exported
+    /// ensemble). `None`: accuracy with the NLL as tie-break (MSE for regression).
+    pub metric: Option<crate::score::Metric>,
 }
 
 impl EvolveConfig {
@@ -220,6 +226,8 @@ impl EvolveConfig {
             runtime: RuntimeConfig::default(),
             pipelined: None,
             copy_budget: None,
+            command: None,
+            metric: None,
         }
     }
 }
@@ -230,6 +238,8 @@ pub const BEST_FILE: &str = "best.onnx";
 pub const ENSEMBLE_FILE: &str = "ensemble.onnx";
 /// See [`BEST_FILE`].
 pub const REPORT_FILE: &str = "report.json";
+/// See [`BEST_FILE`].
+pub const HTML_FILE: &str = "report.html";
 
 fn invalid(arg: &'static str, message: impl Into<String>) -> Error {
     EvolveError::Invalid {
@@ -275,6 +285,16 @@ fn check_config(cfg: &EvolveConfig) -> Result<(), Error> {
         return Err(invalid(
             "--holdout",
             format!("must be in (0, 1), got {}", cfg.holdout),
+        ));
+    }
+    if cfg.race
+        && cfg
+            .metric
+            .is_some_and(|m| m != crate::score::Metric::Accuracy)
+    {
+        return Err(invalid(
+            "--metric",
+            "racing drops children by accuracy; use --metric accuracy (the default) with --race",
         ));
     }
     if cfg.batch == Some(0) {

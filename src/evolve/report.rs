@@ -2,9 +2,12 @@
 
 use serde::Serialize;
 
+use crate::Error;
+use crate::lineage::Lineage;
 use crate::mutate::Recipe;
+use crate::onnx::Model;
 use crate::runtime::RuntimeInfo;
-use crate::score::Metrics;
+use crate::score::{ClassStats, Metrics};
 
 /// Metrics on both parts of the split.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -107,6 +110,56 @@ pub struct BestReport {
     /// gate reads: written only when below `accept_p`; classification only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selection_p: Option<f64>,
+    /// Per-class results on the holdout rows (classification).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holdout_classes: Option<ClassStats>,
+    /// Its mutable tensors that differ from the original model's (filled in when the run
+    /// finishes).
+    pub tensors: Vec<TensorChange>,
+}
+
+/// How much the best model changed one mutable tensor of the original.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TensorChange {
+    /// The tensor's name (with its graph scope for a subgraph's tensor).
+    pub name: String,
+    /// Its elements.
+    pub elements: u64,
+    /// Elements whose value differs from the original's.
+    pub changed: u64,
+    /// ‖new − original‖₂ / ‖original‖₂ (null for a tensor of zeros).
+    pub relative_change: Option<f64>,
+}
+
+impl TensorChange {
+    /// The changes of `lineage`'s tensors that differ from `model`'s (the original).
+    pub(super) fn of_lineage(model: &Model, lineage: &Lineage) -> Result<Vec<Self>, Error> {
+        let mut out = Vec::new();
+        for ((&t, new), _) in lineage
+            .tensors
+            .iter()
+            .zip(&lineage.values)
+            .zip(&lineage.changed)
+            .filter(|(_, changed)| **changed)
+        {
+            let info = &model.tensors()[t];
+            let old = model.read_values(info)?;
+            let (mut changed, mut d2, mut o2) = (0u64, 0.0f64, 0.0f64);
+            for i in 0..new.len().min(old.len()) {
+                let (a, b) = (old.get_f64(i).unwrap_or(0.0), new.get_f64(i).unwrap_or(0.0));
+                changed += u64::from(a.to_bits() != b.to_bits());
+                d2 += (b - a) * (b - a);
+                o2 += a * a;
+            }
+            out.push(TensorChange {
+                name: info.key().to_string(),
+                elements: new.len() as u64,
+                changed,
+                relative_change: (o2 > 0.0).then(|| (d2 / o2).sqrt()),
+            });
+        }
+        Ok(out)
+    }
 }
 
 /// A member of an ensemble of predictions.
@@ -118,6 +171,29 @@ pub struct MemberRef {
     pub index: Option<u32>,
     /// Weight (a multiplicity for greedy selection).
     pub weight: f64,
+}
+
+impl MemberRef {
+    /// Child `who`, or the parent when `None`, with `weight`.
+    pub fn new(who: Option<u32>, weight: f64) -> Self {
+        MemberRef {
+            kind: if who.is_some() { "child" } else { "parent" }.into(),
+            index: who,
+            weight,
+        }
+    }
+}
+
+/// One step of greedy ensemble selection: the member added and the running ensemble's
+/// accuracy (or −MSE) after it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GreedyStep {
+    /// The member added (weight 1: one more copy).
+    pub added: MemberRef,
+    /// On the selection rows (what greedy selection maximised).
+    pub selection: f64,
+    /// On the holdout rows (reported only).
+    pub holdout: f64,
 }
 
 /// An ensemble of predictions (mean of the members' probabilities).
@@ -140,6 +216,12 @@ pub struct EnsembleReport {
     /// gate reads: written only when below `accept_p`; classification only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selection_p: Option<f64>,
+    /// Per-class results on the holdout rows (classification).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holdout_classes: Option<ClassStats>,
+    /// Greedy ensembles: every step of the selection, in order (empty for the means).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub path: Vec<GreedyStep>,
 }
 
 /// A holdout gain against the original model, tested on the same holdout rows (computed on
@@ -241,6 +323,9 @@ pub struct Settings {
     /// `best.onnx` and `ensemble.onnx` are written only when their selection gain over the
     /// original model has a McNemar p-value below this (1: always).
     pub accept_p: f64,
+    /// What selection optimised (`--metric`); null: accuracy with the NLL as tie-break (MSE
+    /// for regression).
+    pub metric: Option<&'static str>,
     /// `partition`, `density` or `layer`.
     pub mode: String,
     /// Density fraction (density mode).
@@ -276,6 +361,8 @@ pub struct Outputs {
     pub ensemble_kind: Option<String>,
     /// This report.
     pub report: String,
+    /// The report as a page (`report.html`).
+    pub html: String,
 }
 
 /// Seconds per phase.
@@ -320,6 +407,9 @@ pub struct Report {
     pub mutable: Mutable,
     /// The original parent's scores.
     pub parent: Scores,
+    /// The original parent's per-class results on the holdout rows (classification).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_holdout_classes: Option<ClassStats>,
     /// Every generation.
     pub generations: Vec<GenerationReport>,
     /// Why no further generation ran.
@@ -336,6 +426,10 @@ pub struct Report {
     pub outputs: Outputs,
     /// Things the user should know.
     pub notices: Vec<String>,
+    /// The command line that ran (when the caller said), for `report.html`. Not in
+    /// `report.json`, which stays the same for the same run whatever its output folder.
+    #[serde(skip)]
+    pub command: Option<String>,
     /// Seconds per phase.
     pub timings: Timings,
 }

@@ -107,6 +107,8 @@ pub(super) struct Run {
     pub journal: Journal,
     pub sessions: sessions::Sessions,
     pub timings: Timings,
+    /// What selection optimises (see [`super::EvolveConfig::metric`]).
+    pub metric: Option<crate::score::Metric>,
 }
 
 /// A candidate to score: its journal id, which member of the generation's plan it is (`None`:
@@ -149,6 +151,7 @@ impl Run {
             sessions,
             journal,
             labels,
+            metric,
             ..
         } = self;
         let mut t = Instant::now();
@@ -182,7 +185,7 @@ impl Run {
             let wins = |bar: &Metrics| {
                 selection
                     .metrics(labels)
-                    .is_ok_and(|m| select::better(&m, bar))
+                    .is_ok_and(|m| select::better_by(*metric, &m, bar))
             };
             let holdout = match &jobs[j].holdout_if_beats {
                 Some(bar) if !wins(bar) => None,

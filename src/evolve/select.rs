@@ -3,8 +3,10 @@
 use rayon::prelude::*;
 
 use crate::score::dataset::Labels;
-use crate::score::metrics::{row_correct, row_nll, row_se};
-use crate::score::{DataError, Metrics, Predictions};
+use crate::score::metrics::{
+    classification_metrics, regression_metrics, row_correct, row_nll, row_se,
+};
+use crate::score::{DataError, Metric, Metrics, Predictions};
 
 /// True when `a` beats `b` on the selection split: higher accuracy (lower MSE for regression),
 /// then, on a tie, lower negative log-likelihood.
@@ -16,12 +18,25 @@ pub fn better(a: &Metrics, b: &Metrics) -> bool {
     matches!((a.nll, b.nll), (Some(x), Some(y)) if x < y)
 }
 
+/// [`better`] by `metric` (`None`: [`better`] itself, the default).
+pub fn better_by(metric: Option<Metric>, a: &Metrics, b: &Metrics) -> bool {
+    match metric {
+        None => better(a, b),
+        Some(m) => m.better(a, b),
+    }
+}
+
 /// Index of the best candidate (`None` = failed), the lowest index among equals.
 pub fn best(candidates: &[Option<Metrics>]) -> Option<usize> {
+    best_by(None, candidates)
+}
+
+/// [`best`] by `metric` (see [`better_by`]).
+pub fn best_by(metric: Option<Metric>, candidates: &[Option<Metrics>]) -> Option<usize> {
     let mut out: Option<(usize, &Metrics)> = None;
     for (i, m) in candidates.iter().enumerate() {
         if let Some(m) = m
-            && out.is_none_or(|(_, b)| better(m, b))
+            && out.is_none_or(|(_, b)| better_by(metric, m, b))
         {
             out = Some((i, m));
         }
@@ -36,6 +51,9 @@ pub struct Greedy {
     pub counts: Vec<u32>,
     /// The ensemble's metrics on the selection split.
     pub selection: Metrics,
+    /// Every step taken, the chosen ensemble's and those after it until selection stopped:
+    /// the candidate added and the running ensemble's metrics on the selection split.
+    pub path: Vec<(usize, Metrics)>,
 }
 
 /// Greedy forward selection with replacement (Caruana et al., 2004): start empty, repeatedly
@@ -43,11 +61,13 @@ pub struct Greedy {
 /// at most `steps` steps, and return the best ensemble seen (the earliest among equals). It
 /// stops early once `PATIENCE` steps in a row have not improved on the best.
 /// `candidates` hold selection-split predictions for the same rows. Candidates are tried in
-/// parallel; the choice does not depend on the number of threads.
+/// parallel; the choice does not depend on the number of threads. "Best" is by `metric` (see
+/// [`better_by`]).
 pub fn greedy(
     candidates: &[&Predictions],
     labels: &Labels,
     steps: usize,
+    metric: Option<Metric>,
 ) -> Result<Greedy, DataError> {
     let Some(first) = candidates.first() else {
         return Err(DataError::Argument {
@@ -93,28 +113,43 @@ pub fn greedy(
         regression,
         // Threads pay off once a trial is more than a few microseconds of work.
         parallel: sum.len() >= 1 << 14,
+        // The incremental trials compute accuracy (then NLL) or MSE; any other metric is
+        // computed in full from each trial's mean.
+        full: metric.filter(|&m| {
+            m != if regression {
+                Metric::Mse
+            } else {
+                Metric::Accuracy
+            }
+        }),
     };
     let mut counts = vec![0u32; candidates.len()];
     let mut best: Option<Greedy> = None;
     let mut since_best = 0;
+    let mut path = Vec::new();
     let all: Vec<usize> = (0..candidates.len()).collect();
     for step in 1..=steps.max(1) {
         let (tried, trials) = trials.step(&sum, step as f64, &all);
         let mut pick: Option<(usize, Metrics)> = None;
         for (&c, m) in tried.iter().zip(trials) {
-            if pick.as_ref().is_none_or(|(_, b)| better(&m, b)) {
+            if pick.as_ref().is_none_or(|(_, b)| better_by(metric, &m, b)) {
                 pick = Some((c, m));
             }
         }
         let Some((c, m)) = pick else { break };
         counts[c] += 1;
+        path.push((c, m));
         for (s, &v) in sum.iter_mut().zip(values(candidates[c], regression)) {
             *s += f64::from(v);
         }
-        if best.as_ref().is_none_or(|b| better(&m, &b.selection)) {
+        if best
+            .as_ref()
+            .is_none_or(|b| better_by(metric, &m, &b.selection))
+        {
             best = Some(Greedy {
                 counts: counts.clone(),
                 selection: m,
+                path: Vec::new(),
             });
             since_best = 0;
         } else {
@@ -124,10 +159,12 @@ pub fn greedy(
             }
         }
     }
-    best.ok_or_else(|| DataError::Argument {
+    let mut best = best.ok_or_else(|| DataError::Argument {
         arg: "members",
         message: "greedy selection found no ensemble".into(),
-    })
+    })?;
+    best.path = path;
+    Ok(best)
 }
 
 /// One greedy step's trials: each candidate added to the running sum of predictions.
@@ -139,6 +176,8 @@ struct Trials<'a> {
     spread: f64,
     regression: bool,
     parallel: bool,
+    /// A metric the incremental trials do not compute: every trial is scored in full.
+    full: Option<Metric>,
 }
 
 impl Trials<'_> {
@@ -154,6 +193,12 @@ impl Trials<'_> {
     /// once one is added to `sum`) and their metrics.
     fn step(&self, sum: &[f64], n: f64, all: &[usize]) -> (Vec<usize>, Vec<Metrics>) {
         let (candidates, targets, classes) = (self.candidates, self.targets, self.classes);
+        if self.full.is_some() {
+            return (
+                all.to_vec(),
+                self.map(&|c| self.full_of_mean(sum, c, n), all),
+            );
+        }
         if self.regression {
             let mse = |c: usize| mse_of_mean(sum, &candidates[c].values, n, targets);
             return (all.to_vec(), self.map(&mse, all));
@@ -179,6 +224,26 @@ impl Trials<'_> {
         };
         let trials = self.map(&full, &tied);
         (tied, trials)
+    }
+}
+
+impl Trials<'_> {
+    /// Every metric of the mean `(sum + candidate c) / n`, rounded to f32 as
+    /// [`Predictions::weighted_mean`] rounds it.
+    fn full_of_mean(&self, sum: &[f64], c: usize, n: f64) -> Metrics {
+        let p = self.candidates[c];
+        let add = if self.regression { &p.values } else { &p.probs };
+        let mean: Vec<f32> = sum
+            .iter()
+            .zip(add)
+            .map(|(&s, &a)| ((s + f64::from(a)) / n) as f32)
+            .collect();
+        if self.regression {
+            regression_metrics(&mean, self.targets)
+        } else {
+            let labels: Vec<i64> = self.targets.iter().map(|&t| t as i64).collect();
+            classification_metrics(&mean, self.classes, &labels)
+        }
     }
 }
 
@@ -244,9 +309,7 @@ fn accuracy_of_mean(
     Metrics {
         samples: targets.len(),
         accuracy: Some(correct as f64 / targets.len().max(1) as f64),
-        top5_accuracy: None,
-        nll: None,
-        mse: None,
+        ..Metrics::default()
     }
 }
 
@@ -280,10 +343,8 @@ fn mse_of_mean(sum: &[f64], add: &[f32], n: f64, targets: &[f64]) -> Metrics {
         .sum();
     Metrics {
         samples: targets.len(),
-        accuracy: None,
-        top5_accuracy: None,
-        nll: None,
         mse: Some(se / targets.len().max(1) as f64),
+        ..Metrics::default()
     }
 }
 
@@ -317,9 +378,8 @@ mod tests {
         Metrics {
             samples: 1,
             accuracy: Some(acc),
-            top5_accuracy: None,
             nll: Some(nll),
-            mse: None,
+            ..Metrics::default()
         }
     }
 
@@ -330,10 +390,8 @@ mod tests {
         assert!(!better(&m(0.9, 0.6), &m(0.9, 0.6)));
         let mse = |v| Metrics {
             samples: 1,
-            accuracy: None,
-            top5_accuracy: None,
-            nll: None,
             mse: Some(v),
+            ..Metrics::default()
         };
         assert!(better(&mse(0.1), &mse(0.2)));
     }
@@ -360,7 +418,7 @@ mod tests {
         let a = preds(&[0.9, 0.1, 0.4, 0.6, 0.45, 0.55]);
         let b = preds(&[0.45, 0.55, 0.4, 0.6, 0.9, 0.1]);
         let c = preds(&[0.1, 0.9, 0.9, 0.1, 0.1, 0.9]);
-        let g = greedy(&[&a, &b, &c], &labels, 10).unwrap();
+        let g = greedy(&[&a, &b, &c], &labels, 10, None).unwrap();
         assert_eq!(g.selection.accuracy, Some(1.0));
         assert_eq!(g.counts[2], 0);
         assert!(g.counts[0] >= 1 && g.counts[1] >= 1);
@@ -401,9 +459,8 @@ mod tests {
                 let m = Metrics {
                     samples: targets.len(),
                     accuracy: Some(right as f64 / targets.len() as f64),
-                    top5_accuracy: None,
                     nll: Some(nll_of_mean(&sum, &p.probs, n, targets, classes)),
-                    mse: None,
+                    ..Metrics::default()
                 };
                 if pick.as_ref().is_none_or(|(_, b)| better(&m, b)) {
                     pick = Some((c, m));
@@ -448,8 +505,19 @@ mod tests {
                 .collect();
             let refs: Vec<&Predictions> = cands.iter().collect();
             let targets: Vec<f64> = labels.iter().map(|&l| l as f64).collect();
-            let g = greedy(&refs, &Labels::Classes(labels), 12).unwrap();
-            proptest::prop_assert_eq!(g.counts, greedy_reference(&refs, &targets, 12));
+            let labels = Labels::Classes(labels);
+            let g = greedy(&refs, &labels, 12, None).unwrap();
+            proptest::prop_assert_eq!(&g.counts, &greedy_reference(&refs, &targets, 12));
+            // `--metric accuracy` is the default; by NLL (computed in full from each trial's
+            // mean) the ensemble never ends worse than its best single member.
+            let explicit = greedy(&refs, &labels, 12, Some(Metric::Accuracy)).unwrap();
+            proptest::prop_assert_eq!(&explicit.counts, &g.counts);
+            let by_nll = greedy(&refs, &labels, 12, Some(Metric::Nll)).unwrap();
+            let single = refs
+                .iter()
+                .map(|p| p.metrics(&labels).unwrap().nll.unwrap())
+                .fold(f64::INFINITY, f64::min);
+            proptest::prop_assert!(by_nll.selection.nll.unwrap() <= single + 1e-12);
         }
     }
 }

@@ -11,7 +11,15 @@
 //! - top-5 accuracy (C ≥ 5): fewer than 5 classes have a strictly larger probability than the
 //!   label's;
 //! - NLL: mean of `-ln(max(p_label, 1e-15))` in f64;
-//! - MSE (float labels): mean of `(value - target)^2` in f64.
+//! - balanced accuracy: the mean over the classes present in the labels of each class's recall
+//!   (right rows of the class / rows of the class);
+//! - macro F1: the mean over the classes present in the labels or the predictions (argmax) of
+//!   each class's F1 = 2·right / (rows of the class + rows predicted as it);
+//! - MSE, MAE (float labels): mean of `(value - target)^2`, of `|value - target|`, in f64.
+//!
+//! These are scikit-learn's `accuracy_score`, `balanced_accuracy_score`,
+//! `f1_score(average="macro")`, `top_k_accuracy_score(k=5)`, `mean_squared_error` and
+//! `mean_absolute_error` (checked on the fixtures: `models/make_metrics.py`).
 
 use serde::Serialize;
 
@@ -54,13 +62,19 @@ pub struct Predictions {
 }
 
 /// Scores of predictions against labels.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Metrics {
     /// Samples scored.
     pub samples: usize,
     /// Fraction of samples whose argmax equals the label (classification).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accuracy: Option<f64>,
+    /// Mean recall over the classes present in the labels (classification).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balanced_accuracy: Option<f64>,
+    /// Mean F1 over the classes present in the labels or the predictions (classification).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub macro_f1: Option<f64>,
     /// Fraction of samples whose label is among the 5 most probable classes (C ≥ 5).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top5_accuracy: Option<f64>,
@@ -70,6 +84,9 @@ pub struct Metrics {
     /// Mean squared error (regression).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mse: Option<f64>,
+    /// Mean absolute error (regression).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mae: Option<f64>,
 }
 
 impl Metrics {
@@ -77,9 +94,12 @@ impl Metrics {
     pub fn values(&self) -> impl Iterator<Item = (&'static str, f64)> {
         [
             ("accuracy", self.accuracy),
+            ("balanced_accuracy", self.balanced_accuracy),
+            ("macro_f1", self.macro_f1),
             ("top5_accuracy", self.top5_accuracy),
             ("nll", self.nll),
             ("mse", self.mse),
+            ("mae", self.mae),
         ]
         .into_iter()
         .filter_map(|(name, v)| Some((name, v?)))
@@ -91,6 +111,101 @@ impl Metrics {
             (Some(a), _) => a,
             (None, Some(m)) => -m,
             _ => f64::NEG_INFINITY,
+        }
+    }
+}
+
+/// What selection optimises (`evolve --metric`): one of the metrics of [`Metrics`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// [`Metrics::accuracy`] (higher is better).
+    Accuracy,
+    /// [`Metrics::balanced_accuracy`] (higher is better).
+    BalancedAccuracy,
+    /// [`Metrics::macro_f1`] (higher is better).
+    MacroF1,
+    /// [`Metrics::nll`] (lower is better).
+    Nll,
+    /// [`Metrics::top5_accuracy`] (higher is better).
+    Top5,
+    /// [`Metrics::mse`] (lower is better).
+    Mse,
+    /// [`Metrics::mae`] (lower is better).
+    Mae,
+}
+
+impl Metric {
+    /// Every metric, in the order of [`Metric::NAMES`].
+    pub const ALL: [Metric; 7] = [
+        Metric::Accuracy,
+        Metric::BalancedAccuracy,
+        Metric::MacroF1,
+        Metric::Nll,
+        Metric::Top5,
+        Metric::Mse,
+        Metric::Mae,
+    ];
+    /// The names `--metric` takes (and `report.json`'s settings record).
+    pub const NAMES: [&'static str; 7] = [
+        "accuracy",
+        "balanced_accuracy",
+        "macro_f1",
+        "nll",
+        "top5",
+        "mse",
+        "mae",
+    ];
+
+    /// Its name (see [`Metric::NAMES`]).
+    pub fn name(self) -> &'static str {
+        let i = Self::ALL.iter().position(|&m| m == self).unwrap_or(0);
+        Self::NAMES[i]
+    }
+
+    /// Whether larger values are better.
+    pub fn higher_is_better(self) -> bool {
+        !matches!(self, Metric::Nll | Metric::Mse | Metric::Mae)
+    }
+
+    /// Its value in `m` (`None` when it does not apply: a classification metric of
+    /// regression predictions, top-5 with fewer than 5 classes…).
+    pub fn value(self, m: &Metrics) -> Option<f64> {
+        match self {
+            Metric::Accuracy => m.accuracy,
+            Metric::BalancedAccuracy => m.balanced_accuracy,
+            Metric::MacroF1 => m.macro_f1,
+            Metric::Nll => m.nll,
+            Metric::Top5 => m.top5_accuracy,
+            Metric::Mse => m.mse,
+            Metric::Mae => m.mae,
+        }
+    }
+
+    /// True when `a` beats `b` by this metric; on a tie, by lower NLL (classification).
+    pub fn better(self, a: &Metrics, b: &Metrics) -> bool {
+        if let (Some(x), Some(y)) = (self.value(a), self.value(b))
+            && x != y
+        {
+            return if self.higher_is_better() {
+                x > y
+            } else {
+                x < y
+            };
+        }
+        matches!((a.nll, b.nll), (Some(x), Some(y)) if x < y)
+    }
+}
+
+impl std::str::FromStr for Metric {
+    type Err = DataError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match Self::NAMES.iter().position(|&n| n == s) {
+            Some(i) => Ok(Self::ALL[i]),
+            None => Err(DataError::Argument {
+                arg: "--metric",
+                message: format!("{s:?}: expected one of {}", Self::NAMES.join(", ")),
+            }),
         }
     }
 }
@@ -146,6 +261,12 @@ pub fn row_se(value: f32, target: f64) -> f64 {
     d * d
 }
 
+/// One row's absolute error `|value - target|` in f64.
+#[inline]
+pub fn row_ae(value: f32, target: f64) -> f64 {
+    (f64::from(value) - target).abs()
+}
+
 /// Whether one row counts for top-5 accuracy: fewer than 5 classes have a strictly larger
 /// probability than the label's `p`.
 #[inline]
@@ -196,41 +317,179 @@ pub fn argmax(row: &[f32]) -> usize {
 /// Classification metrics of `probs` (`labels.len() × classes`) against class ids.
 pub fn classification_metrics(probs: &[f32], classes: usize, labels: &[i64]) -> Metrics {
     let n = labels.len();
-    let mut correct = 0usize;
+    let mut counts = ClassCounts::new(classes);
     let mut top5 = 0usize;
     let mut nll = 0.0f64;
     for (row, &label) in probs.chunks_exact(classes.max(1)).zip(labels) {
         let l = usize::try_from(label).unwrap_or(usize::MAX);
         let p = row.get(l).copied().unwrap_or(0.0);
-        correct += usize::from(row_correct(row.iter().copied(), l));
+        counts.add(l, argmax(row), row_correct(row.iter().copied(), l));
         top5 += usize::from(row_top5(row, p));
         nll += row_nll(p);
     }
     let nf = n as f64;
     Metrics {
         samples: n,
-        accuracy: Some(correct as f64 / nf),
+        accuracy: Some(counts.right as f64 / nf),
+        balanced_accuracy: Some(counts.balanced_accuracy()),
+        macro_f1: Some(counts.macro_f1()),
         top5_accuracy: (classes >= 5).then(|| top5 as f64 / nf),
         nll: Some(nll / nf),
-        mse: None,
+        ..Metrics::default()
+    }
+}
+
+/// Rows per true class, per predicted class and right per class: what balanced accuracy,
+/// macro F1 and the per-class results are made of.
+struct ClassCounts {
+    support: Vec<u64>,
+    predicted: Vec<u64>,
+    correct: Vec<u64>,
+    /// Right rows in all (a label outside the classes is never right).
+    right: usize,
+}
+
+impl ClassCounts {
+    fn new(classes: usize) -> Self {
+        ClassCounts {
+            support: vec![0; classes],
+            predicted: vec![0; classes],
+            correct: vec![0; classes],
+            right: 0,
+        }
+    }
+
+    /// One row: its label, its argmax, and whether it is right (`label == predicted`, as
+    /// [`row_correct`] decides it).
+    fn add(&mut self, label: usize, predicted: usize, right: bool) {
+        if let Some(s) = self.support.get_mut(label) {
+            *s += 1;
+        }
+        if let Some(p) = self.predicted.get_mut(predicted) {
+            *p += 1;
+        }
+        if right {
+            self.right += 1;
+            if let Some(c) = self.correct.get_mut(label) {
+                *c += 1;
+            }
+        }
+    }
+
+    fn balanced_accuracy(&self) -> f64 {
+        mean(
+            self.support
+                .iter()
+                .zip(&self.correct)
+                .filter(|(s, _)| **s > 0)
+                .map(|(&s, &c)| c as f64 / s as f64),
+        )
+    }
+
+    fn macro_f1(&self) -> f64 {
+        mean(
+            (0..self.support.len())
+                .filter(|&c| self.support[c] + self.predicted[c] > 0)
+                .map(|c| self.f1(c)),
+        )
+    }
+
+    fn f1(&self, c: usize) -> f64 {
+        let d = self.support[c] + self.predicted[c];
+        if d == 0 {
+            0.0
+        } else {
+            2.0 * self.correct[c] as f64 / d as f64
+        }
+    }
+}
+
+/// Mean of `values` (0 when there are none).
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    if n == 0 { 0.0 } else { sum / n as f64 }
+}
+
+/// Confusion matrices are kept up to this many classes (a 1,000-class matrix would be a
+/// million numbers per model in `report.json`); per-class results are kept for any number.
+pub const MAX_CONFUSION_CLASSES: usize = 256;
+
+/// Per-class results of classification predictions (scikit-learn's
+/// `precision_recall_fscore_support` with `zero_division=0`, and `confusion_matrix`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassStats {
+    /// Rows whose label is each class.
+    pub support: Vec<u64>,
+    /// Rows predicted (argmax) as each class.
+    pub predicted: Vec<u64>,
+    /// Right rows of each class.
+    pub correct: Vec<u64>,
+    /// `correct / predicted` (0 when nothing was predicted as the class).
+    pub precision: Vec<f64>,
+    /// `correct / support` (0 when no row has the class).
+    pub recall: Vec<f64>,
+    /// `2·correct / (support + predicted)` (0 when both are 0).
+    pub f1: Vec<f64>,
+    /// `confusion[label][predicted]`: rows; absent above [`MAX_CONFUSION_CLASSES`] classes.
+    pub confusion: Option<Vec<Vec<u64>>>,
+}
+
+impl ClassStats {
+    /// Per-class results of `probs` (`labels.len() × classes`) against class ids.
+    pub fn of(probs: &[f32], classes: usize, labels: &[i64]) -> ClassStats {
+        let mut counts = ClassCounts::new(classes);
+        let mut confusion =
+            (classes <= MAX_CONFUSION_CLASSES).then(|| vec![vec![0u64; classes]; classes]);
+        for (row, &label) in probs.chunks_exact(classes.max(1)).zip(labels) {
+            let l = usize::try_from(label).unwrap_or(usize::MAX);
+            let p = argmax(row);
+            counts.add(l, p, row_correct(row.iter().copied(), l));
+            if let Some(cell) = confusion
+                .as_mut()
+                .and_then(|m| m.get_mut(l))
+                .and_then(|r| r.get_mut(p))
+            {
+                *cell += 1;
+            }
+        }
+        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        ClassStats {
+            precision: (0..classes)
+                .map(|c| ratio(counts.correct[c], counts.predicted[c]))
+                .collect(),
+            recall: (0..classes)
+                .map(|c| ratio(counts.correct[c], counts.support[c]))
+                .collect(),
+            f1: (0..classes).map(|c| counts.f1(c)).collect(),
+            support: counts.support,
+            predicted: counts.predicted,
+            correct: counts.correct,
+            confusion,
+        }
     }
 }
 
 /// Regression metrics of `values` against `targets`.
 pub fn regression_metrics(values: &[f32], targets: &[f64]) -> Metrics {
     let n = targets.len();
-    let se: f64 = values
+    let (se, ae) = values
         .iter()
         .zip(targets)
-        .map(|(&v, &t)| row_se(v, t))
-        .sum();
+        .fold((0.0f64, 0.0f64), |(se, ae), (&v, &t)| {
+            (se + row_se(v, t), ae + row_ae(v, t))
+        });
     Metrics {
         samples: n,
-        accuracy: None,
-        top5_accuracy: None,
-        nll: None,
         mse: Some(se / n as f64),
+        mae: Some(ae / n as f64),
+        ..Metrics::default()
     }
+}
+
+/// The labels of some predicted rows, in their order.
+enum RowLabels {
+    Classes(Vec<i64>),
+    Targets(Vec<f64>),
 }
 
 impl Predictions {
@@ -249,6 +508,22 @@ impl Predictions {
 
     /// Metrics against the data set's labels (looked up by row).
     pub fn metrics(&self, labels: &Labels) -> Result<Metrics, DataError> {
+        match self.labels_of_rows(labels)? {
+            RowLabels::Classes(l) => Ok(classification_metrics(&self.probs, self.classes, &l)),
+            RowLabels::Targets(t) => Ok(regression_metrics(&self.values, &t)),
+        }
+    }
+
+    /// Per-class results against the data set's labels (`None` for regression).
+    pub fn class_stats(&self, labels: &Labels) -> Result<Option<ClassStats>, DataError> {
+        match self.labels_of_rows(labels)? {
+            RowLabels::Classes(l) => Ok(Some(ClassStats::of(&self.probs, self.classes, &l))),
+            RowLabels::Targets(_) => Ok(None),
+        }
+    }
+
+    /// The labels of the predicted rows, once the predictions are known to be scorable.
+    fn labels_of_rows(&self, labels: &Labels) -> Result<RowLabels, DataError> {
         if self.rows.is_empty() {
             return Err(DataError::Argument {
                 arg: "rows",
@@ -274,21 +549,21 @@ impl Predictions {
         match (labels, self.kind) {
             (Labels::Classes(ids), ScoredAs::Probabilities | ScoredAs::Logits) => {
                 pick(ids.len())?;
-                let l: Vec<i64> = self
-                    .rows
-                    .iter()
-                    .map(|&r| ids.get(r).copied().unwrap_or(-1))
-                    .collect();
-                Ok(classification_metrics(&self.probs, self.classes, &l))
+                Ok(RowLabels::Classes(
+                    self.rows
+                        .iter()
+                        .map(|&r| ids.get(r).copied().unwrap_or(-1))
+                        .collect(),
+                ))
             }
             (Labels::Targets(t), ScoredAs::Regression) => {
                 pick(t.len())?;
-                let l: Vec<f64> = self
-                    .rows
-                    .iter()
-                    .map(|&r| t.get(r).copied().unwrap_or(f64::NAN))
-                    .collect();
-                Ok(regression_metrics(&self.values, &l))
+                Ok(RowLabels::Targets(
+                    self.rows
+                        .iter()
+                        .map(|&r| t.get(r).copied().unwrap_or(f64::NAN))
+                        .collect(),
+                ))
             }
             _ => Err(DataError::Argument {
                 arg: "labels",
@@ -647,7 +922,16 @@ mod tests {
             .filter(|&k| k != "samples")
             .collect();
         let names: Vec<&str> = m.values().map(|(n, _)| n).collect();
-        assert_eq!(names, ["accuracy", "top5_accuracy", "nll"]);
+        assert_eq!(
+            names,
+            [
+                "accuracy",
+                "balanced_accuracy",
+                "macro_f1",
+                "top5_accuracy",
+                "nll"
+            ]
+        );
         let mut sorted = names.clone();
         sorted.sort_unstable();
         let mut fields = fields;
@@ -659,10 +943,66 @@ mod tests {
     }
 
     #[test]
+    fn metric_names_and_order() {
+        for (m, n) in Metric::ALL.iter().zip(Metric::NAMES) {
+            assert_eq!(m.name(), n);
+            assert_eq!(n.parse::<Metric>().ok(), Some(*m));
+        }
+        assert!("f1".parse::<Metric>().is_err());
+        let a = classification_metrics(&[0.9, 0.1, 0.2, 0.8], 2, &[0, 1]);
+        let b = classification_metrics(&[0.6, 0.4, 0.4, 0.6], 2, &[0, 1]);
+        // Equal accuracy, F1, balanced accuracy: the lower NLL decides.
+        for m in [
+            Metric::Accuracy,
+            Metric::MacroF1,
+            Metric::BalancedAccuracy,
+            Metric::Nll,
+        ] {
+            assert!(m.better(&a, &b) && !m.better(&b, &a), "{m:?}");
+        }
+        let r = |v: f32| regression_metrics(&[v], &[0.0]);
+        assert!(Metric::Mae.better(&r(0.1), &r(-0.2)));
+        assert!(!Metric::Mse.better(&r(0.3), &r(-0.2)));
+        assert_eq!(Metric::Top5.value(&a), None);
+    }
+
+    #[test]
     fn mse() {
         let m = regression_metrics(&[1.0, 2.0], &[0.0, 4.0]);
         assert_eq!(m.mse, Some(2.5));
+        assert_eq!(m.mae, Some(1.5));
         assert_eq!(m.primary(), -2.5);
+    }
+
+    /// Balanced accuracy, macro F1 and the per-class results on a case worked by hand:
+    /// labels 0 0 0 1 2, predictions 0 0 1 1 1 (class 3 is neither).
+    #[test]
+    fn per_class_by_hand() {
+        let one_hot = |c: usize| {
+            let mut r = [0.0f32; 4];
+            r[c] = 1.0;
+            r
+        };
+        let probs: Vec<f32> = [0, 0, 1, 1, 1].into_iter().flat_map(one_hot).collect();
+        let labels = [0, 0, 0, 1, 2];
+        let m = classification_metrics(&probs, 4, &labels);
+        assert_eq!(m.accuracy, Some(0.6));
+        // Recalls 2/3, 1, 0 over the classes present in the labels.
+        assert!((m.balanced_accuracy.unwrap() - (2.0 / 3.0 + 1.0) / 3.0).abs() < 1e-15);
+        // F1: class 0 = 2·2/(3+2), class 1 = 2·1/(1+3), class 2 = 0; class 3 left out.
+        assert!((m.macro_f1.unwrap() - (0.8 + 0.5) / 3.0).abs() < 1e-15);
+        let s = ClassStats::of(&probs, 4, &labels);
+        assert_eq!(s.support, [3, 1, 1, 0]);
+        assert_eq!(s.predicted, [2, 3, 0, 0]);
+        assert_eq!(s.correct, [2, 1, 0, 0]);
+        assert_eq!(s.precision, [1.0, 1.0 / 3.0, 0.0, 0.0]);
+        assert_eq!(s.recall, [2.0 / 3.0, 1.0, 0.0, 0.0]);
+        assert_eq!(s.f1, [0.8, 0.5, 0.0, 0.0]);
+        let c = s.confusion.unwrap();
+        assert_eq!(c[0], [2, 1, 0, 0]);
+        assert_eq!(c[2], [0, 1, 0, 0]);
+        let total: u64 = c.iter().flatten().sum();
+        assert_eq!(total, 5);
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub mod split;
 use std::path::PathBuf;
 
 pub use dataset::{Dataset, InputArray, Labels};
-pub use metrics::{Metrics, Predictions, ScoredAs};
+pub use metrics::{ClassStats, Metric, Metrics, Predictions, ScoredAs};
 pub use npy::DType;
 pub use predict::Predictor;
 pub use spec::{Dim, ElemType, InputSpec, IoSpec, ModelIo, OutputSpec};

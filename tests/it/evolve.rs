@@ -257,6 +257,7 @@ fn every_fixture_evolves_end_to_end() {
                 .all(|c| c["failed"].is_null()),
             "{model}: {r}"
         );
+        crate::report::check_evolve_page(&out.join("report.html"), &r, model);
         let ens = out.join("ensemble.onnx");
         assert!(ens.exists(), "{model}");
         ensembles.push((model, ens.clone()));

@@ -71,11 +71,12 @@ fn normalised(out: &Path) -> Value {
 }
 
 /// The outputs of a finished run.
-const OUTPUTS: [&str; 4] = [
+const OUTPUTS: [&str; 5] = [
     "best.onnx",
     "best.onnx.data",
     "ensemble.onnx",
     "report.json",
+    "report.html",
 ];
 
 /// An uninterrupted run: its normalised report and output files.
@@ -131,6 +132,11 @@ impl Reference {
                     );
                 }
                 "report.json" => panic!("{when}: the report of an interrupted run"),
+                // Written just before report.json, atomically: complete when there.
+                "report.html" => {
+                    let page = std::fs::read_to_string(out.join(e)).unwrap();
+                    assert!(page.ends_with("</html>\n"), "{when}: {e} is not complete");
+                }
                 ".smd-journal"
                 | ".smd-journal/run.json"
                 | ".smd-journal/candidate.onnx"

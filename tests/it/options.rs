@@ -20,6 +20,7 @@
 //! | score | `--threads` | options::threads_and_ort_lib_reach_onnx_runtime |
 //! | score | `--split` | score::selection_and_holdout_partition_the_samples, options::score_holdout_and_split_seed_score_exactly_the_split_rows |
 //! | score | `--json` | score::reproduces_python_onnxruntime_on_every_fixture, score::human_summary |
+//! | score | `--html` | report::score_writes_a_page_of_one_model_and_never_over_an_input |
 //! | runtime | `--device` | runtime::gpu_devices_never_fall_back_to_cpu |
 //! | runtime | `--ort-lib` | runtime::explicit_library_is_used |
 //! | runtime | `--threads` | options::threads_and_ort_lib_reach_onnx_runtime |
@@ -67,6 +68,7 @@
 //! | evolve | `--line-search` | evolve::the_line_search_tries_the_winning_merged_step_twice_and_replays |
 //! | evolve | `--accept-p` | significance::the_export_gate_writes_only_significant_selection_gains |
 //! | evolve | `--race` | race::racing_chooses_what_a_full_evaluation_chooses, race::raced_budgets_and_regression |
+//! | evolve | `--metric` | metric::selection_goes_by_the_metric_asked_for, metric::a_metric_that_does_not_apply_is_refused_and_resume_keeps_it |
 //! | evolve | `--dynamic` | options::evolve_static_keeps_the_subspaces_dynamic_resamples_them |
 //! | evolve | `--static` | options::evolve_static_keeps_the_subspaces_dynamic_resamples_them |
 //! | evolve | `--export` | options::evolve_export_writes_only_what_is_asked |
@@ -326,12 +328,19 @@ fn evolve_export_writes_only_what_is_asked() {
                 "best.onnx",
                 "best.onnx.data",
                 "ensemble.onnx",
+                "report.html",
                 "report.json",
             ][..],
         ),
-        ("best", &["best.onnx", "best.onnx.data", "report.json"][..]),
-        ("ensemble", &["ensemble.onnx", "report.json"][..]),
-        ("none", &["report.json"][..]),
+        (
+            "best",
+            &["best.onnx", "best.onnx.data", "report.html", "report.json"][..],
+        ),
+        (
+            "ensemble",
+            &["ensemble.onnx", "report.html", "report.json"][..],
+        ),
+        ("none", &["report.html", "report.json"][..]),
     ] {
         let out = dir.path().join(export);
         let r = evolve(EXT, FLAT, &out, &["-k", "4", "--export", export]);
@@ -397,7 +406,7 @@ fn evolve_export_writes_only_what_is_asked() {
         assert!(!left.iter().any(|f| f == gone), "{gone} left: {left:?}");
     }
     // The earlier run's external data goes with its model (no orphaned `best.onnx.data`).
-    assert_eq!(left, ["report.json"], "{left:?}");
+    assert_eq!(left, ["report.html", "report.json"], "{left:?}");
 }
 
 /// The ensemble the report ranks first on the selection split: higher accuracy (or −MSE),
@@ -1244,7 +1253,10 @@ fn default_out_folder_is_named_after_the_model() {
         .unwrap();
     let text = String::from_utf8(ok(o).stdout).unwrap();
     let out = dir.path().join("digits_mlp_external.smd");
-    assert_eq!(outputs(&out), ["ensemble.onnx", "report.json"]);
+    assert_eq!(
+        outputs(&out),
+        ["ensemble.onnx", "report.html", "report.json"]
+    );
     assert!(
         text.contains("digits_mlp_external.smd/report.json"),
         "{text}"

@@ -154,7 +154,8 @@ fn holdout_metrics(v: &Value, path: &str, out: &mut Vec<(String, Value)>) {
 
 /// The report less what may depend on the holdout rows or on where the run was: holdout
 /// metrics become whether they were scored (a merged candidate's are scored only when it wins
-/// on the selection rows, a selection-side decision), gains are dropped, and so are `data`,
+/// on the selection rows, a selection-side decision), gains and per-class holdout results are
+/// dropped, and so are `data`,
 /// `timings` and the output paths (`outputs` keeps which files were written and which ensemble
 /// was exported). Everything else (children's recipes and selection metrics, each
 /// generation's parent, best child, merged membership and kept candidate, `best`, the
@@ -163,9 +164,14 @@ fn selection_side(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.iter()
-                .filter(|(k, _)| !k.starts_with("gain_vs_") && !k.starts_with("holdout_"))
+                .filter(|(k, _)| {
+                    !k.starts_with("gain_vs_")
+                        && !k.starts_with("holdout_")
+                        && !k.ends_with("holdout_classes")
+                })
                 .map(|(k, x)| {
-                    let x = if k == "holdout" && (x.is_object() || x.is_null()) {
+                    // A greedy step's holdout score is a number.
+                    let x = if k == "holdout" && (x.is_object() || x.is_null() || x.is_number()) {
                         Value::Bool(x.is_object())
                     } else if k == "significance" {
                         // Measured on holdout, but for its selection-split gain.

@@ -842,6 +842,10 @@ fn check_after_kill(out: &Path, when: &str) -> usize {
                 let _: Value = serde_json::from_slice(&std::fs::read(&p).unwrap())
                     .unwrap_or_else(|err| panic!("{when}: {e} does not parse: {err}"));
             }
+            "report.html" => {
+                let page = std::fs::read_to_string(&p).unwrap();
+                assert!(page.ends_with("</html>\n"), "{when}: {e} is not complete");
+            }
             ".smd-journal" | ".smd-journal/run.json" => {}
             j if j.starts_with(".smd-journal/") && j.ends_with(".bin") => records += 1,
             other => panic!("{when}: unexpected {other} in the output folder"),

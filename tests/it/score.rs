@@ -20,6 +20,50 @@ fn close(a: f64, b: f64, tol: f64) -> bool {
     (a - b).abs() <= tol * (1.0 + b.abs())
 }
 
+/// `score --json`'s metrics and per-class results equal scikit-learn's on the same outputs
+/// (`fixtures/expected/sklearn/<stem>.json`, written by models/make_metrics.py).
+#[track_caller]
+fn assert_sklearn_agrees(golden: &Path, got: &Value) {
+    let stem = golden.file_stem().unwrap().to_str().unwrap();
+    let path = repo(&format!("fixtures/expected/sklearn/{stem}.json"));
+    let want: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let metrics = got["metrics"].as_object().unwrap();
+    for (k, g) in metrics.iter().filter(|(k, _)| *k != "samples") {
+        let w = want["metrics"][k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{stem}: scikit-learn has no {k}"));
+        // NLL: scikit-learn renormalises rows and clips at f64's epsilon, smd-onnx floors at
+        // 1e-15; the others are ratios of the same counts.
+        let tol = if k == "nll" { 1e-6 } else { 1e-12 };
+        assert!(
+            close(g.as_f64().unwrap(), w, tol),
+            "{stem}: {k} = {g}, scikit-learn says {w}"
+        );
+    }
+    let want_metrics = want["metrics"].as_object().unwrap();
+    assert_eq!(
+        metrics.len() - 1,
+        want_metrics.len(),
+        "{stem}: every metric is checked"
+    );
+    match want.get("per_class") {
+        None => assert!(got["per_class"].is_null(), "{stem}"),
+        Some(w) => {
+            let g = &got["per_class"];
+            assert_eq!(g["support"], w["support"], "{stem}");
+            assert_eq!(g["confusion"], w["confusion"], "{stem}");
+            for k in ["precision", "recall", "f1"] {
+                let (gs, ws) = (g[k].as_array().unwrap(), w[k].as_array().unwrap());
+                assert_eq!(gs.len(), ws.len(), "{stem} {k}");
+                for (a, b) in gs.iter().zip(ws) {
+                    let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+                    assert!(close(a, b, 1e-12), "{stem} {k}: {a} vs scikit-learn {b}");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn reproduces_python_onnxruntime_on_every_fixture() {
     let dir = repo("fixtures/expected");
@@ -56,6 +100,7 @@ fn reproduces_python_onnxruntime_on_every_fixture() {
                 }
             }
         }
+        assert_sklearn_agrees(&f, &got);
         seen_multi_input |= model.contains("two_inputs");
         if model.contains("batch1") {
             seen_batch1 = true;

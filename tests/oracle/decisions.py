@@ -9,7 +9,8 @@ anything here) every number and every decision of the run's report.json, and com
   tests/reference/significance.py, shared with that reference: per class, rows ordered by a splitmix64-keyed hash of (seed, class, row), the first
   round(F * n_c) held out; both parts non-empty);
 - the metrics of the original model, of every generation's parent, of every child and of every
-  merged candidate, on both parts (accuracy, top-5, NLL with the 1e-15 floor, MSE, exactly as
+  merged candidate, on both parts (accuracy, balanced accuracy, macro F1, top-5, NLL with the
+  1e-15 floor, MSE, MAE, exactly as
   fixtures/expected/README.md defines them), scored with onnxruntime in batches of the run's
   batch size over each part's rows in ascending order; a candidate whose outputs are NaN/Inf
   on the selection rows has failed (README, exit codes): no metrics, no selection, no
@@ -167,12 +168,21 @@ def metrics(preds, labels):
     if preds.regression:
         t = labels[preds.rows].astype(np.float64)
         d = preds.values.astype(np.float64) - t
-        return {"samples": n, "mse": float(np.mean(d * d))}
+        return {"samples": n, "mse": float(np.mean(d * d)), "mae": float(np.mean(np.abs(d)))}
     p = preds.values
     lab = labels[preds.rows].astype(np.int64)
     c = p.shape[1]
     pl = p[np.arange(n), lab]
-    m = {"samples": n, "accuracy": float(np.mean(np.argmax(p, axis=1) == lab))}
+    pred = np.argmax(p, axis=1)
+    m = {"samples": n, "accuracy": float(np.mean(pred == lab))}
+    # Balanced accuracy: mean recall over the classes in the labels; macro F1: mean F1 over the
+    # classes in the labels or the predictions.
+    m["balanced_accuracy"] = float(np.mean([np.mean(pred[lab == k] == k) for k in np.unique(lab)]))
+    f1 = [
+        2.0 * np.sum((pred == k) & (lab == k)) / (np.sum(lab == k) + np.sum(pred == k))
+        for k in np.union1d(lab, pred)
+    ]
+    m["macro_f1"] = float(np.mean(f1))
     if c >= 5:
         m["top5_accuracy"] = float(np.mean(np.sum(p > pl[:, None], axis=1) < 5))
     m["nll"] = float(np.mean(-np.log(np.maximum(pl.astype(np.float64), NLL_FLOOR))))
