@@ -214,6 +214,18 @@ fn check_varying(
         }
         encode::check(v).map_err(EnsembleError::Invalid)?;
     }
+    // The encodings rebuild initializers and Constant nodes only (never node attributes).
+    let mut addrs = Vec::new();
+    if let Some(g) = &parent.graph {
+        graph::graph_tensor_addrs("", g, &mut addrs);
+    }
+    let addrs: HashSet<&TensorAddr> = addrs.iter().collect();
+    if let Some(v) = varying.iter().find(|v| !addrs.contains(&v.addr)) {
+        return Err(EnsembleError::Invalid(format!(
+            "tensor `{}` is neither an initializer nor a Constant node",
+            v.addr.name
+        )));
+    }
     let opset = default_opset(parent);
     if opset < 11 && !varying.is_empty() {
         return Err(EnsembleError::OpsetTooOld(opset));
@@ -497,6 +509,12 @@ impl HeadSources<'_> {
                 .flatten();
             let Some(nodes) = tail else {
                 if *kind == OutputKind::Other {
+                    if let Some(s) = heads::add_classifier_label(g, parent, o, &combined) {
+                        notices.push(format!(
+                            "output `{o}` is recomputed as the class of the highest combined `{s}`"
+                        ));
+                        continue;
+                    }
                     notices.push(format!("output `{o}` cannot be averaged; the ensemble takes it from the first member"));
                 }
                 let vals = self.members(&internal_output(o));
@@ -911,13 +929,29 @@ pub fn decode_model(model: &Model) -> Result<ModelProto, crate::Error> {
     }
 }
 
-/// Sets the values of the tensor at `addr` (an initializer or a Constant node, any scope).
+/// Sets the values of the tensor at `addr` (an initializer, a Constant node or an
+/// `ai.onnx.ml` attribute, any scope) of `proto`, a copy of `model`: quantized tensors get
+/// their integers, requantized as the child writer does. False when there is no such tensor.
 fn set_tensor(
+    model: &Model,
     proto: &mut ModelProto,
     addr: &TensorAddr,
     dims: &[i64],
     values: &crate::TensorData,
-) -> bool {
+) -> Result<bool, crate::Error> {
+    let info = model
+        .tensors()
+        .iter()
+        .find(|t| t.scope == addr.scope && t.name == addr.name);
+    let value = match info {
+        Some(t) if !t.dtype.is_mutable_float() => crate::onnx::build::raw(
+            "",
+            t.dtype,
+            dims,
+            crate::onnx::raw_bytes(model, t, values)?.into_owned(),
+        ),
+        _ => encode::float_tensor("", dims, values),
+    };
     let mut found = false;
     if let Some(g) = proto.graph.as_mut() {
         graph::for_each_tensor_mut(g, "", &mut |a, t| {
@@ -927,22 +961,35 @@ fn set_tensor(
                 *t = proto::TensorProto {
                     name,
                     doc_string: doc,
-                    ..encode::float_tensor("", dims, values)
+                    ..value.clone()
                 };
                 found = true;
             }
         });
         // Constants given as `value_float(s)` become a `value` tensor.
         if !found {
-            found = graph::set_constant_value(g, "", addr, encode::float_tensor("", dims, values));
+            found = graph::set_constant_value(g, "", addr, value);
+        }
+        if !found {
+            found = graph::set_ml_attribute(g, "", addr, dims, values);
         }
     }
-    found
+    Ok(found)
+}
+
+/// True when some varying tensor is quantized (integers in the file, float `values` here):
+/// the compact encodings rebuild float tensors only.
+fn any_quantized(model: &Model, varying: &[Varying]) -> bool {
+    varying.iter().any(|v| {
+        model.tensors().iter().any(|t| {
+            t.scope == v.addr.scope && t.name == v.addr.name && !t.dtype.is_mutable_float()
+        })
+    })
 }
 
 /// Builds the ensemble of `model` and members that differ from it in `varying` tensors:
 /// compact when the model allows it, else (old opsets, tensors the compact encoding cannot
-/// address) by merging full copies of the members.
+/// address, quantized tensors) by merging full copies of the members.
 pub fn build_from_model(
     model: &Model,
     varying: &[Varying],
@@ -951,14 +998,19 @@ pub fn build_from_model(
     meta: &[(String, String)],
 ) -> Result<Built, crate::Error> {
     let proto = decode_model(model)?;
-    match compact(&proto, varying, weights, heads, meta) {
+    let compacted = if any_quantized(model, varying) {
+        Err(EnsembleError::Invalid("quantized tensors".into()))
+    } else {
+        compact(&proto, varying, weights, heads, meta)
+    };
+    match compacted {
         Ok(b) => Ok(b),
         Err(EnsembleError::OpsetTooOld(_) | EnsembleError::Invalid(_)) => {
             let mut members = Vec::with_capacity(weights.len());
             for i in 0..weights.len() {
                 let mut m = proto.clone();
                 for v in varying {
-                    if !set_tensor(&mut m, &v.addr, &v.dims, &member_values(v, i)) {
+                    if !set_tensor(model, &mut m, &v.addr, &v.dims, &member_values(v, i))? {
                         return Err(EnsembleError::Invalid(format!(
                             "tensor `{}` not found in {}",
                             v.addr.name,

@@ -10,6 +10,7 @@ mod mutate;
 mod noise;
 mod options;
 mod oracle;
+mod quantized;
 mod reliability;
 mod replay;
 mod runtime;
