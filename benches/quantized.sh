@@ -10,6 +10,7 @@
 # Usage: benches/quantized.sh [SEEDS...]   (default: 0 1 2 3 4)
 #   NO_BUILD=1             use target/release/smd-onnx as it is
 #   EXTRA="--generations 5"   more evolve arguments (a second search setting)
+#   MODELS="digits_cnn_qdq_int4"   a subset of the quantized fixtures
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "${NO_BUILD:-0}" = 1 ] || cargo build --release -q
@@ -18,13 +19,16 @@ seeds=("${@:-0 1 2 3 4}")
 extra=${EXTRA:-}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-echo "evolve settings: defaults ${extra:+plus $extra}; seeds ${seeds[*]}; holdout accuracy (300 rows)"
+echo "evolve settings: defaults${extra:+ plus $extra}; seeds ${seeds[*]}; holdout accuracy (300 rows)"
 echo
 echo "| quantized model (from) | float | quantized | evolved, mean ± sd | recovered | parent bytes | best.onnx bytes |"
 echo "|---|---|---|---|---|---|---|"
-for spec in "digits_cnn_qdq_int4 digits_cnn digits_val" "digits_cnn_qdq_int8 digits_cnn digits_val" \
-            "digits_cnn_qop_int8 digits_cnn digits_val" "mnist_mlp_dynamic mnist_mlp mnist_val"; do
+# quantized model, the float model it was made from, data
+specs=("digits_cnn_qdq_int4 digits_cnn digits_val" "digits_cnn_qdq_int8 digits_cnn digits_val"
+       "digits_cnn_qop_int8 digits_cnn digits_val" "mnist_mlp_dynamic mnist_mlp mnist_val")
+for spec in "${specs[@]}"; do
   set -- $spec
+  if [ -n "${MODELS:-}" ] && [[ " $MODELS " != *" $1 "* ]]; then continue; fi
   "$bin" score "models/$2.onnx" --data "fixtures/$3.npz" --split holdout --json > "$out/float.json"
   for seed in ${seeds[@]}; do
     # shellcheck disable=SC2086
