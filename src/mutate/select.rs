@@ -42,8 +42,9 @@ impl Mutability {
 /// depth), and the weight arrays of `ai.onnx.ml` operators (a linear model's or an SVM's
 /// coefficients, a tree ensemble's leaf values; [`Location::MlAttribute`], whatever their
 /// rank). Their other float arrays (thresholds, intercepts) only when `include` matches them.
-/// Quantized weights (int8/uint8/int4/uint4 tensors a `DequantizeLinear` reads, see
-/// [`crate::onnx::Quant`]) follow the float rule, as their dequantized values.
+/// Quantized weights (int8/uint8/int4/uint4 tensors a quantized operator reads, see
+/// [`crate::onnx::Quant`]) follow the float rule, as their dequantized values; their scales
+/// and zero points are never mutable.
 /// Never sparse tensors, other dtypes, training-graph tensors, or tensors consumed as a
 /// shape-like input (a Reshape's shape, a Resize's scales, ...).
 #[derive(Debug, Clone, Default)]

@@ -195,8 +195,8 @@ pub struct TensorInfo {
     /// An `ai.onnx.ml` attribute that is not a weight by default (a tree's thresholds, a
     /// linear model's intercepts): mutable only when `--include` names it.
     pub(crate) opt_in: bool,
-    /// For an integer tensor a `DequantizeLinear` reads: its scales and zero points, or why
-    /// smd-onnx cannot requantize it.
+    /// For an integer tensor a quantized operator reads (`DequantizeLinear`, `QLinearConv`...):
+    /// its scales and zero points, or why smd-onnx cannot requantize it.
     pub(crate) quant: Option<Result<Quant, String>>,
     /// The quantized tensor whose scale or zero point this is (never mutated).
     pub(crate) quant_param_of: Option<String>,
@@ -232,8 +232,9 @@ impl TensorInfo {
         }
     }
 
-    /// For an integer tensor that a `DequantizeLinear` reads: how it maps to float values
-    /// (`Ok`), or why smd-onnx cannot requantize it (`Err`); `None` for other tensors.
+    /// For an integer tensor that a quantized operator reads (`DequantizeLinear`,
+    /// `QLinearConv`, `MatMulInteger`...): how it maps to float values (`Ok`), or why smd-onnx
+    /// cannot requantize it (`Err`); `None` for other tensors.
     pub fn quantization(&self) -> Option<Result<&Quant, &str>> {
         self.quant
             .as_ref()

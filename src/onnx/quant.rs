@@ -1,5 +1,6 @@
-//! Quantized weights: integer tensors that feed a `DequantizeLinear`, read and written in the
-//! float domain through their own scale and zero point.
+//! Quantized weights: integer tensors that a `DequantizeLinear` (or a QOperator-format node:
+//! `QLinearConv`, `QLinearMatMul`, `QGemm`, `MatMulInteger`, `ConvInteger`) reads, read and
+//! written in the float domain through their own scale and zero point.
 //!
 //! A quantized tensor q with scale s and zero point z stands for the float values
 //! w = (q − z)·s (one scale for the tensor, or one per slice along `axis`). smd-onnx reads w

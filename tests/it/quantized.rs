@@ -224,3 +224,55 @@ fn quantized_children_through_the_binary_replay_byte_for_byte() {
         assert!(s["metrics"]["accuracy"].as_f64().unwrap() > 0.5, "{s}");
     }
 }
+
+#[test]
+fn evolved_ensembles_of_int8_children_are_compact_int4_ones_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    for (model, compact) in [(INT8, true), (INT4, false)] {
+        let out = dir.path().join(if compact { "int8" } else { "int4" });
+        let r = json_of(&smd(&[
+            "evolve",
+            model,
+            "--data",
+            "fixtures/digits_val.npz",
+            "--children",
+            "16",
+            "--ensemble",
+            "mean",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ]));
+        let notices = r["notices"].to_string();
+        assert_eq!(
+            !notices.contains("full copies"),
+            compact,
+            "{model}: {notices}"
+        );
+        // Drop-in: scores as the report measured it from the members' predictions.
+        let ens = out.join("ensemble.onnx");
+        let s = json_of(&smd(&[
+            "score",
+            ens.to_str().unwrap(),
+            "--data",
+            "fixtures/digits_val.npz",
+            "--split",
+            "holdout",
+            "--json",
+        ]));
+        let mean = r["ensembles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "mean")
+            .unwrap();
+        assert_eq!(
+            s["metrics"]["accuracy"],
+            mean["scores"]["holdout"]["accuracy"]
+        );
+        // Compact: well under sixteen copies of the parent.
+        let parent = std::fs::metadata(repo(model)).unwrap().len();
+        let size = std::fs::metadata(&ens).unwrap().len();
+        assert_eq!(size < parent * 13, compact, "{model}: {size} bytes");
+    }
+}
