@@ -116,8 +116,10 @@ impl Quant {
         let Some((lo, hi)) = range(dtype) else { return };
         for (j, &w) in values.iter().enumerate() {
             let (s, z) = self.params(j);
-            // NaN becomes 0 (saturating cast), ±inf the range ends.
-            let q = ((w / s).round_ties_even() as i64 + i64::from(z)).clamp(lo.into(), hi.into());
+            // NaN is 0 steps (saturating cast), ±inf the range ends.
+            let q = ((w / s).round_ties_even() as i64)
+                .saturating_add(i64::from(z))
+                .clamp(lo.into(), hi.into());
             put(dtype, raw, j, q as i32);
         }
     }
@@ -414,10 +416,11 @@ mod tests {
         let mut out = raw;
         q.quantize_into(DType::U8, &[0.25, 5.75, 500.0, -1e9], &mut out);
         assert_eq!(out, [10, 22, 255, 0]);
-        let q = quant(&[1.0], &[0], 1);
+        let q = quant(&[1.0], &[5], 1);
         let mut out = [0u8; 4];
-        q.quantize_into(DType::I8, &[1e9, -1e9, f32::NAN, -128.5], &mut out);
-        assert_eq!(out.map(|b| b as i8), [127, -128, 0, -128]);
+        // Zero point 5: NaN is 0 steps from it; -128.5 steps round to -128 (even).
+        q.quantize_into(DType::I8, &[1e30, -1e9, f32::NAN, -128.5], &mut out);
+        assert_eq!(out.map(|b| b as i8), [127, -128, 5, -123]);
         let mut out = [0u8; 2];
         q.quantize_into(DType::I4, &[100.0, -100.0, 7.4], &mut out);
         assert_eq!(out, [0x87, 0x07]);
