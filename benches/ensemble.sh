@@ -17,7 +17,8 @@
 # density"), SCOPES ("full head"), RUNS (3), SPEED (1; 0 reports sizes only), NOTE, RESULTS
 # (benches/RESULTS.md; empty: print only), BENCH_DIR (target/bench).
 # Models: mobilenet_7mb (benches/make_models.py, 64 images of 3x224x224) and the committed
-# fixture models/digits_cnn.onnx (600 digits, 8x8).
+# fixture models/digits_cnn.onnx (600 digits, 8x8); also the quantized fixtures
+# digits_cnn_qdq_int8, digits_cnn_qdq_int4, digits_cnn_qop_int8 and mnist_mlp_dynamic.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
@@ -45,7 +46,11 @@ model_files() {
     case $1 in
         mobilenet_7mb) echo "$MODEL_DIR/mobilenet_7mb.onnx $MODEL_DIR/mobilenet_64.npz ^fc[0-9]+\$" ;;
         digits_cnn) echo "models/digits_cnn.onnx fixtures/digits_val.npz ^fc\\.weight\$" ;;
-        *) echo "unknown model $1 (mobilenet_7mb, digits_cnn)" >&2; return 1 ;;
+        # Quantized fixtures: their ensembles store the members whole (see README).
+        digits_cnn_qdq_int8|digits_cnn_qdq_int4|digits_cnn_qop_int8)
+            echo "models/$1.onnx fixtures/digits_val.npz ^fc\\.weight_quantized\$" ;;
+        mnist_mlp_dynamic) echo "models/mnist_mlp_dynamic.onnx fixtures/mnist_val.npz ^fc2\\.weight_quantized\$" ;;
+        *) echo "unknown model $1 (mobilenet_7mb, digits_cnn, digits_cnn_qdq_int8/int4, digits_cnn_qop_int8, mnist_mlp_dynamic)" >&2; return 1 ;;
     esac
 }
 

@@ -468,6 +468,25 @@ def _constant_entry(node, scope):
     raise ValueError(f"Constant node {node.name!r} has no value attribute")
 
 
+# The float-array attributes of ai.onnx.ml operators that smd-onnx lists as tensors (named
+# '<node label>.<attribute>'): weights, thresholds, intercepts; never tree structure.
+ML_ATTRIBUTES = {
+    "LinearClassifier": ("coefficients", "intercepts"),
+    "LinearRegressor": ("coefficients", "intercepts"),
+    "SVMClassifier": ("coefficients", "rho", "support_vectors", "kernel_params", "prob_a", "prob_b"),
+    "SVMRegressor": ("coefficients", "rho", "support_vectors", "kernel_params"),
+    "TreeEnsembleClassifier": (
+        "class_weights", "class_weights_as_tensor", "base_values", "base_values_as_tensor",
+        "nodes_values", "nodes_values_as_tensor",
+    ),
+    "TreeEnsembleRegressor": (
+        "target_weights", "target_weights_as_tensor", "base_values", "base_values_as_tensor",
+        "nodes_values", "nodes_values_as_tensor",
+    ),
+    "TreeEnsemble": ("leaf_weights", "nodes_splits"),
+}
+
+
 def walk_tensors(graph, scope=""):
     """Every tensor of a graph and, recursively, of all its nodes' subgraphs.
 
@@ -482,6 +501,11 @@ def walk_tensors(graph, scope=""):
             out.append(_constant_entry(node, scope))
         label = node.name or f"node{i}"
         for a in node.attribute:
+            if node.domain == "ai.onnx.ml" and a.name in ML_ATTRIBUTES.get(node.op_type, ()):
+                if a.type == onnx.AttributeProto.TENSOR:
+                    out.append(_entry(f"{label}.{a.name}", a.t.data_type, a.t.dims, "ml_attribute", scope))
+                elif len(a.floats):
+                    out.append(_entry(f"{label}.{a.name}", TensorProto.FLOAT, [len(a.floats)], "ml_attribute", scope))
             sub = f"{scope}/{label}" if scope else label
             if a.type == onnx.AttributeProto.GRAPH:
                 out += walk_tensors(a.g, f"{sub}/{a.name}")

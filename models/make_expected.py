@@ -29,6 +29,12 @@ FIXTURE_SET = {
     "digits_no_shape.onnx": "digits_flat_val.npz",
     "digits_skl_zipmap.onnx": "digits_flat_val.npz",
     "digits_skl_nozipmap.onnx": "digits_flat_val.npz",
+    "digits_skl_logreg.onnx": "digits_flat_val.npz",
+    "digits_skl_forest.onnx": "digits_flat_val.npz",
+    "digits_cnn_qdq_int4.onnx": "digits_val.npz",
+    "digits_cnn_qdq_int8.onnx": "digits_val.npz",
+    "digits_cnn_qop_int8.onnx": "digits_val.npz",
+    "mnist_mlp_dynamic.onnx": "mnist_val.npz",
     "digits_transformer.onnx": "digits_tokens_val.npz",
     # Inventory only, "scores": null: onnxruntime refuses every batch with rows.
     "digits_dim_zero_refused.onnx": None,

@@ -416,6 +416,82 @@ def sklearn_models():
     log(f"diabetes_skl_mlp: val mse (standardised targets) {mse:.4f}")
 
 
+def sklearn_classic(x_tr, y_tr, x_val, y_val):
+    """Classic-ML models whose weights are ai.onnx.ml node attributes (not tensors): a
+    LogisticRegression (LinearClassifier coefficients) and a small RandomForestClassifier
+    (TreeEnsembleClassifier leaf values), both deliberately weak so that there is room to gain.
+    Validation data: digits_flat_val.npz."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)
+    lr = LogisticRegression(C=0.01, max_iter=50).fit(x_tr, y_tr)
+    m = _skl_save(lr, 64, "digits_skl_logreg")
+    assert [n.op_type for n in m.graph.node][0] == "LinearClassifier", m.graph.node
+    log(f"digits_skl_logreg: val accuracy {lr.score(x_val, y_val):.4f}")
+    rf = RandomForestClassifier(n_estimators=10, max_depth=5, random_state=0).fit(x_tr, y_tr)
+    m = _skl_save(rf, 64, "digits_skl_forest")
+    assert [n.op_type for n in m.graph.node][0] == "TreeEnsembleClassifier", m.graph.node
+    log(f"digits_skl_forest: val accuracy {rf.score(x_val, y_val):.4f}")
+
+
+def quantized_cnns(x_tr, y_tr, x_val, y_val):
+    """digits_cnn quantized by onnxruntime's static quantizer (MinMax calibration on the training
+    rows). QDQ format: per-channel int4 weights (DequantizeLinear in com.microsoft; costs about
+    two holdout points) and per-tensor int8 weights (ai.onnx DequantizeLinear). QOperator format
+    (QLinearConv, QGemm): per-channel int8 weights (int4 has no QOperator kernels)."""
+    import logging
+
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    logging.disable(logging.WARNING)  # the quantizer's advice to pre-process the model
+    xi_tr, xi_val = x_tr.reshape(-1, 1, 8, 8), x_val.reshape(-1, 1, 8, 8)
+
+    class Rows(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"input": xi_tr[i : i + 64]} for i in range(0, len(xi_tr), 64)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    src = os.path.join(fl.MODELS, "digits_cnn.onnx")
+    for stem, fmt, per_channel, weights in [
+        ("digits_cnn_qdq_int4", QuantFormat.QDQ, True, QuantType.QInt4),
+        ("digits_cnn_qdq_int8", QuantFormat.QDQ, False, QuantType.QInt8),
+        ("digits_cnn_qop_int8", QuantFormat.QOperator, True, QuantType.QInt8),
+    ]:
+        out = os.path.join(fl.MODELS, f"{stem}.onnx")
+        quantize_static(
+            src,
+            out,
+            Rows(),
+            quant_format=fmt,
+            per_channel=per_channel,
+            weight_type=weights,
+            activation_type=QuantType.QUInt8,
+        )
+        onnx.checker.check_model(onnx.load(out), full_check=True)
+        sess = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
+        acc = float((sess.run(None, {"input": xi_val})[0].argmax(1) == y_val).mean())
+        log(f"{stem}: val accuracy {acc:.4f}")
+
+
+def dynamic_mlp():
+    """mnist_mlp quantized by onnxruntime's dynamic quantizer: int8 weights read by
+    MatMulInteger (their scale is applied after it, in float)."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.disable(logging.WARNING)
+    out = os.path.join(fl.MODELS, "mnist_mlp_dynamic.onnx")
+    quantize_dynamic(os.path.join(fl.MODELS, "mnist_mlp.onnx"), out, weight_type=QuantType.QInt8)
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+    log("mnist_mlp_dynamic: written")
+
+
 def main():
     os.makedirs(fl.MODELS, exist_ok=True)
     x_tr, y_tr, x_val, y_val = fl.digits_split()
@@ -424,6 +500,9 @@ def main():
     mnist_mlp()
     sklearn_models()
     sklearn_digits(x_tr, y_tr, x_val, y_val)
+    sklearn_classic(x_tr, y_tr, x_val, y_val)
+    quantized_cnns(x_tr, y_tr, x_val, y_val)
+    dynamic_mlp()
 
 
 if __name__ == "__main__":

@@ -41,5 +41,9 @@ digits_dynamic_neg digits_flat_val --children 6
 digits_no_shape digits_flat_val --children 6
 digits_skl_zipmap digits_flat_val --sigma 0.5 --children 6
 digits_transformer digits_tokens_val --children 6
+digits_skl_logreg digits_flat_val --children 6
+digits_skl_forest digits_flat_val --sigma 0.5 --children 6
+digits_cnn_qdq_int4 digits_val --children 6
+digits_cnn_qdq_int8 digits_val --children 6
 LIST
 echo "wrote $out"

@@ -1,6 +1,7 @@
 //! Indexes arbitrary bytes as an ONNX model. When indexing succeeds: every float tensor's
-//! values are read, a zero-change child must equal the input byte for byte, and a child with
-//! every float tensor changed must index again and read back exactly the new values.
+//! values are read, a zero-change child must equal the input byte for byte (also when every
+//! quantized tensor is given back its own dequantized values), and a child with every float
+//! tensor changed must index again and read back exactly the new values.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -37,16 +38,23 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = model.facts().inputs.iter().map(|v| v.ty.to_string()).count();
     let _ = Selection { all_float: true, ..Default::default() }.mutable_tensors(&model);
-    let mut changes = Vec::new();
+    let (mut changes, mut same) = (Vec::new(), Vec::new());
     for (i, t) in model.tensors().iter().enumerate() {
         let _ = (t.key(), t.payload_ranges(), t.storage.to_string());
         if let Ok(v) = model.read_values(t) {
             assert_eq!(v.len() as u64, t.elements);
-            changes.push((i, perturb(v)));
+            // Quantized values are rounded when written: they must round-trip unchanged.
+            if t.quantization().is_some_and(|q| q.is_ok()) {
+                same.push((i, v));
+            } else {
+                changes.push((i, perturb(v)));
+            }
         }
     }
     let zero = child_bytes(&model, &[]).expect("zero-change child");
     assert!(zero == data, "zero-change child differs from the input");
+    let round = child_bytes(&model, &same).expect("unchanged quantized values");
+    assert!(round == data, "requantized unchanged values differ from the input");
     let child = child_bytes(&model, &changes).expect("child");
     let again = Model::from_bytes(child, "/nonexistent-fuzz/child.onnx").expect("child indexes");
     assert_eq!(again.tensors().len(), model.tensors().len());

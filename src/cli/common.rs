@@ -8,7 +8,9 @@ use smd_onnx::runtime::Device;
 /// Which tensors may be mutated.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SelectionArgs {
-    /// Only tensors whose name matches this regular expression (on top of the default rule).
+    /// Only tensors whose name matches this regular expression (on top of the default rule);
+    /// also adds the `ai.onnx.ml` arrays that are not weights by default (tree thresholds,
+    /// intercepts).
     #[arg(long, value_name = "REGEX")]
     pub include: Option<String>,
     /// Never tensors whose name matches this regular expression.

@@ -107,6 +107,11 @@ fn tensor_json(t: &TensorInfo, m: &Mutability) -> serde_json::Value {
         "external": external,
         "mutable": m.is_mutable(),
         "reason": m.reason(),
+        "quantized": t.quantization().and_then(Result::ok).map(|q| json!({
+            "scale": q.scale_name,
+            "zero_point": q.zero_point_name,
+            "axis": q.axis,
+        })),
     })
 }
 
@@ -255,9 +260,13 @@ fn write_tensors(
             } else {
                 format!("{} in {}", t.location, clean(&t.scope))
             };
-            let mutable = match m.reason() {
-                None => "yes".to_string(),
-                Some(r) => format!("no: {}", clean(r)),
+            let mutable = match (m.reason(), t.quantization()) {
+                (None, Some(Ok(q))) => match &q.scale_name {
+                    Some(scale) => format!("yes: quantized (scale from {})", clean(scale)),
+                    None => "yes: quantized (integer steps)".to_string(),
+                },
+                (None, _) => "yes".to_string(),
+                (Some(r), _) => format!("no: {}", clean(r)),
             };
             [
                 clean(&t.name),

@@ -107,7 +107,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         println!("{}", path.display());
     }
+    if args.force && args.only.is_none() {
+        remove_stale_children(&args.out, &written)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// After `--force` wrote a full set of children: removes the children of an earlier run in
+/// `out` that this one did not write (an earlier, larger k), so the folder holds one set.
+fn remove_stale_children(out: &std::path::Path, written: &[PathBuf]) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(out)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let ours = name
+            .strip_prefix("child_")
+            .and_then(|rest| rest.split_once(".onnx"))
+            .is_some_and(|(digits, _)| {
+                !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+            });
+        if ours && !written.contains(&path) {
+            std::fs::remove_file(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Builds child `i` and writes it to `path`; returns the files written.

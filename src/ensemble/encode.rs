@@ -64,6 +64,30 @@ pub fn float_tensor(name: &str, dims: &[i64], d: &TensorData) -> TensorProto {
     build::values(name, dims, d)
 }
 
+/// A tensor of `d`'s values: floats as they are, or, with `store` (int8/uint8), whole numbers
+/// held as float32 stored as that integer type.
+pub fn stored_tensor(
+    name: &str,
+    dims: &[i64],
+    d: &TensorData,
+    store: Option<DType>,
+) -> TensorProto {
+    let Some(dtype) = store else {
+        return float_tensor(name, dims, d);
+    };
+    let bytes = (0..d.len())
+        .map(|j| {
+            let v = d.get_f64(j).unwrap_or(0.0);
+            if dtype == DType::I8 {
+                v as i8 as u8
+            } else {
+                v as u8
+            }
+        })
+        .collect();
+    build::raw(name, dtype, dims, bytes)
+}
+
 /// A 1-d or scalar int64 tensor.
 fn i64_tensor(name: &str, dims: &[i64], v: &[i64]) -> TensorProto {
     build::raw(
@@ -153,6 +177,7 @@ pub fn encode(
     id: &str,
     base_name: &str,
     member_name: &dyn Fn(usize) -> String,
+    store: Option<DType>,
 ) -> Encoded {
     let changers: Vec<(usize, &Change)> = v
         .changes
@@ -161,7 +186,7 @@ pub fn encode(
         .filter_map(|(i, c)| c.as_ref().filter(|c| !c.indices.is_empty()).map(|c| (i, c)))
         .collect();
     let overlap = Overlap::of(v, &changers);
-    let encoding = cheapest_encoding(v, &changers, &overlap);
+    let encoding = cheapest_encoding(v, &changers, &overlap, store);
     let mut p = Pieces {
         out: Encoded {
             initializers: Vec::new(),
@@ -169,9 +194,14 @@ pub fn encode(
             encoding,
         },
         id,
-        // ONNX Runtime's CPU kernels for Where/ScatterElements lack bfloat16: select in float32
-        // and cast back (bfloat16 → float32 → bfloat16 is exact).
-        widen: v.base.dtype() == DType::BF16,
+        // ONNX Runtime's CPU kernels for Where/ScatterElements lack bfloat16 and int8: select
+        // in float32 (int32) and cast back (both round trips are exact).
+        widen: match store {
+            Some(dtype) => Some((DType::I32, dtype)),
+            None if v.base.dtype() == DType::BF16 => Some((DType::F32, DType::BF16)),
+            None => None,
+        },
+        store,
         member_name,
     };
     if encoding == Encoding::Dense {
@@ -180,7 +210,7 @@ pub fn encode(
             let values = member_values(v, i);
             p.out
                 .initializers
-                .push(float_tensor(&member_name(i), &v.dims, &values));
+                .push(stored_tensor(&member_name(i), &v.dims, &values, store));
         }
         return p.out;
     }
@@ -246,9 +276,14 @@ fn owner_map_width(members: usize) -> usize {
 }
 
 /// The encoding that stores the fewest bytes among those the overlap allows.
-fn cheapest_encoding(v: &Varying, changers: &[(usize, &Change)], overlap: &Overlap) -> Encoding {
+fn cheapest_encoding(
+    v: &Varying,
+    changers: &[(usize, &Change)],
+    overlap: &Overlap,
+    store: Option<DType>,
+) -> Encoding {
     let n = v.base.len();
-    let d = v.base.dtype().raw_bytes(1).unwrap_or(4) as usize;
+    let d = store.unwrap_or(v.base.dtype()).raw_bytes(1).unwrap_or(4) as usize;
     let members = v.changes.len();
     let nnz: usize = changers.iter().map(|(_, c)| c.indices.len()).sum();
     let idx_bytes = 4; // u32 indices suffice: `Change` holds u32.
@@ -271,13 +306,21 @@ fn cheapest_encoding(v: &Varying, changers: &[(usize, &Change)], overlap: &Overl
         .unwrap_or(Encoding::Sparse)
 }
 
+/// The suffix of a value widened to `dtype` (`f32`, `i32`).
+fn short(dtype: DType) -> &'static str {
+    if dtype == DType::F32 { "f32" } else { "i32" }
+}
+
 /// The graph pieces being built for one varying tensor.
 struct Pieces<'a> {
     out: Encoded,
     /// Names the pieces.
     id: &'a str,
-    /// Compute in float32 (the tensor is bfloat16).
-    widen: bool,
+    /// Compute in the first type and cast results back to the second (bfloat16 in float32,
+    /// int8/uint8 in int32).
+    widen: Option<(DType, DType)>,
+    /// The integer type whole-number values are stored in (see [`stored_tensor`]).
+    store: Option<DType>,
     member_name: &'a dyn Fn(usize) -> String,
 }
 
@@ -292,33 +335,38 @@ impl Pieces<'_> {
         ));
     }
 
-    /// The value to compute with in place of `name`: itself, or its float32 cast.
+    /// The value to compute with in place of `name`: itself, or its widened cast.
     fn compute(&mut self, name: &str) -> String {
-        if self.widen {
-            let w = format!("{name}/f32");
-            self.cast(name, &w, DType::F32);
+        if let Some((wide, _)) = self.widen {
+            let w = format!("{name}/{}", short(wide));
+            self.cast(name, &w, wide);
             w
         } else {
             name.to_string()
         }
     }
 
-    /// The value member `i`'s computation writes: its final name, or a float32 one to cast
+    /// The value member `i`'s computation writes: its final name, or a widened one to cast
     /// back to the final name (returned second, for [`Pieces::finish`]).
     fn result(&self, i: usize) -> (String, Option<String>) {
         let m = (self.member_name)(i);
-        if self.widen {
-            (format!("{m}/f32"), Some(m))
+        if let Some((wide, _)) = self.widen {
+            (format!("{m}/{}", short(wide)), Some(m))
         } else {
             (m, None)
         }
     }
 
-    /// Casts a member's float32 result back to its final name, when [`Pieces::result`] asked.
+    /// Casts a member's widened result back to its final name, when [`Pieces::result`] asked.
     fn finish(&mut self, pending: Option<String>, computed: &str) {
-        if let Some(m) = pending {
-            self.cast(computed, &m, DType::BF16);
+        if let (Some(m), Some((_, back))) = (pending, self.widen) {
+            self.cast(computed, &m, back);
         }
+    }
+
+    /// A tensor of `d`'s values in the stored type ([`stored_tensor`]).
+    fn stored(&self, name: &str, dims: &[i64], d: &TensorData) -> TensorProto {
+        stored_tensor(name, dims, d, self.store)
     }
 
     /// [`Encoding::OwnerMap`]: member `i` takes the mutated value where the map says `i`,
@@ -352,7 +400,7 @@ impl Pieces<'_> {
         self.out.initializers.push(map_tensor);
         self.out
             .initializers
-            .push(float_tensor(&mut_name, &v.dims, &overlap.mutated));
+            .push(self.stored(&mut_name, &v.dims, &overlap.mutated));
         let mut_c = self.compute(&mut_name);
         self.out.nodes.push(build::node(
             "Cast",
@@ -410,7 +458,7 @@ impl Pieces<'_> {
             let mut_name = format!("smd/mut/{id}");
             self.out
                 .initializers
-                .push(float_tensor(&mut_name, &v.dims, mutated));
+                .push(self.stored(&mut_name, &v.dims, mutated));
             let mut_c = self.compute(&mut_name);
             self.out.nodes.push(build::node(
                 "Reshape",
@@ -466,7 +514,7 @@ impl Pieces<'_> {
         } else {
             self.out
                 .initializers
-                .push(float_tensor(&vals, &[len], &c.values));
+                .push(self.stored(&vals, &[len], &c.values));
             self.compute(&vals)
         };
         (idx, vals)
@@ -515,7 +563,7 @@ mod tests {
             change(&[1, 2], 2.0),
             change(&[4, 5], 3.0),
         ]);
-        let e = encode(&v, "w", "w", &|i| format!("m{i}/w"));
+        let e = encode(&v, "w", "w", &|i| format!("m{i}/w"), None);
         assert_eq!(e.encoding, Encoding::OwnerMap);
         assert_eq!(e.initializers.len(), 2);
     }
@@ -523,21 +571,21 @@ mod tests {
     #[test]
     fn one_or_two_members_changing_most_of_a_tensor_are_stored_whole() {
         let v = varying(vec![change(&[0, 1, 3, 4], 1.0)]);
-        let e = encode(&v, "w", "w", &|i| format!("m{i}/w"));
+        let e = encode(&v, "w", "w", &|i| format!("m{i}/w"), None);
         assert_eq!(e.encoding, Encoding::Dense);
         assert!(e.nodes.is_empty());
         assert_eq!(e.initializers.len(), 1);
         assert_eq!(e.initializers[0].name.as_deref(), Some("m0/w"));
         let two = varying(vec![change(&[0, 3], 1.0), change(&[1, 2, 4, 5], 2.0)]);
         assert_eq!(
-            encode(&two, "w", "w", &|i| format!("m{i}/w")).encoding,
+            encode(&two, "w", "w", &|i| format!("m{i}/w"), None).encoding,
             Encoding::Dense
         );
         // A member that keeps the parent's values keeps the parent's tensor in the file: a
         // small change is then cheaper as a difference.
         let kept = varying(vec![change(&[0], 1.0), None]);
         assert_eq!(
-            encode(&kept, "w", "w", &|i| format!("m{i}/w")).encoding,
+            encode(&kept, "w", "w", &|i| format!("m{i}/w"), None).encoding,
             Encoding::Sparse
         );
     }
@@ -550,7 +598,7 @@ mod tests {
             change(&[0], 1.0),
         ]);
         assert_eq!(
-            encode(&v, "w", "w", &|i| format!("m{i}/w")).encoding,
+            encode(&v, "w", "w", &|i| format!("m{i}/w"), None).encoding,
             Encoding::Sparse
         );
         let v = Varying {
@@ -563,12 +611,12 @@ mod tests {
             .collect();
         let v = Varying { changes: many, ..v };
         assert_eq!(
-            encode(&v, "w", "w", &|i| format!("m{i}/w")).encoding,
+            encode(&v, "w", "w", &|i| format!("m{i}/w"), None).encoding,
             Encoding::SharedValues
         );
         let conflict = varying(vec![change(&[0], 1.0), change(&[0], -1.0)]);
         assert_eq!(
-            encode(&conflict, "w", "w", &|i| format!("m{i}/w")).encoding,
+            encode(&conflict, "w", "w", &|i| format!("m{i}/w"), None).encoding,
             Encoding::Sparse
         );
     }

@@ -223,6 +223,55 @@ pub fn set_constant_value(
     false
 }
 
+/// Gives the `ai.onnx.ml` node attribute at `addr` (named `<node label>.<attribute>`, any
+/// scope; see [`crate::onnx::Location::MlAttribute`]) the values `values`: its `floats`
+/// (float32 values only), or its tensor with `dims`. False when there is no such attribute.
+pub fn set_ml_attribute(
+    g: &mut GraphProto,
+    scope: &str,
+    addr: &TensorAddr,
+    dims: &[i64],
+    values: &crate::TensorData,
+) -> bool {
+    for j in 0..g.node.len() {
+        let n = &mut g.node[j];
+        if scope == addr.scope && n.domain.as_deref() == Some("ai.onnx.ml") {
+            let label = match n.name.as_deref() {
+                Some(l) if !l.is_empty() => l.to_string(),
+                _ => format!("node{j}"),
+            };
+            let named = |a: &AttributeProto| {
+                format!("{label}.{}", a.name.as_deref().unwrap_or("")) == addr.name
+            };
+            if let Some(a) = n.attribute.iter_mut().find(|a| named(a)) {
+                return match (a.t.as_mut(), values) {
+                    (Some(t), _) => {
+                        let name = t.name.take();
+                        *t = TensorProto {
+                            name,
+                            ..build::values("", dims, values)
+                        };
+                        true
+                    }
+                    (None, crate::TensorData::F32(v)) => {
+                        a.floats = v.clone();
+                        true
+                    }
+                    (None, _) => false,
+                };
+            }
+        }
+        for (sub_scope, sg) in subgraphs_mut(scope, &mut g.node[j], j) {
+            let inside =
+                addr.scope == sub_scope || addr.scope.starts_with(&format!("{sub_scope}/"));
+            if inside && set_ml_attribute(sg, &sub_scope, addr, dims, values) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// True for an ONNX `Constant` node (default domain).
 pub fn is_constant(n: &NodeProto) -> bool {
     n.op_type.as_deref() == Some("Constant")

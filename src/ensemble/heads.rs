@@ -111,7 +111,33 @@ pub fn output_kind(
     }
 }
 
-/// True when `name` is produced by a Softmax or Sigmoid, through reshapes and casts.
+/// True for the `ai.onnx.ml` nodes whose float output holds class probabilities as
+/// scikit-learn's exporter (skl2onnx) writes them: an L1 `Normalizer` (of softmax scores), a
+/// classifier with a softmax or logistic post-transform. (A forest's averaged leaf values
+/// stop summing to one once mutated: like other [N, C] scores, they are logits unless named
+/// with `--probabilities`.)
+fn ml_probabilities(n: &NodeProto) -> bool {
+    if n.domain.as_deref() != Some("ai.onnx.ml") {
+        return false;
+    }
+    let text = |name: &str| {
+        n.attribute
+            .iter()
+            .find(|a| a.name.as_deref() == Some(name))
+            .and_then(|a| a.s.as_deref())
+            .unwrap_or(&[])
+    };
+    let post = text("post_transform");
+    let squashed = matches!(post, b"SOFTMAX" | b"LOGISTIC" | b"SOFTMAX_ZERO");
+    match n.op_type.as_deref().unwrap_or("") {
+        "Normalizer" => text("norm") == b"L1",
+        "LinearClassifier" | "SVMClassifier" | "TreeEnsembleClassifier" => squashed,
+        _ => false,
+    }
+}
+
+/// True when `name` is produced by a Softmax or Sigmoid (or an `ai.onnx.ml` node that
+/// outputs probabilities, [`ml_probabilities`]), through reshapes and casts.
 fn made_by_softmax(g: &GraphProto, name: &str) -> bool {
     let producers: HashMap<&str, &NodeProto> = g
         .node
@@ -125,7 +151,7 @@ fn made_by_softmax(g: &GraphProto, name: &str) -> bool {
             return false;
         };
         let op = n.op_type.as_deref().unwrap_or("");
-        if op == "Softmax" || op == "Sigmoid" {
+        if op == "Softmax" || op == "Sigmoid" || ml_probabilities(n) {
             return true;
         }
         if !PASS_THROUGH.contains(&op) {
@@ -242,4 +268,99 @@ fn scalar(name: &str, code: i32, v: f64) -> TensorProto {
         _ => (v as f32).to_le_bytes().to_vec(),
     };
     build::raw(name, dtype, &[], raw)
+}
+
+/// `ai.onnx.ml` classifiers: their first output is the label of the highest class score.
+const ML_CLASSIFIERS: &[&str] = &[
+    "LinearClassifier",
+    "SVMClassifier",
+    "TreeEnsembleClassifier",
+];
+
+/// Ops between a classifier's scores and a graph output that keep the classes' order.
+const SCORE_ORDER_KEEPING: &[&str] = &["Normalizer", "Identity", "Cast"];
+
+/// For graph output `label`, the first output of an `ai.onnx.ml` classifier in `g`: adds to
+/// `g` the nodes that recompute it as the class of the highest score among `combined`'s
+/// output computed from that classifier's scores (`Gather(classlabels, ArgMax(scores))`), and
+/// returns that output's name; `None` (and `g` unchanged) when there is no such output.
+pub fn add_classifier_label(
+    g: &mut GraphProto,
+    parent: &GraphProto,
+    label: &str,
+    combined: &std::collections::HashSet<String>,
+) -> Option<String> {
+    let node = parent.node.iter().find(|n| {
+        n.domain.as_deref() == Some("ai.onnx.ml")
+            && ML_CLASSIFIERS.contains(&n.op_type.as_deref().unwrap_or(""))
+            && n.output.first().map(String::as_str) == Some(label)
+    })?;
+    let raw_scores = node.output.get(1)?;
+    let producers: HashMap<&str, &NodeProto> = parent
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n)))
+        .collect();
+    // The combined output the scores reach through order-keeping ops (sorted: deterministic).
+    let mut candidates: Vec<&String> = combined.iter().collect();
+    candidates.sort();
+    let scores = candidates.into_iter().find(|c| {
+        let mut v = c.as_str();
+        for _ in 0..16 {
+            if v == raw_scores {
+                return true;
+            }
+            let Some(n) = producers.get(v) else {
+                return false;
+            };
+            if !SCORE_ORDER_KEEPING.contains(&n.op_type.as_deref().unwrap_or("")) {
+                return false;
+            }
+            match n.input.first() {
+                Some(i) => v = i,
+                None => return false,
+            }
+        }
+        false
+    })?;
+    let attr = |name: &str| {
+        node.attribute
+            .iter()
+            .find(|a| a.name.as_deref() == Some(name))
+    };
+    let tag = |s: &str| format!("smd/label/{label}/{s}");
+    // TreeEnsembleClassifier names its integer labels `classlabels_int64s`.
+    let ints = attr("classlabels_ints").or_else(|| attr("classlabels_int64s"));
+    let classes = match (ints, attr("classlabels_strings")) {
+        (Some(a), _) if !a.ints.is_empty() => build::raw(
+            &tag("classes"),
+            DType::I64,
+            &[a.ints.len() as i64],
+            a.ints.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
+        (_, Some(a)) if !a.strings.is_empty() => TensorProto {
+            name: Some(tag("classes")),
+            data_type: Some(DType::String.to_onnx()),
+            dims: vec![a.strings.len() as i64],
+            string_data: a.strings.clone(),
+            ..Default::default()
+        },
+        _ => return None,
+    };
+    g.node.push(build::node(
+        "ArgMax",
+        &tag("argmax"),
+        &[scores],
+        &[&tag("argmax")],
+        vec![attr_int("axis", 1), attr_int("keepdims", 0)],
+    ));
+    g.node.push(build::node(
+        "Gather",
+        &tag("gather"),
+        &[&tag("classes"), &tag("argmax")],
+        &[label],
+        vec![attr_int("axis", 0)],
+    ));
+    g.initializer.push(classes);
+    Some(scores.clone())
 }

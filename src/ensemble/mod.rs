@@ -20,7 +20,7 @@ pub use encode::{Change, Encoding, Varying, member_values};
 pub use graph::TensorAddr;
 pub use heads::{Combine, OutputKind};
 
-use crate::onnx::{Model, ModelError, proto};
+use crate::onnx::{DType, Model, ModelError, proto};
 use crate::output;
 use graph::{copy_graph, copy_node, rename_all, topo_order};
 use proto::{GraphProto, ModelProto, StringStringEntryProto, ValueInfoProto};
@@ -147,6 +147,26 @@ pub fn compact(
     heads: &Heads,
     meta: &[(String, String)],
 ) -> Result<Built, EnsembleError> {
+    compact_stored(
+        parent,
+        varying,
+        &vec![None; varying.len()],
+        weights,
+        heads,
+        meta,
+    )
+}
+
+/// [`compact`], with `stores[j]` the integer type varying tensor `j`'s values (whole numbers
+/// held as float32) are stored in, for quantized int8/uint8 tensors.
+fn compact_stored(
+    parent: &ModelProto,
+    varying: &[Varying],
+    stores: &[Option<DType>],
+    weights: &[f64],
+    heads: &Heads,
+    meta: &[(String, String)],
+) -> Result<Built, EnsembleError> {
     check_weights(weights)?;
     let members = weights.len();
     check_varying(parent, varying, members)?;
@@ -163,7 +183,7 @@ pub fn compact(
         prelude,
         initializers,
         encodings,
-    } = encode_varying(&mut g, varying, members)?;
+    } = encode_varying(&mut g, varying, stores, members)?;
     let nodes = copy_member_nodes(&g, &sub_varying, &mut dirty, prelude);
     let value_info = member_value_info(&g, &dirty);
     g.node = nodes;
@@ -214,6 +234,18 @@ fn check_varying(
         }
         encode::check(v).map_err(EnsembleError::Invalid)?;
     }
+    // The encodings rebuild initializers and Constant nodes only (never node attributes).
+    let mut addrs = Vec::new();
+    if let Some(g) = &parent.graph {
+        graph::graph_tensor_addrs("", g, &mut addrs);
+    }
+    let addrs: HashSet<&TensorAddr> = addrs.iter().collect();
+    if let Some(v) = varying.iter().find(|v| !addrs.contains(&v.addr)) {
+        return Err(EnsembleError::Invalid(format!(
+            "tensor `{}` is neither an initializer nor a Constant node",
+            v.addr.name
+        )));
+    }
     let opset = default_opset(parent);
     if opset < 11 && !varying.is_empty() {
         return Err(EnsembleError::OpsetTooOld(opset));
@@ -258,6 +290,7 @@ struct EncodedVarying<'v> {
 fn encode_varying<'v>(
     g: &mut GraphProto,
     varying: &'v [Varying],
+    stores: &[Option<DType>],
     members: usize,
 ) -> Result<EncodedVarying<'v>, EnsembleError> {
     let mut e = EncodedVarying {
@@ -267,16 +300,16 @@ fn encode_varying<'v>(
         initializers: encode::member_constants(members),
         encodings: Vec::new(),
     };
-    for v in varying {
+    for (v, &store) in varying.iter().zip(stores) {
         let id = varying_id(&v.addr);
         let main = v.addr.scope.is_empty();
         let base_name = if main {
-            set_main_tensor(g, &v.addr.name, &v.dims, &v.base)?;
+            set_main_tensor(g, &v.addr.name, &v.dims, &v.base, store)?;
             v.addr.name.clone()
         } else {
             let b = format!("smd/base/{id}");
             e.initializers
-                .push(encode::float_tensor(&b, &v.dims, &v.base));
+                .push(encode::stored_tensor(&b, &v.dims, &v.base, store));
             e.sub_varying.insert(v.addr.clone(), v);
             b
         };
@@ -287,7 +320,7 @@ fn encode_varying<'v>(
                 format!("smd/m{i}/{id}")
             }
         };
-        let enc = encode::encode(v, &id, &base_name, &member_value);
+        let enc = encode::encode(v, &id, &base_name, &member_value, store);
         e.encodings.push((v.addr.clone(), enc.encoding));
         e.prelude.extend(enc.nodes);
         e.initializers.extend(enc.initializers);
@@ -383,8 +416,9 @@ fn set_main_tensor(
     name: &str,
     dims: &[i64],
     base: &crate::TensorData,
+    store: Option<DType>,
 ) -> Result<(), EnsembleError> {
-    let t = encode::float_tensor(name, dims, base);
+    let t = encode::stored_tensor(name, dims, base, store);
     if let Some(init) = g
         .initializer
         .iter_mut()
@@ -497,6 +531,12 @@ impl HeadSources<'_> {
                 .flatten();
             let Some(nodes) = tail else {
                 if *kind == OutputKind::Other {
+                    if let Some(s) = heads::add_classifier_label(g, parent, o, &combined) {
+                        notices.push(format!(
+                            "output `{o}` is recomputed as the class of the highest combined `{s}`"
+                        ));
+                        continue;
+                    }
                     notices.push(format!("output `{o}` cannot be averaged; the ensemble takes it from the first member"));
                 }
                 let vals = self.members(&internal_output(o));
@@ -911,13 +951,29 @@ pub fn decode_model(model: &Model) -> Result<ModelProto, crate::Error> {
     }
 }
 
-/// Sets the values of the tensor at `addr` (an initializer or a Constant node, any scope).
+/// Sets the values of the tensor at `addr` (an initializer, a Constant node or an
+/// `ai.onnx.ml` attribute, any scope) of `proto`, a copy of `model`: quantized tensors get
+/// their integers, requantized as the child writer does. False when there is no such tensor.
 fn set_tensor(
+    model: &Model,
     proto: &mut ModelProto,
     addr: &TensorAddr,
     dims: &[i64],
     values: &crate::TensorData,
-) -> bool {
+) -> Result<bool, crate::Error> {
+    let info = model
+        .tensors()
+        .iter()
+        .find(|t| t.scope == addr.scope && t.name == addr.name);
+    let value = match info {
+        Some(t) if !t.dtype.is_mutable_float() => crate::onnx::build::raw(
+            "",
+            t.dtype,
+            dims,
+            crate::onnx::raw_bytes(model, t, values)?.into_owned(),
+        ),
+        _ => encode::float_tensor("", dims, values),
+    };
     let mut found = false;
     if let Some(g) = proto.graph.as_mut() {
         graph::for_each_tensor_mut(g, "", &mut |a, t| {
@@ -927,22 +983,89 @@ fn set_tensor(
                 *t = proto::TensorProto {
                     name,
                     doc_string: doc,
-                    ..encode::float_tensor("", dims, values)
+                    ..value.clone()
                 };
                 found = true;
             }
         });
         // Constants given as `value_float(s)` become a `value` tensor.
         if !found {
-            found = graph::set_constant_value(g, "", addr, encode::float_tensor("", dims, values));
+            found = graph::set_constant_value(g, "", addr, value);
+        }
+        if !found {
+            found = graph::set_ml_attribute(g, "", addr, dims, values);
         }
     }
-    found
+    Ok(found)
+}
+
+/// Varying tensors with the integer type each is stored in (see [`integer_varying`]).
+type Stored = (Vec<Varying>, Vec<Option<DType>>);
+
+/// The compact form of `varying` for `model`: quantized tensors (float values here, integers
+/// in the file) as their integers held in float32, each with the integer type it is stored
+/// in. `None` when some quantized tensor is neither int8 nor uint8 (whose encodings compute
+/// in int32; ONNX Runtime casts int4 only from opset 21).
+fn integer_varying(model: &Model, varying: &[Varying]) -> Result<Option<Stored>, crate::Error> {
+    let mut out = Vec::with_capacity(varying.len());
+    let mut stores = Vec::with_capacity(varying.len());
+    for v in varying {
+        let info = model
+            .tensors()
+            .iter()
+            .find(|t| t.scope == v.addr.scope && t.name == v.addr.name);
+        let Some(t) = info.filter(|t| !t.dtype.is_mutable_float()) else {
+            out.push(v.clone());
+            stores.push(None);
+            continue;
+        };
+        if !matches!(t.dtype, DType::I8 | DType::U8) {
+            return Ok(None);
+        }
+        // The integers the child writer would store.
+        let ints = |values: &crate::TensorData| -> Result<Vec<f32>, crate::Error> {
+            let raw = crate::onnx::raw_bytes(model, t, values)?;
+            let signed = t.dtype == DType::I8;
+            Ok(raw
+                .iter()
+                .map(|&b| {
+                    if signed {
+                        f32::from(b as i8)
+                    } else {
+                        f32::from(b)
+                    }
+                })
+                .collect())
+        };
+        let mut changes = Vec::with_capacity(v.changes.len());
+        for (i, c) in v.changes.iter().enumerate() {
+            changes.push(match c {
+                None => None,
+                Some(c) => {
+                    let all = ints(&member_values(v, i))?;
+                    let at = |j: u32| all.get(j as usize).copied().unwrap_or(0.0);
+                    let values = c.indices.iter().map(|&j| at(j)).collect();
+                    Some(Change {
+                        indices: c.indices.clone(),
+                        values: crate::TensorData::F32(values),
+                    })
+                }
+            });
+        }
+        out.push(Varying {
+            addr: v.addr.clone(),
+            dims: v.dims.clone(),
+            base: crate::TensorData::F32(ints(&v.base)?),
+            changes,
+        });
+        stores.push(Some(t.dtype));
+    }
+    Ok(Some((out, stores)))
 }
 
 /// Builds the ensemble of `model` and members that differ from it in `varying` tensors:
 /// compact when the model allows it, else (old opsets, tensors the compact encoding cannot
-/// address) by merging full copies of the members.
+/// address, int4 quantized tensors) by merging full copies of the members.
 pub fn build_from_model(
     model: &Model,
     varying: &[Varying],
@@ -951,14 +1074,18 @@ pub fn build_from_model(
     meta: &[(String, String)],
 ) -> Result<Built, crate::Error> {
     let proto = decode_model(model)?;
-    match compact(&proto, varying, weights, heads, meta) {
+    let compacted = match integer_varying(model, varying)? {
+        Some((ints, stores)) => compact_stored(&proto, &ints, &stores, weights, heads, meta),
+        None => Err(EnsembleError::Invalid("int4 quantized tensors".into())),
+    };
+    match compacted {
         Ok(b) => Ok(b),
         Err(EnsembleError::OpsetTooOld(_) | EnsembleError::Invalid(_)) => {
             let mut members = Vec::with_capacity(weights.len());
             for i in 0..weights.len() {
                 let mut m = proto.clone();
                 for v in varying {
-                    if !set_tensor(&mut m, &v.addr, &v.dims, &member_values(v, i)) {
+                    if !set_tensor(model, &mut m, &v.addr, &v.dims, &member_values(v, i))? {
                         return Err(EnsembleError::Invalid(format!(
                             "tensor `{}` not found in {}",
                             v.addr.name,

@@ -39,11 +39,18 @@ impl Mutability {
 
 /// The mutable-tensor rule. By default: float32/float16/bfloat16/float64 tensors with at least
 /// two dimensions and at least one element, in initializers or `Constant` nodes (any subgraph
-/// depth). Never sparse tensors, other dtypes, training-graph tensors, or tensors consumed as a
+/// depth), and the weight arrays of `ai.onnx.ml` operators (a linear model's or an SVM's
+/// coefficients, a tree ensemble's leaf values; [`Location::MlAttribute`], whatever their
+/// rank). Their other float arrays (thresholds, intercepts) only when `include` matches them.
+/// Quantized weights (int8/uint8/int4/uint4 tensors a quantized operator reads, see
+/// [`crate::onnx::Quant`]) follow the float rule, as their dequantized values; their scales
+/// and zero points are never mutable.
+/// Never sparse tensors, other dtypes, training-graph tensors, or tensors consumed as a
 /// shape-like input (a Reshape's shape, a Resize's scales, ...).
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
-    /// Only tensors whose name (or key) matches, on top of the rule.
+    /// Only tensors whose name (or key) matches, on top of the rule; it also adds the
+    /// `ai.onnx.ml` arrays that are not weights by default.
     pub include: Option<Regex>,
     /// Never tensors whose name (or key) matches.
     pub exclude: Option<Regex>,
@@ -85,10 +92,18 @@ impl Selection {
             return no("sparse initializer");
         }
         if !t.dtype.is_mutable_float() {
-            return no(&t.dtype.name());
+            match t.quantization() {
+                // Mutated as its dequantized float values.
+                Some(Ok(_)) => {}
+                Some(Err(why)) => return no(&format!("{} quantized: {why}", t.dtype.name())),
+                None => return no(&t.dtype.name()),
+            }
         }
         if t.training {
             return no("training graph");
+        }
+        if let Some(of) = &t.quant_param_of {
+            return no(&format!("scale or zero point of quantized {of}"));
         }
         if t.elements == 0 {
             return no("empty");
@@ -96,14 +111,17 @@ impl Selection {
         if let Some(r) = &t.shape_use {
             return no(r);
         }
-        if !self.all_float && t.dims.len() < 2 {
+        let matches = |re: &Regex| re.is_match(&t.name) || re.is_match(t.key());
+        if t.opt_in && !self.include.as_ref().is_some_and(matches) {
+            return no("not a weight (name it with --include)");
+        }
+        if !self.all_float && t.dims.len() < 2 && t.location != Location::MlAttribute {
             return no(if t.dims.is_empty() {
                 "scalar"
             } else {
                 "1-d (bias/norm)"
             });
         }
-        let matches = |re: &Regex| re.is_match(&t.name) || re.is_match(t.key());
         if self.exclude.as_ref().is_some_and(matches) {
             return no("excluded by --exclude");
         }

@@ -4,6 +4,7 @@ use std::fmt;
 use std::ops::Range;
 
 use super::dtype::{DType, TypedField};
+use super::quant::Quant;
 use super::wire::LenPrefix;
 
 /// Where a tensor is declared.
@@ -15,15 +16,19 @@ pub enum Location {
     Constant,
     /// `graph.sparse_initializer`, or a `Constant`'s `sparse_value` (listed, never mutated).
     SparseInitializer,
+    /// A float-array attribute of an `ai.onnx.ml` operator that holds weights (a linear
+    /// model's coefficients, a tree ensemble's leaf values): named `<node>.<attribute>`.
+    MlAttribute,
 }
 
 impl Location {
-    /// `"initializer"`, `"constant"` or `"sparse_initializer"`.
+    /// `"initializer"`, `"constant"`, `"sparse_initializer"` or `"ml_attribute"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Location::Initializer => "initializer",
             Location::Constant => "constant",
             Location::SparseInitializer => "sparse_initializer",
+            Location::MlAttribute => "ml_attribute",
         }
     }
 }
@@ -69,6 +74,12 @@ pub enum Storage {
     ValueString,
     /// A `Constant` node's `value_strings` attribute.
     ValueStrings,
+    /// The `floats` of an attribute ([`Location::MlAttribute`]); `packed` when every
+    /// occurrence is packed.
+    Floats {
+        /// Packed encoding (the norm).
+        packed: bool,
+    },
 }
 
 impl Storage {
@@ -86,6 +97,7 @@ impl Storage {
             Storage::ValueInts => "value_ints",
             Storage::ValueString => "value_string",
             Storage::ValueStrings => "value_strings",
+            Storage::Floats { .. } => "floats",
         }
     }
 }
@@ -113,6 +125,8 @@ impl fmt::Display for Storage {
             Storage::ValueInts => f.write_str("value_ints"),
             Storage::ValueString => f.write_str("value_string"),
             Storage::ValueStrings => f.write_str("value_strings"),
+            Storage::Floats { packed: true } => f.write_str("floats"),
+            Storage::Floats { packed: false } => f.write_str("floats (unpacked)"),
         }
     }
 }
@@ -178,6 +192,14 @@ pub struct TensorInfo {
     pub(crate) ancestors: Vec<LenPrefix>,
     /// Declared in a `training_info` graph.
     pub(crate) training: bool,
+    /// An `ai.onnx.ml` attribute that is not a weight by default (a tree's thresholds, a
+    /// linear model's intercepts): mutable only when `--include` names it.
+    pub(crate) opt_in: bool,
+    /// For an integer tensor a quantized operator reads (`DequantizeLinear`, `QLinearConv`...):
+    /// its scales and zero points, or why smd-onnx cannot requantize it.
+    pub(crate) quant: Option<Result<Quant, String>>,
+    /// The quantized tensor whose scale or zero point this is (never mutated).
+    pub(crate) quant_param_of: Option<String>,
 }
 
 impl TensorInfo {
@@ -208,6 +230,15 @@ impl TensorInfo {
             Payload::External { file, .. } => Some(file),
             _ => None,
         }
+    }
+
+    /// For an integer tensor that a quantized operator reads (`DequantizeLinear`,
+    /// `QLinearConv`, `MatMulInteger`...): how it maps to float values (`Ok`), or why smd-onnx
+    /// cannot requantize it (`Err`); `None` for other tensors.
+    pub fn quantization(&self) -> Option<Result<&Quant, &str>> {
+        self.quant
+            .as_ref()
+            .map(|q| q.as_ref().map_err(String::as_str))
     }
 
     /// The shape as `[a, b, c]`.

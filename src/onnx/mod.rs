@@ -16,6 +16,7 @@ mod index;
 mod meta;
 #[allow(clippy::all, missing_docs, rustdoc::all)]
 pub mod proto;
+mod quant;
 mod scan;
 pub mod tail;
 mod values;
@@ -32,6 +33,8 @@ pub use dtype::{DType, TypedField};
 pub use external::ExternalFile;
 pub use facts::{Dim, ModelFacts, Opset, ValueFacts, ValueType};
 pub use index::{Location, Storage, TensorInfo};
+pub use quant::Quant;
+pub(crate) use writer::raw_bytes;
 pub use writer::{
     SMD_META_PREFIX, TEMPLATE_LOCATION, child_bytes, external_template, write_child,
     write_child_to, write_child_with_metadata,
@@ -258,7 +261,8 @@ impl Model {
                 size: bytes.len() as u64,
             });
         }
-        let scan = scan::Scanner::new(&bytes, &path).run()?;
+        let mut scan = scan::Scanner::new(&bytes, &path).run()?;
+        let quant_uses = std::mem::take(&mut scan.quant_uses);
         let mut tensors = scan.tensors;
         let (externals, which) = external::resolve(&path, &scan.externals, &mut tensors)?;
         let locations = Self::location_refs(&scan.externals, &which);
@@ -280,14 +284,16 @@ impl Model {
         for (t, s) in tensors.iter_mut().zip(shape_use) {
             t.shape_use = s;
         }
-        Ok(Model {
+        let mut model = Model {
             path,
             bytes,
             externals,
             tensors,
             facts,
             locations,
-        })
+        };
+        model.resolve_quant(&quant_uses);
+        Ok(model)
     }
 
     /// Every `location` string of the external references, with the file it names (`which`,
@@ -444,13 +450,17 @@ impl Model {
         &self.locations
     }
 
-    /// Decodes the values of a float32/float16/bfloat16/float64 tensor from any storage form.
+    /// Decodes the values of a float32/float16/bfloat16/float64 tensor from any storage form;
+    /// a quantized tensor's ([`TensorInfo::quantization`]) as float32, dequantized.
     pub fn read_values(&self, t: &TensorInfo) -> Result<TensorData, ModelError> {
         let err = |what: String| ModelError::Tensor {
             path: self.path.clone(),
             tensor: t.name.clone(),
             what,
         };
+        if let Some(v) = self.dequantized(t) {
+            return v.map(TensorData::F32);
+        }
         if t.location == Location::SparseInitializer {
             return Err(err("cannot read values of a sparse tensor".into()));
         }

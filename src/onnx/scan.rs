@@ -14,6 +14,41 @@ const MAX_RANK: usize = 1024;
 /// Most `external_data` entries accepted for one tensor.
 const MAX_EXTERNAL_ENTRIES: usize = 64;
 
+/// The float-array attributes of `ai.onnx.ml` operators listed as tensors: (operator,
+/// attribute, weight). Weights (coefficients, leaf values) are mutable by default; the others
+/// (thresholds, intercepts, kernel parameters) only when `--include` names them. Tree
+/// structure (node ids, modes, features) and unused statistics (hit rates) are never listed.
+const ML_ATTRIBUTES: &[(&str, &str, bool)] = &[
+    ("LinearClassifier", "coefficients", true),
+    ("LinearClassifier", "intercepts", false),
+    ("LinearRegressor", "coefficients", true),
+    ("LinearRegressor", "intercepts", false),
+    ("SVMClassifier", "coefficients", true),
+    ("SVMClassifier", "rho", false),
+    ("SVMClassifier", "support_vectors", false),
+    ("SVMClassifier", "kernel_params", false),
+    ("SVMClassifier", "prob_a", false),
+    ("SVMClassifier", "prob_b", false),
+    ("SVMRegressor", "coefficients", true),
+    ("SVMRegressor", "rho", false),
+    ("SVMRegressor", "support_vectors", false),
+    ("SVMRegressor", "kernel_params", false),
+    ("TreeEnsembleClassifier", "class_weights", true),
+    ("TreeEnsembleClassifier", "class_weights_as_tensor", true),
+    ("TreeEnsembleClassifier", "base_values", false),
+    ("TreeEnsembleClassifier", "base_values_as_tensor", false),
+    ("TreeEnsembleClassifier", "nodes_values", false),
+    ("TreeEnsembleClassifier", "nodes_values_as_tensor", false),
+    ("TreeEnsembleRegressor", "target_weights", true),
+    ("TreeEnsembleRegressor", "target_weights_as_tensor", true),
+    ("TreeEnsembleRegressor", "base_values", false),
+    ("TreeEnsembleRegressor", "base_values_as_tensor", false),
+    ("TreeEnsembleRegressor", "nodes_values", false),
+    ("TreeEnsembleRegressor", "nodes_values_as_tensor", false),
+    ("TreeEnsemble", "leaf_weights", true),
+    ("TreeEnsemble", "nodes_splits", false),
+];
+
 /// A `location` value inside a tensor's `external_data`, to be rewritten in a child.
 #[derive(Debug, Clone)]
 pub(crate) struct LocField {
@@ -46,6 +81,73 @@ pub(crate) struct ShapeUse {
     pub reason: String,
 }
 
+/// A node that reads a quantized weight: which integer tensor, with which scale (none for
+/// the integer operators, whose scale is applied later) and zero point, along which axis.
+#[derive(Debug, Clone)]
+pub(crate) struct QuantUse {
+    pub x: String,
+    pub scale: Option<String>,
+    pub zero_point: Option<String>,
+    pub axis: i64,
+    pub block_size: i64,
+    /// The scope of the node's graph.
+    pub scope: String,
+    /// The operator, for messages.
+    pub op: String,
+}
+
+/// Operators that read quantized weights (see [`quant_use`]).
+const QUANT_OPS: &[&str] = &[
+    "DequantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "QGemm",
+    "MatMulInteger",
+    "ConvInteger",
+];
+
+/// The quantized weight a node reads, if it is one of [`QUANT_OPS`] in its domain: the
+/// weight input, its scale and zero point inputs, and the axis its per-axis scales follow
+/// (`int` reads the node's int attributes, with a default).
+fn quant_use(
+    op: &str,
+    domain: &str,
+    inputs: &[String],
+    int: &dyn Fn(&str, i64) -> i64,
+    scope: &str,
+) -> Option<QuantUse> {
+    let default = matches!(domain, "" | "ai.onnx");
+    // (weight, scale, zero point) input positions; the axis of per-channel scales.
+    let (x, scale, zp, axis) = match op {
+        "DequantizeLinear" if default || domain == "com.microsoft" => {
+            (0, Some(1), 2, int("axis", 1))
+        }
+        "QLinearConv" if default => (3, Some(4), 5, 0),
+        // Per output column: the last axis.
+        "QLinearMatMul" if default => (3, Some(4), 5, -1),
+        // B is [K, N] (per column: axis 1), or [N, K] when transposed.
+        "QGemm" if domain == "com.microsoft" => {
+            (3, Some(4), 5, if int("transB", 0) == 0 { 1 } else { 0 })
+        }
+        "MatMulInteger" if default => (1, None, 3, -1),
+        "ConvInteger" if default => (1, None, 3, 0),
+        _ => return None,
+    };
+    let named = |i: usize| inputs.get(i).filter(|n| !n.is_empty()).cloned();
+    Some(QuantUse {
+        x: named(x)?,
+        scale: match scale {
+            Some(i) => Some(named(i)?),
+            None => None,
+        },
+        zero_point: named(zp),
+        axis,
+        block_size: int("block_size", 0),
+        scope: scope.to_string(),
+        op: op.to_string(),
+    })
+}
+
 /// Everything the scan finds.
 #[derive(Debug, Default)]
 pub(crate) struct Scan {
@@ -63,6 +165,8 @@ pub(crate) struct Scan {
     pub outputs: Vec<(usize, usize)>,
     /// Operator domains used by graph nodes (`""` for the default one), not function bodies.
     pub domains: std::collections::BTreeSet<String>,
+    /// The nodes of listed graphs that read quantized weights.
+    pub quant_uses: Vec<QuantUse>,
 }
 
 #[derive(Debug, Default)]
@@ -116,6 +220,8 @@ struct Finished {
 struct NodeCtx<'s> {
     label: String,
     is_constant: bool,
+    /// The operator, for nodes of the `ai.onnx.ml` domain.
+    ml_op: Option<String>,
     output: Option<String>,
     scope: &'s str,
     listed: bool,
@@ -347,6 +453,7 @@ impl<'a> Scanner<'a> {
                 let ctx = NodeCtx {
                     label: String::new(),
                     is_constant: false,
+                    ml_op: None,
                     output: None,
                     scope: &scope,
                     listed: false,
@@ -508,6 +615,23 @@ impl<'a> Scanner<'a> {
         );
     }
 
+    /// Records a weight array of an `ai.onnx.ml` node (see [`ML_ATTRIBUTES`]); `weight` false
+    /// for the arrays mutable only when `--include` names them.
+    fn push_ml(&mut self, name: String, node: &NodeCtx<'_>, fin: Finished, weight: bool) {
+        self.push(
+            name,
+            node.scope,
+            node.graph,
+            Some(node.label.clone()),
+            Location::MlAttribute,
+            node.training,
+            fin,
+        );
+        if let Some(t) = self.out.tensors.last_mut() {
+            t.opt_in = !weight;
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
@@ -537,6 +661,9 @@ impl<'a> Scanner<'a> {
             payload: fin.payload,
             ancestors,
             training,
+            opt_in: false,
+            quant: None,
+            quant_param_of: None,
         });
         self.tensor_graph.push(gid);
         self.tensor_rank.push(match (location, node_tensor) {
@@ -610,6 +737,7 @@ impl<'a> Scanner<'a> {
         }
         let ctx = NodeCtx {
             is_constant: op == "Constant" && (domain.is_empty() || domain == "ai.onnx"),
+            ml_op: (domain == "ai.onnx.ml").then(|| op.clone()),
             label,
             output,
             scope,
@@ -617,31 +745,81 @@ impl<'a> Scanner<'a> {
             training,
             graph: gid,
         };
+        let mut ints = Vec::new();
         for a in &attrs {
             self.enter(a, "attribute".into());
-            self.scan_attribute(a, &ctx)?;
+            ints.push(self.scan_attribute(a, &ctx)?);
             self.leave();
+        }
+        if listed && QUANT_OPS.contains(&op.as_str()) {
+            self.push_quant_use(&op, &domain, &inputs, &ints, scope);
         }
         Ok(())
     }
 
-    fn scan_attribute(&mut self, f: &Field, node: &NodeCtx<'_>) -> Result<(), ModelError> {
+    /// Records a node of `scope` that reads a quantized weight (see [`quant_use`]).
+    fn push_quant_use(
+        &mut self,
+        op: &str,
+        domain: &str,
+        inputs: &[String],
+        ints: &[(String, Option<i64>)],
+        scope: &str,
+    ) {
+        let int = |name: &str, default: i64| {
+            ints.iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, i)| *i)
+                .unwrap_or(default)
+        };
+        if let Some(u) = quant_use(op, domain, inputs, &int, scope) {
+            self.out.quant_uses.push(u);
+        }
+    }
+
+    /// Scans an attribute for the tensors it holds; returns its name and int value (`i`, when
+    /// it has one).
+    fn scan_attribute(
+        &mut self,
+        f: &Field,
+        node: &NodeCtx<'_>,
+    ) -> Result<(String, Option<i64>), ModelError> {
         let a = self.read_attribute(f)?;
+        let int = (a.name.clone(), a.has_i.then_some(a.i));
         if let Some(c) = self.ctx.last_mut() {
             *c = format!("attribute '{}'", a.name.escape_debug());
         }
         let constant = node.is_constant && node.listed;
         self.scan_attribute_value(&a, node, constant)?;
         self.scan_attribute_lists(&a, node)?;
+        if let Some(weight) = node.ml_attribute(&a.name)
+            && a.floats.count > 0
+        {
+            let fin = Finished {
+                dtype: DType::F32,
+                dims: vec![a.floats.count as i64],
+                elements: a.floats.count,
+                storage: Storage::Floats {
+                    packed: !a.floats.unpacked,
+                },
+                payload: Payload::Fixed {
+                    width: 4,
+                    runs: a.floats.runs,
+                },
+                ext: None,
+            };
+            self.push_ml(node.ml_name(&a.name), node, fin, weight);
+            return Ok(int);
+        }
         if !constant {
-            return Ok(());
+            return Ok(int);
         }
         // Constant's scalar and list value attributes are tensors too.
         let Some(fin) = a.into_constant_value() else {
-            return Ok(());
+            return Ok(int);
         };
         self.push_constant(node.constant_name(), node, fin);
-        Ok(())
+        Ok(int)
     }
 
     /// Reads an AttributeProto's fields: its name, what scalar and list values it holds, and
@@ -658,7 +836,7 @@ impl<'a> Scanner<'a> {
                     a.float = Some(x);
                 }
                 3 => {
-                    self.varint(&x, "i")?;
+                    a.i = self.varint(&x, "i")? as i64;
                     a.has_i = true;
                 }
                 4 => {
@@ -721,15 +899,20 @@ impl<'a> Scanner<'a> {
             self.enter(&x, "tensor".into());
             let ts = self.scan_tensor(&x)?;
             let listed = constant && name == "value";
+            let ml = node.ml_attribute(name);
             let shown = if listed {
                 node.constant_name()
+            } else if ml.is_some() {
+                node.ml_name(name)
             } else {
                 format!("attribute '{name}' of node '{}'", node.label)
             };
-            let idx = listed.then_some(self.out.tensors.len());
+            let idx = (listed || ml.is_some()).then_some(self.out.tensors.len());
             let fin = self.finish(ts, &shown, idx)?;
             if listed {
                 self.push_constant(shown, node, fin);
+            } else if let Some(weight) = ml {
+                self.push_ml(shown, node, fin, weight);
             } else if let Some(e) = fin.ext {
                 self.out.externals.push(e);
             }
@@ -1316,6 +1499,8 @@ struct AttrScan {
     /// `floats`, the values of a Constant's `value_floats`.
     floats: Typed,
     has_i: bool,
+    /// `i`, the value of an int attribute.
+    i: i64,
     /// How many `ints`.
     ints: u64,
     has_s: bool,
@@ -1387,6 +1572,21 @@ impl AttrScan {
 }
 
 impl NodeCtx<'_> {
+    /// For a listed `ai.onnx.ml` node's attribute of [`ML_ATTRIBUTES`]: whether it is a
+    /// weight (mutable by default).
+    fn ml_attribute(&self, attr: &str) -> Option<bool> {
+        let op = self.ml_op.as_deref().filter(|_| self.listed)?;
+        ML_ATTRIBUTES
+            .iter()
+            .find(|(o, a, _)| *o == op && *a == attr)
+            .map(|&(_, _, weight)| weight)
+    }
+
+    /// The name an `ai.onnx.ml` attribute is listed under: `<node label>.<attribute>`.
+    fn ml_name(&self, attr: &str) -> String {
+        format!("{}.{attr}", self.label)
+    }
+
     /// The scope of the node's subgraph `suffix` (an attribute name, with `[k]` in lists).
     fn child_scope(&self, suffix: String) -> String {
         if self.scope.is_empty() {

@@ -909,6 +909,7 @@ fn write_fuzz_seeds() {
     let mut seeds: Vec<(&str, Vec<u8>)> = vec![
         ("gen_storage_forms", storage_forms_model()),
         ("gen_nested", nested_model()),
+        ("gen_ml_attributes", ml_model()),
     ];
     let v = [1.0f32, -2.0, 3.5, 4.25];
     let mut t = header("u32", DType::F32, &[2, 2]);
@@ -1025,4 +1026,245 @@ fn model_is_shareable_across_threads() {
     check::<Model>();
     check::<TensorInfo>();
     check::<ModelError>();
+}
+
+/// A model with `ai.onnx.ml` nodes: a LinearClassifier (floats attributes, unpacked as the
+/// Python `onnx` package writes them), a TreeEnsemble (tensor attributes, unnamed node) and a
+/// Scaler (not a listed operator).
+fn ml_model() -> Vec<u8> {
+    let ml = |op: &str, name: &str, attrs| proto::NodeProto {
+        domain: Some("ai.onnx.ml".into()),
+        ..node(op, name, &["x"], &["y"], attrs)
+    };
+    let nodes = vec![
+        ml(
+            "LinearClassifier",
+            "lin",
+            vec![
+                attr_ints("classlabels_ints", &[0, 1]),
+                attr_floats("coefficients", &[1.0, 2.0, 3.0, 4.0]),
+                attr_floats("intercepts", &[0.5, -0.5]),
+            ],
+        ),
+        ml("Scaler", "sc", vec![attr_floats("scale", &[2.0])]),
+        ml(
+            "TreeEnsemble",
+            "",
+            vec![
+                attr_tensor("leaf_weights", f32_raw("", &[3], &[0.1, 0.2, 0.3])),
+                attr_tensor("nodes_splits", f64_raw("", &[2], &[0.5, 1.5])),
+            ],
+        ),
+    ];
+    let mut m = model(graph("g", nodes, vec![], vec![], vec![]));
+    m.opset_import.push(proto::OperatorSetIdProto {
+        domain: Some("ai.onnx.ml".into()),
+        version: Some(5),
+    });
+    encode(&m)
+}
+
+#[test]
+fn ml_attributes_are_listed_and_written_in_place() {
+    let bytes = ml_model();
+    let m = open(bytes.clone());
+    let keys: Vec<&str> = m.tensors().iter().map(|t| t.key()).collect();
+    assert_eq!(
+        keys,
+        [
+            "lin.coefficients",
+            "lin.intercepts",
+            "node2.leaf_weights",
+            "node2.nodes_splits"
+        ]
+    );
+    for t in m.tensors() {
+        assert_eq!(t.location, Location::MlAttribute);
+    }
+    let t = &m.tensors()[0];
+    assert_eq!((t.dtype, t.dims.as_slice()), (DType::F32, &[4i64][..]));
+    assert_eq!(t.storage, Storage::Floats { packed: false });
+    assert_eq!(t.node.as_deref(), Some("lin"));
+    assert_eq!(m.tensors()[2].storage, Storage::Raw);
+    assert_eq!(m.tensors()[3].dtype, DType::F64);
+    // Weights by default; thresholds and intercepts only when --include names them.
+    let reasons: Vec<Option<String>> = m
+        .tensors()
+        .iter()
+        .map(|t| verdict(t).reason().map(str::to_string))
+        .collect();
+    let opt_in = Some("not a weight (name it with --include)".to_string());
+    assert_eq!(reasons, [None, opt_in.clone(), None, opt_in]);
+    let sel = Selection {
+        include: Some(regex::Regex::new("intercepts|coefficients|splits").unwrap()),
+        ..Default::default()
+    };
+    assert_eq!(sel.mutable_tensors(&m), vec![0, 1, 3]);
+    // Values, and a child that is the parent with only those payload bytes changed.
+    assert_eq!(
+        m.read_values(&m.tensors()[0]).unwrap(),
+        TensorData::F32(vec![1.0, 2.0, 3.0, 4.0])
+    );
+    let changes = vec![
+        (0, TensorData::F32(vec![-1.0, 2.0, 3.5, 4.0])),
+        (2, TensorData::F32(vec![0.25, 0.2, 0.3])),
+        (3, TensorData::F64(vec![0.75, 1.5])),
+    ];
+    let child = child_bytes(&m, &changes).unwrap();
+    assert_eq!(child.len(), bytes.len());
+    let c = open(child.clone());
+    for (i, v) in &changes {
+        assert_eq!(&c.read_values(&c.tensors()[*i]).unwrap(), v);
+    }
+    assert_eq!(
+        c.read_values(&c.tensors()[1]).unwrap(),
+        TensorData::F32(vec![0.5, -0.5])
+    );
+    let inside = |p: usize| {
+        changes.iter().any(|(i, _)| {
+            m.tensors()[*i]
+                .payload_ranges()
+                .iter()
+                .any(|r| r.contains(&(p as u64)))
+        })
+    };
+    for (p, (a, b)) in bytes.iter().zip(&child).enumerate() {
+        assert!(a == b || inside(p), "byte {p} changed outside the payloads");
+    }
+}
+
+#[test]
+fn packed_ml_floats_are_patched_in_place() {
+    // coefficients as one packed run (prost writes the field unpacked).
+    let floats: Vec<u8> = [1.0f32, -2.0, 3.0]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let mut attr = len_field(1, b"coefficients");
+    attr.extend(len_field(7, &floats));
+    let mut n = len_field(4, b"LinearRegressor");
+    n.extend(len_field(3, b"reg"));
+    n.extend(len_field(7, b"ai.onnx.ml"));
+    n.extend(len_field(5, &attr));
+    let mut g = len_field(1, &n);
+    g.extend(len_field(2, b"g"));
+    let mut bytes = len_field(7, &g);
+    bytes.extend(len_field(8, &[0x10, 17]));
+    let mut ml = len_field(1, b"ai.onnx.ml");
+    ml.extend([0x10, 1]);
+    bytes.extend(len_field(8, &ml));
+    let m = open(bytes.clone());
+    let t = &m.tensors()[0];
+    assert_eq!(t.key(), "reg.coefficients");
+    assert_eq!(t.storage, Storage::Floats { packed: true });
+    assert!(verdict(t).is_mutable());
+    let new = TensorData::F32(vec![1.5, -2.0, 3.0]);
+    let child = child_bytes(&m, &[(0, new.clone())]).unwrap();
+    assert_eq!(open(child.clone()).read_values(t).unwrap(), new);
+    assert_eq!(child.len(), bytes.len());
+    let diff: Vec<usize> = (0..bytes.len()).filter(|&i| bytes[i] != child[i]).collect();
+    let r = &t.payload_ranges()[0];
+    assert!(diff.iter().all(|&i| r.contains(&(i as u64))) && !diff.is_empty());
+}
+
+/// A model whose only node dequantizes `x` with scale `s` and zero point `z` (when given).
+fn qdq_model(
+    x: TensorProto,
+    scale: TensorProto,
+    zp: Option<TensorProto>,
+    attrs: Vec<proto::AttributeProto>,
+) -> Model {
+    let inputs: &[&str] = if zp.is_some() {
+        &["x", "s", "z"]
+    } else {
+        &["x", "s"]
+    };
+    let mut inits = vec![x, scale];
+    inits.extend(zp);
+    let n = node("DequantizeLinear", "dq", inputs, &["y"], attrs);
+    open(encode(&model(graph("g", vec![n], inits, vec![], vec![]))))
+}
+
+fn i8_typed(name: &str, dims: &[i64], v: &[i32]) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        data_type: Some(DType::I8.to_onnx()),
+        dims: dims.to_vec(),
+        int32_data: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn quantized_weights_read_and_write_through_their_scales() {
+    let q: Vec<u8> = [1i8, 2, 3, -4, 5, 127].iter().map(|&v| v as u8).collect();
+    let x = || raw("x", DType::I8, &[2, 3], q.clone());
+    let scale = || f32_raw("s", &[2], &[0.5, 0.25]);
+    let zp = || Some(i8_typed("z", &[2], &[1, -1]));
+    // Per axis (axis -2 is axis 0), zero points in int32_data as quantizers write them.
+    let axis = |a: i64| vec![attr_int("axis", a)];
+    let m = qdq_model(x(), scale(), zp(), axis(-2));
+    let t = &m.tensors()[0];
+    let quant = t.quantization().unwrap().unwrap();
+    assert_eq!(
+        (quant.scale_name.as_deref(), quant.axis),
+        (Some("s"), Some(0))
+    );
+    assert!(verdict(t).is_mutable());
+    // Its scale and (int8) zero point stay as they are, whatever the rule.
+    let all = Selection {
+        all_float: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        all.judge(&m.tensors()[1]).reason(),
+        Some("scale or zero point of quantized x")
+    );
+    assert_eq!(all.judge(&m.tensors()[2]).reason(), Some("int8"));
+    let w = TensorData::F32(vec![0.0, 0.5, 1.0, -0.75, 1.5, 32.0]);
+    assert_eq!(m.read_values(t).unwrap(), w);
+    // 1.5 steps round to 2 (half to even); 400 steps clamp to 127; the rest is unchanged.
+    let new = TensorData::F32(vec![0.75, 0.5, 1.0, -0.75, 1.5, 100.0]);
+    let bytes = m.bytes().to_vec();
+    let child = child_bytes(&m, &[(0, new)]).unwrap();
+    let start = t.payload_ranges()[0].start as usize;
+    let diff: Vec<usize> = (0..bytes.len()).filter(|&i| bytes[i] != child[i]).collect();
+    assert_eq!(diff, [start]);
+    assert_eq!(child[start], 3);
+    // Per tensor, without a zero point.
+    let m = qdq_model(x(), f32_raw("s", &[], &[0.5]), None, vec![]);
+    let t = &m.tensors()[0];
+    assert_eq!(t.quantization().unwrap().unwrap().axis, None);
+    assert_eq!(
+        m.read_values(t).unwrap(),
+        TensorData::F32(vec![0.5, 1.0, 1.5, -2.0, 2.5, 63.5])
+    );
+    // What cannot be requantized says why.
+    let why = |m: Model| verdict(&m.tensors()[0]).reason().unwrap_or("").to_string();
+    let cases = [
+        (
+            qdq_model(x(), scale(), zp(), vec![attr_int("block_size", 2)]),
+            "blocked quantization",
+        ),
+        (
+            qdq_model(x(), f32_raw("s", &[2], &[0.5, 0.0]), zp(), axis(0)),
+            "not positive",
+        ),
+        (
+            qdq_model(x(), f32_raw("s", &[3], &[1.0; 3]), None, axis(0)),
+            "does not fit axis 0",
+        ),
+        (
+            qdq_model(x(), scale(), Some(i8_typed("z", &[3], &[0; 3])), axis(0)),
+            "zero point `z`",
+        ),
+        (
+            qdq_model(i8_typed("x", &[2, 3], &[1; 6]), scale(), zp(), axis(0)),
+            "values in int32_data",
+        ),
+    ];
+    for (m, want) in cases {
+        let r = why(m);
+        assert!(r.starts_with("int8 quantized: ") && r.contains(want), "{r}");
+    }
 }

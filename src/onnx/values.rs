@@ -109,7 +109,11 @@ pub(crate) fn decode_fixed(
 }
 
 /// Iterates the varints of runs (packed content, or unpacked key/value pairs).
-fn for_each_varint(runs: &[Run], buf: &[u8], mut f: impl FnMut(u64)) -> DecodeResult<()> {
+pub(crate) fn for_each_varint(
+    runs: &[Run],
+    buf: &[u8],
+    mut f: impl FnMut(u64),
+) -> DecodeResult<()> {
     for r in runs {
         let s = slice(buf, r.start, r.end)?;
         let mut p = 0usize;

@@ -12,6 +12,7 @@ use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use super::dtype::DType;
 use super::index::{Location, Payload, TensorInfo};
 use super::values::{bits16, encode_le};
 use super::wire::{self, LenPrefix};
@@ -60,7 +61,8 @@ fn validate<'m, 'd>(
             return Err(err("sparse tensors cannot be changed".into()));
         }
         let dd = data.dtype();
-        if dd != t.dtype {
+        let requantized = dd == DType::F32 && matches!(t.quant, Some(Ok(_)));
+        if dd != t.dtype && !requantized {
             return Err(err(format!(
                 "new values are {dd}, the tensor is {}",
                 t.dtype
@@ -98,7 +100,7 @@ fn plan_changes<'d>(
                 }
             }
             Payload::Raw { start, len } => {
-                let bytes = encode_le(data, 0, n);
+                let bytes = raw_bytes(model, t, data)?;
                 if bytes.len() as u64 != *len {
                     return Err(internal("raw_data size changed"));
                 }
@@ -112,7 +114,7 @@ fn plan_changes<'d>(
                 });
             }
             Payload::External { file, offset, len } => {
-                let bytes = encode_le(data, 0, n);
+                let bytes = raw_bytes(model, t, data)?;
                 if bytes.len() as u64 != *len {
                     return Err(internal("external data size changed"));
                 }
@@ -123,6 +125,27 @@ fn plan_changes<'d>(
         }
     }
     Ok(())
+}
+
+/// The little-endian payload of `data` as tensor `t` stores it (`raw_data` or external data):
+/// for a quantized tensor, the parent's integers with `data` (float values) requantized into
+/// them (see [`super::quant`]).
+pub(crate) fn raw_bytes<'d>(
+    model: &Model,
+    t: &TensorInfo,
+    data: &'d TensorData,
+) -> Result<Cow<'d, [u8]>, ModelError> {
+    match (&t.quant, data) {
+        (Some(Ok(q)), TensorData::F32(v)) if t.dtype != DType::F32 => {
+            let mut bytes = model
+                .raw_payload(t)
+                .ok_or_else(|| change_bug(model, t, "quantized payload not found"))?
+                .to_vec();
+            q.quantize_into(t.dtype, v, &mut bytes);
+            Ok(Cow::Owned(bytes))
+        }
+        _ => Ok(encode_le(data, 0, data.len())),
+    }
 }
 
 /// An internal error (a bug, not a user's mistake) found while changing tensor `t`.
@@ -376,9 +399,13 @@ pub fn external_template(model: &Model, tensors: &[usize]) -> Result<Option<Vec<
         let Some(t) = model.tensors().get(i) else {
             return Ok(None);
         };
-        let (Payload::Raw { start, len }, Location::Initializer, true) =
-            (&t.payload, t.location, t.scope.is_empty())
-        else {
+        // Quantized tensors are given float values: they must be requantized in the file.
+        let (Payload::Raw { start, len }, Location::Initializer, true, true) = (
+            &t.payload,
+            t.location,
+            t.scope.is_empty(),
+            t.dtype.is_mutable_float(),
+        ) else {
             return Ok(None);
         };
         let Some(own) = t.ancestors.last().copied() else {

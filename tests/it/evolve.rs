@@ -752,3 +752,46 @@ fn the_line_search_tries_the_winning_merged_step_twice_and_replays() {
     );
     assert_eq!(plain["generations"][0]["kept"], "merged");
 }
+
+#[test]
+fn classic_ml_models_evolve_in_their_attributes_and_replay() {
+    use smd_onnx::onnx::{Location, Model};
+    let dir = tempfile::tempdir().unwrap();
+    for (stem, sigma) in [("digits_skl_logreg", "0.1"), ("digits_skl_forest", "0.5")] {
+        let model = format!("models/{stem}.onnx");
+        let out = dir.path().join(stem);
+        let r = evolve(
+            &model,
+            "fixtures/digits_flat_val.npz",
+            &out,
+            &["--children", "8", "--sigma", sigma, "--generations", "2"],
+        );
+        assert!(r["best"].is_object(), "{stem}: no child beat the parent");
+        // best.onnx is the parent with only the weight attributes' payload bytes changed
+        // (then its lineage appended as metadata).
+        let parent = std::fs::read(repo(&model)).unwrap();
+        let best = std::fs::read(out.join("best.onnx")).unwrap();
+        let m = Model::open(repo(&model)).unwrap();
+        let mutable = smd_onnx::mutate::Selection::default().mutable_tensors(&m);
+        assert!(
+            mutable
+                .iter()
+                .all(|&i| m.tensors()[i].location == Location::MlAttribute)
+        );
+        let weights: Vec<std::ops::Range<u64>> = mutable
+            .iter()
+            .flat_map(|&i| m.tensors()[i].payload_ranges())
+            .collect();
+        let changed: Vec<usize> = (0..parent.len())
+            .filter(|&i| parent[i] != best[i])
+            .collect();
+        assert!(!changed.is_empty(), "{stem}");
+        for i in changed {
+            assert!(
+                weights.iter().any(|r| r.contains(&(i as u64))),
+                "{stem}: byte {i} changed outside the weight attributes"
+            );
+        }
+        assert_replays_best(&model, &out.join("report.json"), &out);
+    }
+}

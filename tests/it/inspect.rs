@@ -150,6 +150,55 @@ fn include_and_exclude() {
 }
 
 #[test]
+fn classic_ml_weights_are_mutable_attributes() {
+    let m = repo("models/digits_skl_forest.onnx");
+    let v = inspect_json(&m, &[]);
+    let ts = v["tensors"].as_array().unwrap();
+    let by_name = |n: &str| ts.iter().find(|t| t["name"] == n).unwrap().clone();
+    let leaves = by_name("TreeEnsembleClassifier.class_weights");
+    assert_eq!(leaves["location"], "ml_attribute");
+    assert_eq!(leaves["node"], "TreeEnsembleClassifier");
+    assert_eq!(leaves["storage"], "floats");
+    assert_eq!(leaves["mutable"], true);
+    let thresholds = by_name("TreeEnsembleClassifier.nodes_values");
+    assert_eq!(
+        thresholds["reason"],
+        "not a weight (name it with --include)"
+    );
+    assert_eq!(v["totals"]["mutable_tensors"], 1);
+    // --include adds the thresholds (and, as always, keeps only what it names).
+    let v = inspect_json(&m, &["--include", "class_weights|nodes_values"]);
+    assert_eq!(v["totals"]["mutable_tensors"], 2);
+    let v = inspect_json(&m, &["--include", "nodes_values"]);
+    let ts = v["tensors"].as_array().unwrap();
+    let mutable: Vec<&str> = ts
+        .iter()
+        .filter(|t| t["mutable"] == true)
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(mutable, ["TreeEnsembleClassifier.nodes_values"]);
+    // The logistic regression: coefficients yes, intercepts on request; shown in the table.
+    let m = repo("models/digits_skl_logreg.onnx");
+    let v = inspect_json(&m, &[]);
+    let ts = v["tensors"].as_array().unwrap();
+    assert_eq!(ts[0]["name"], "LinearClassifier.coefficients");
+    assert_eq!(ts[0]["shape"], serde_json::json!([640]));
+    assert_eq!(ts[0]["mutable"], true);
+    assert_eq!(ts[1]["name"], "LinearClassifier.intercepts");
+    assert_eq!(ts[1]["mutable"], false);
+    let o = smd(&["inspect", m.to_str().unwrap()]);
+    let s = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        s.lines()
+            .any(|l| l.contains("LinearClassifier.coefficients")
+                && l.contains("ml_attribute")
+                && l.contains("floats")
+                && l.ends_with("yes")),
+        "{s}"
+    );
+}
+
+#[test]
 fn table_shows_facts_tensors_and_totals() {
     let o = smd(&[
         "inspect",

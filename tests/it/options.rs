@@ -1232,6 +1232,31 @@ fn mutate_force_replaces_the_children() {
         assert_eq!(recipe[0]["seed"], 3, "{f} is the new child");
     }
     assert_ne!(std::fs::read(out.join("child_000.onnx")).unwrap(), before);
+    // Fewer children with --force: the earlier run's extra child goes; other files stay.
+    ok(smd(&[
+        "mutate",
+        model,
+        "--out",
+        s(&out),
+        "-k",
+        "3",
+        "--force",
+    ]));
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    ok(smd(&[
+        "mutate",
+        model,
+        "--out",
+        s(&out),
+        "-k",
+        "2",
+        "--force",
+    ]));
+    assert!(
+        !out.join("child_002.onnx").exists(),
+        "a stale child is left"
+    );
+    assert!(out.join("child_001.onnx").exists() && out.join("notes.txt").exists());
 }
 
 #[test]
