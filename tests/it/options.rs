@@ -1233,25 +1233,20 @@ fn mutate_force_replaces_the_children() {
     }
     assert_ne!(std::fs::read(out.join("child_000.onnx")).unwrap(), before);
     // Fewer children with --force: the earlier run's extra child goes; other files stay.
-    ok(smd(&[
-        "mutate",
-        model,
-        "--out",
-        s(&out),
-        "-k",
-        "3",
-        "--force",
-    ]));
+    let forced = |k: &str| {
+        ok(smd(&[
+            "mutate",
+            model,
+            "--out",
+            s(&out),
+            "-k",
+            k,
+            "--force",
+        ]))
+    };
+    forced("3");
     std::fs::write(out.join("notes.txt"), "mine").unwrap();
-    ok(smd(&[
-        "mutate",
-        model,
-        "--out",
-        s(&out),
-        "-k",
-        "2",
-        "--force",
-    ]));
+    forced("2");
     assert!(
         !out.join("child_002.onnx").exists(),
         "a stale child is left"
