@@ -37,6 +37,8 @@ pub fn batch(default: usize, selection_rows: usize) -> usize {
 pub struct Race {
     /// Whether the parent is right on each selection position.
     parent_correct: Vec<bool>,
+    /// The parent's errors over all of them.
+    parent_wrong: u64,
     /// Selection positions, in the order they are scored.
     blocks: Vec<Range<usize>>,
 }
@@ -71,8 +73,10 @@ impl Race {
             let j = (state % (i as u64 + 1)) as usize;
             blocks.swap(i, j);
         }
+        let parent_wrong = parent_correct.iter().filter(|&&p| !p).count() as u64;
         Race {
             parent_correct,
+            parent_wrong,
             blocks,
         }
     }
@@ -85,7 +89,8 @@ impl Race {
     /// Adds a scored block: `child_correct` says whether the child is right on each of its
     /// positions.
     pub fn add(&self, tally: &mut Tally, block: Range<usize>, child_correct: &[bool]) {
-        for (&c, &p) in child_correct.iter().zip(&self.parent_correct[block]) {
+        let parent = self.parent_correct.get(block).unwrap_or_default();
+        for (&c, &p) in child_correct.iter().zip(parent) {
             tally.seen += 1;
             tally.lost += u64::from(p && !c);
             tally.won += u64::from(c && !p);
@@ -99,8 +104,7 @@ impl Race {
             return false;
         }
         let deficit = tally.lost - tally.won;
-        let parent_wrong = self.parent_correct.iter().filter(|&&p| !p).count() as u64;
-        let catchable = parent_wrong - tally.parent_wrong_seen;
+        let catchable = self.parent_wrong.saturating_sub(tally.parent_wrong_seen);
         let clearly = deficit >= MIN_DEFICIT
             && deficit as f64 >= Z * ((tally.lost + tally.won) as f64).sqrt();
         deficit > catchable || clearly
