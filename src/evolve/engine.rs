@@ -34,8 +34,6 @@ const DEFAULT_COPY_BUDGET: usize = 2 << 30;
 /// Mixed into the split seed to order a generation's racing blocks.
 const RACE_SEED: u64 = 0x534D_442D_5241_4345;
 
-const RACE_NEEDS_CLASSES: &str = "racing needs class labels (this data has regression targets)";
-
 /// The files a run writes in its output folder.
 const OUTPUT_FILES: [&str; 4] = [BEST_FILE, ENSEMBLE_FILE, REPORT_FILE, HTML_FILE];
 
@@ -111,7 +109,7 @@ impl<'o> Evolution<'o> {
         let lineage = Lineage::original(selected, values, parent_hash.clone());
         let mut run = open_run(&cfg, model, &lineage, &parent_hash)?;
         if cfg.race && matches!(run.labels, Labels::Targets(_)) {
-            return Err(invalid("--race", RACE_NEEDS_CLASSES));
+            return Err(invalid("--race", race::NEEDS_CLASSES));
         }
         run.timings.load = start.elapsed().as_secs_f64();
         let t = Instant::now();
@@ -376,7 +374,7 @@ impl<'o> Evolution<'o> {
             return Ok(None);
         }
         let correct = self.parent.record.selection.correct(&self.run.labels);
-        let correct = correct.ok_or_else(|| invalid("--race", RACE_NEEDS_CLASSES))?;
+        let correct = correct.ok_or_else(|| invalid("--race", race::NEEDS_CLASSES))?;
         let seed = self.cfg.split_seed ^ (u64::from(g) << 32) ^ RACE_SEED;
         Ok(Some(Race::new(correct, self.run.predictor.batch(), seed)))
     }

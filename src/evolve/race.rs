@@ -17,6 +17,9 @@
 
 use std::ops::Range;
 
+/// Why a run cannot race: [`Race`] compares right and wrong answers.
+pub const NEEDS_CLASSES: &str = "racing needs class labels (this data has regression targets)";
+
 /// The standard scores a child's deficit must reach to be dropped as clearly losing.
 pub const Z: f64 = 3.0;
 

@@ -124,7 +124,7 @@ pub(super) struct Job {
 
 impl Run {
     /// Builds and scores candidates, in order, taking those already in the journal from it;
-    /// with `race`, candidates race against it (see [`super::race`]).
+    /// with `race`, each races the race's parent and may be dropped (see [`super::race`]).
     pub fn score_all(
         &mut self,
         lineage: &Lineage,
@@ -304,7 +304,7 @@ impl Part {
                 .to_vec();
             let correct = p
                 .correct(labels)
-                .ok_or_else(|| invalid("--race", "racing needs class labels"))?;
+                .ok_or_else(|| invalid("--race", super::race::NEEDS_CLASSES))?;
             race.add(&mut tally, block.clone(), &correct);
             blocks.push((block.start, p));
             if race.drops(&tally) {

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use super::invalid;
 use super::report::{Bootstrap, Scores, Significance};
 use crate::Error;
-use crate::score::metrics::{row_correct, row_se};
+use crate::score::metrics::row_se;
 use crate::score::{Labels, Predictions, ScoredAs};
 
 /// Bootstrap resamples per interval.
@@ -72,18 +72,17 @@ impl SplitMix64 {
 pub fn row_scores(p: &Predictions, labels: &Labels) -> Result<Vec<f64>, Error> {
     let out_of_range = |r: usize| invalid("internal", format!("row {r} has no label"));
     match (labels, p.kind) {
-        (Labels::Classes(ids), ScoredAs::Probabilities | ScoredAs::Logits) => p
-            .rows
-            .iter()
-            .enumerate()
-            .map(|(i, &r)| {
-                let label = ids.get(r).copied().ok_or_else(|| out_of_range(r))?;
-                // As the metrics count it (a label out of range is never right).
-                let l = usize::try_from(label).unwrap_or(usize::MAX);
-                let right = row_correct(p.row(i).iter().copied(), l);
-                Ok(if right { 1.0 } else { 0.0 })
-            })
-            .collect(),
+        (Labels::Classes(ids), ScoredAs::Probabilities | ScoredAs::Logits) => {
+            if let Some(&r) = p.rows.iter().find(|&&r| r >= ids.len()) {
+                return Err(out_of_range(r));
+            }
+            // As the metrics count it (a label out of range is never right).
+            let correct = p.correct(labels).unwrap_or_default();
+            Ok(correct
+                .into_iter()
+                .map(|c| if c { 1.0 } else { 0.0 })
+                .collect())
+        }
         (Labels::Targets(t), ScoredAs::Regression) => p
             .rows
             .iter()
