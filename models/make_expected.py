@@ -35,6 +35,8 @@ FIXTURE_SET = {
     "digits_cnn_qdq_int8.onnx": "digits_val.npz",
     "digits_cnn_qop_int8.onnx": "digits_val.npz",
     "mnist_mlp_dynamic.onnx": "mnist_val.npz",
+    "mnist_mlp_nbits.onnx": "mnist_val.npz",
+    "mnist_mlp_qdq_block.onnx": "mnist_val.npz",
     "digits_transformer.onnx": "digits_tokens_val.npz",
     # Inventory only, "scores": null: onnxruntime refuses every batch with rows.
     "digits_dim_zero_refused.onnx": None,

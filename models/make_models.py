@@ -492,6 +492,31 @@ def dynamic_mlp():
     log("mnist_mlp_dynamic: written")
 
 
+def blocked_mlps():
+    """mnist_mlp with 4-bit weights in blocks of 32 rows of K, one scale and zero point per
+    block (onnxruntime's weight-only quantizer, asymmetric): as `MatMulNBits` (com.microsoft,
+    uint8 bytes holding two 4-bit integers; fc1's 25 blocks per row leave a padding nibble in
+    each row of zero points) and as `DequantizeLinear` with `block_size` (opset 21, uint4)."""
+    import logging
+
+    from onnxruntime.quantization import QuantFormat
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
+
+    logging.disable(logging.WARNING)
+    for stem, fmt in [("mnist_mlp_nbits", QuantFormat.QOperator), ("mnist_mlp_qdq_block", QuantFormat.QDQ)]:
+        cfg = DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=False, quant_format=fmt)
+        q = MatMulNBitsQuantizer(onnx.load(os.path.join(fl.MODELS, "mnist_mlp.onnx")), algo_config=cfg)
+        q.process()
+        out = os.path.join(fl.MODELS, f"{stem}.onnx")
+        q.model.save_model_to_file(out)
+        ops = {n.op_type for n in onnx.load(out).graph.node}
+        assert ("MatMulNBits" if fmt == QuantFormat.QOperator else "DequantizeLinear") in ops, ops
+        log(f"{stem}: written")
+
+
 def main():
     os.makedirs(fl.MODELS, exist_ok=True)
     x_tr, y_tr, x_val, y_val = fl.digits_split()
@@ -503,6 +528,7 @@ def main():
     sklearn_classic(x_tr, y_tr, x_val, y_val)
     quantized_cnns(x_tr, y_tr, x_val, y_val)
     dynamic_mlp()
+    blocked_mlps()
 
 
 if __name__ == "__main__":

@@ -111,6 +111,9 @@ fn tensor_json(t: &TensorInfo, m: &Mutability) -> serde_json::Value {
             "scale": q.scale_name,
             "zero_point": q.zero_point_name,
             "axis": q.axis,
+            "block_size": q.block_size,
+            "integers": q.count(),
+            "integer_type": q.packing(),
         })),
     })
 }

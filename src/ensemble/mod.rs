@@ -1019,7 +1019,9 @@ fn integer_varying(model: &Model, varying: &[Varying]) -> Result<Option<Stored>,
             stores.push(None);
             continue;
         };
-        if !matches!(t.dtype, DType::I8 | DType::U8) {
+        // One integer per byte of the tensor's own type (not `MatMulNBits`' packed 4 bits).
+        let own = t.quantization().and_then(Result::ok).map(|q| q.packing());
+        if !matches!(t.dtype, DType::I8 | DType::U8) || own != Some(t.dtype) {
             return Ok(None);
         }
         // The integers the child writer would store.

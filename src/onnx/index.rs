@@ -241,6 +241,15 @@ impl TensorInfo {
             .map(|q| q.as_ref().map_err(String::as_str))
     }
 
+    /// How many values smd-onnx reads from and writes to the tensor: its elements, or a
+    /// quantized tensor's integers (`MatMulNBits` packs two 4-bit integers in each uint8).
+    pub fn value_count(&self) -> u64 {
+        match &self.quant {
+            Some(Ok(q)) => q.count() as u64,
+            _ => self.elements,
+        }
+    }
+
     /// The shape as `[a, b, c]`.
     pub fn shape_string(&self) -> String {
         let d: Vec<String> = self.dims.iter().map(|d| d.to_string()).collect();

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use super::dtype::DType;
 use super::index::{Payload, TensorInfo};
-use super::scan::QuantUse;
+use super::scan::{NBits, QuantUse};
 use super::values::for_each_varint;
 use super::{Model, ModelError};
 
@@ -28,14 +28,23 @@ pub struct Quant {
     pub scale_name: Option<String>,
     /// The zero point tensor's name, when the `DequantizeLinear` has one.
     pub zero_point_name: Option<String>,
-    /// The quantization axis for per-axis scales (normalised), `None` for one scale.
+    /// The quantization axis for per-axis or blocked scales (normalised), `None` for one scale.
     pub axis: Option<usize>,
-    /// One scale per slice along `axis` (one for the whole tensor).
+    /// Blocked scales: integers along `axis` per scale (`None`: one scale per slice).
+    pub block_size: Option<usize>,
+    /// One scale per slice along `axis`, per block (one for the whole tensor).
     scale: Vec<f32>,
     /// One zero point per scale.
     zero_point: Vec<i32>,
-    /// Elements per step along `axis`: element j is in slice (j / inner) mod scales.
+    /// Elements per step along `axis`: element j is in slice (j / inner) mod axis_len.
     inner: usize,
+    /// Elements along `axis` (blocked scales only).
+    axis_len: usize,
+    /// The type of each integer: the tensor's own, or uint4 for `MatMulNBits`' bytes that
+    /// each hold two 4-bit integers.
+    packing: DType,
+    /// How many integers the payload holds.
+    count: usize,
 }
 
 /// The integer range of a quantized dtype; `None` for dtypes smd-onnx does not requantize.
@@ -90,39 +99,95 @@ fn put(dtype: DType, bytes: &mut [u8], j: usize, q: i32) {
 }
 
 impl Quant {
+    /// The type of each integer: the tensor's own, or uint4 for `MatMulNBits`' bytes.
+    pub fn packing(&self) -> DType {
+        self.packing
+    }
+
+    /// How many integers (values) the payload holds.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
     /// The scale and zero point of element `j`.
     fn params(&self, j: usize) -> (f32, i32) {
-        let c = (j / self.inner.max(1)) % self.scale.len().max(1);
+        let inner = self.inner.max(1);
+        let c = match self.block_size {
+            // Scales have the tensor's shape with `axis` divided into blocks.
+            Some(b) => {
+                let len = self.axis_len.max(1);
+                let (outer, a, i) = (j / (inner * len), (j / inner) % len, j % inner);
+                (outer * len.div_ceil(b.max(1)) + a / b.max(1)) * inner + i
+            }
+            None => (j / inner) % self.scale.len().max(1),
+        };
         (
             self.scale.get(c).copied().unwrap_or(1.0),
             self.zero_point.get(c).copied().unwrap_or(0),
         )
     }
 
-    /// The float values of `n` integers of `dtype` stored in `raw`.
-    pub(crate) fn dequantize(&self, dtype: DType, raw: &[u8], n: usize) -> Vec<f32> {
-        (0..n)
+    /// The float values of the integers stored in `raw`.
+    pub(crate) fn dequantize(&self, raw: &[u8]) -> Vec<f32> {
+        (0..self.count)
             .map(|j| {
                 let (s, z) = self.params(j);
-                (get(dtype, raw, j) - z) as f32 * s
+                (get(self.packing, raw, j) - z) as f32 * s
             })
             .collect()
     }
 
-    /// Writes `values` back into `raw` (the parent's payload of `dtype`): each element rounded
-    /// half to even on its own grid and clamped to the type's range. Bytes of elements whose
-    /// integer does not change (and a 4-bit payload's padding nibble) are left as they are.
-    pub(crate) fn quantize_into(&self, dtype: DType, values: &[f32], raw: &mut [u8]) {
-        let Some((lo, hi)) = range(dtype) else { return };
+    /// Writes `values` back into `raw` (the parent's payload): each element rounded half to
+    /// even on its own grid and clamped to the type's range. Bytes of elements whose integer
+    /// does not change (and a 4-bit payload's padding nibble) are left as they are.
+    pub(crate) fn quantize_into(&self, values: &[f32], raw: &mut [u8]) {
+        let Some((lo, hi)) = range(self.packing) else {
+            return;
+        };
         for (j, &w) in values.iter().enumerate() {
             let (s, z) = self.params(j);
             // NaN is 0 steps (saturating cast), ±inf the range ends.
             let q = ((w / s).round_ties_even() as i64)
                 .saturating_add(i64::from(z))
                 .clamp(lo.into(), hi.into());
-            put(dtype, raw, j, q as i32);
+            put(self.packing, raw, j, q as i32);
         }
     }
+}
+
+/// `q`, unless its widest value overflows float32 (`what`: its scale, for the message).
+fn finite(q: Quant, what: &str) -> Result<Quant, String> {
+    let (lo, hi) = range(q.packing).unwrap_or((0, 0));
+    let widest = q
+        .zero_point
+        .iter()
+        .zip(&q.scale)
+        .map(|(&z, &s)| (hi - z).abs().max((lo - z).abs()) as f32 * s)
+        .fold(0.0f32, f32::max);
+    if widest.is_finite() {
+        Ok(q)
+    } else {
+        Err(format!("{what} overflows float32"))
+    }
+}
+
+/// For blocked scales `st` of tensor `t` (`DequantizeLinear` with `block_size`: `t`'s shape
+/// with `axis` divided into blocks): the axis (normalised), the elements per step along it and
+/// its length; `None` when they do not fit.
+fn blocked_axis(t: &TensorInfo, u: &QuantUse, st: &TensorInfo) -> Option<(usize, usize, usize)> {
+    let rank = t.dims.len() as i64;
+    let axis = usize::try_from(if u.axis < 0 { u.axis + rank } else { u.axis }).ok()?;
+    let block = u.block_size;
+    let fits = block > 0
+        && axis < t.dims.len()
+        && st.dims.len() == t.dims.len()
+        && t.dims.iter().zip(&st.dims).enumerate().all(|(d, (&x, &s))| {
+            x >= 0 && if d == axis { s == x.div_euclid(block) + i64::from(x % block != 0) } else { s == x }
+        });
+    fits.then(|| {
+        let inner = t.dims[axis + 1..].iter().map(|&d| d.max(0) as usize).product();
+        (axis, inner, t.dims[axis] as usize)
+    })
 }
 
 /// Whether tensor `t` is visible from scope `scope` (its own, or one nested in it).
@@ -198,14 +263,14 @@ impl Model {
 
     /// How tensor `t` maps to float values through node `u`.
     fn quant_of(&self, t: &TensorInfo, u: &QuantUse) -> Result<Quant, String> {
-        if range(t.dtype).is_none() {
-            return Err("only int8, uint8, int4 and uint4 are requantized".into());
-        }
         if !matches!(t.payload, Payload::Raw { .. } | Payload::External { .. }) {
             return Err(format!("values in {}", t.storage.kind()));
         }
-        if u.block_size != 0 {
-            return Err("blocked quantization (block_size)".into());
+        if let Some(nb) = u.nbits {
+            return self.nbits_quant(t, u, nb);
+        }
+        if range(t.dtype).is_none() {
+            return Err("only int8, uint8, int4 and uint4 are requantized".into());
         }
         let zp_t = match &u.zero_point {
             None => None,
@@ -229,35 +294,148 @@ impl Model {
             }
             (None, None) => (vec![1.0], None, String::new()),
         };
-        let per_tensor = scale.len() == 1 && shape_of.is_none_or(|s| s.dims.len() <= 1);
-        let (axis, inner) = match shape_of {
-            _ if per_tensor => (None, 1),
-            Some(st) => self
-                .axis_of(t, u, st, scale.len())
-                .ok_or_else(|| format!("{what} does not fit axis {} of {}", u.axis, u.op))?,
-            None => (None, 1),
-        };
-        let zero_point = match &u.zero_point {
-            None => vec![0; scale.len()],
-            Some(name) => self.zero_points(t, name, &u.scope, scale.len())?,
-        };
-        let (lo, hi) = range(t.dtype).unwrap_or((0, 0));
-        let widest = zero_point
-            .iter()
-            .zip(&scale)
-            .map(|(&z, &s)| (hi - z).abs().max((lo - z).abs()) as f32 * s)
-            .fold(0.0f32, f32::max);
-        if !widest.is_finite() {
-            return Err(format!("{what} overflows float32"));
-        }
-        Ok(Quant {
+        let misfit = || format!("{what} does not fit axis {} of {}", u.axis, u.op);
+        let mut q = Quant {
             scale_name: u.scale.clone(),
             zero_point_name: u.zero_point.clone(),
-            axis,
+            axis: None,
+            block_size: None,
+            zero_point: Vec::new(),
+            inner: 1,
+            axis_len: 0,
+            packing: t.dtype,
+            count: usize::try_from(t.elements).map_err(|_| "too many elements".to_string())?,
+            scale,
+        };
+        let per_tensor = q.scale.len() == 1 && shape_of.is_none_or(|s| s.dims.len() <= 1);
+        match shape_of {
+            Some(st) if u.block_size != 0 => {
+                let (axis, inner, len) = blocked_axis(t, u, st).ok_or_else(misfit)?;
+                (q.axis, q.inner, q.axis_len) = (Some(axis), inner, len);
+                q.block_size = usize::try_from(u.block_size).ok();
+            }
+            _ if per_tensor => {}
+            Some(st) => {
+                (q.axis, q.inner) = self.axis_of(t, u, st, q.scale.len()).ok_or_else(misfit)?;
+            }
+            None => {}
+        }
+        q.zero_point = match &u.zero_point {
+            None => vec![0; q.scale.len()],
+            Some(name) => {
+                let zt = self
+                    .visible_tensor(name, &u.scope)
+                    .ok_or_else(|| format!("zero point `{name}` is not a tensor of the model"))?;
+                let bad = || format!("zero point `{name}` does not fit");
+                if zt.dtype != t.dtype || zt.elements != q.scale.len() as u64 {
+                    return Err(bad());
+                }
+                let raw = self.integer_bytes(zt).ok_or_else(bad)?;
+                if raw.len() as u64 != t.dtype.raw_bytes(zt.elements).unwrap_or(0) {
+                    return Err(bad());
+                }
+                (0..q.scale.len()).map(|j| get(t.dtype, &raw, j)).collect()
+            }
+        };
+        finite(q, &what)
+    }
+
+    /// How `MatMulNBits`' weight `t` (uint8 bytes `[N, blocks, block bytes]`) maps to float
+    /// values: as `N × blocks·block_size` integers of `bits` bits, one scale (and zero point,
+    /// by default the middle of the range) per block of a row.
+    fn nbits_quant(&self, t: &TensorInfo, u: &QuantUse, nb: NBits) -> Result<Quant, String> {
+        let packing = match nb.bits {
+            4 => DType::U4,
+            8 => DType::U8,
+            b => return Err(format!("{b}-bit MatMulNBits (4 and 8 are requantized)")),
+        };
+        if nb.g_idx {
+            return Err("MatMulNBits with g_idx (blocks out of order)".into());
+        }
+        let (k, n, block) = (nb.k.max(0) as u64, nb.n.max(0) as u64, u.block_size.max(0) as u64);
+        let blocks = k.div_ceil(block.max(1));
+        let misfit = || {
+            format!(
+                "the uint8 shape [{n}, {blocks}, {}] MatMulNBits' K, N, bits, block_size give",
+                block * nb.bits.max(0) as u64 / 8
+            )
+        };
+        if t.dtype != DType::U8
+            || block == 0
+            || (block * nb.bits as u64) % 8 != 0
+            || t.dims != [n as i64, blocks as i64, (block * nb.bits as u64 / 8) as i64]
+        {
+            return Err(format!("{} {} is not {}", t.dtype, t.shape_string(), misfit()));
+        }
+        let count = usize::try_from(n * blocks * block).map_err(|_| misfit())?;
+        let scales = u.scale.as_deref().unwrap_or_default();
+        let st = self
+            .visible_tensor(scales, &u.scope)
+            .ok_or_else(|| format!("scale `{scales}` is not a tensor of the model"))?;
+        let scale = self.scales(st, scales)?;
+        if scale.len() as u64 != n * blocks {
+            return Err(format!("scale `{scales}` does not fit {}", misfit()));
+        }
+        let zero_point = match &u.zero_point {
+            None => vec![1 << (nb.bits - 1); scale.len()],
+            Some(name) => self.nbits_zero_points(name, &u.scope, packing, n, blocks)?,
+        };
+        let q = Quant {
+            scale_name: u.scale.clone(),
+            zero_point_name: u.zero_point.clone(),
+            axis: Some(1),
+            block_size: usize::try_from(block).ok(),
             scale,
             zero_point,
-            inner,
-        })
+            inner: 1,
+            axis_len: usize::try_from(blocks * block).map_err(|_| misfit())?,
+            packing,
+            count,
+        };
+        finite(q, &format!("scale `{scales}`"))
+    }
+
+    /// `MatMulNBits`' zero points `name`: uint8 bytes, each row's `blocks` integers of
+    /// `packing` packed low bits first and padded to a whole byte.
+    fn nbits_zero_points(
+        &self,
+        name: &str,
+        scope: &str,
+        packing: DType,
+        n: u64,
+        blocks: u64,
+    ) -> Result<Vec<i32>, String> {
+        let bad = || format!("zero point `{name}` does not fit");
+        let zt = self
+            .visible_tensor(name, scope)
+            .ok_or_else(|| format!("zero point `{name}` is not a tensor of the model"))?;
+        if zt.dtype.is_mutable_float() {
+            return Err(format!("float zero point `{name}`"));
+        }
+        let row = packing.raw_bytes(blocks).unwrap_or(0);
+        let raw = self.integer_bytes(zt).ok_or_else(bad)?;
+        if zt.dtype != DType::U8 || raw.len() as u64 != n * row {
+            return Err(bad());
+        }
+        // Integers per row, padding included.
+        let per_row = (row * 8 / if packing == DType::U4 { 4 } else { 8 }) as usize;
+        Ok((0..n as usize)
+            .flat_map(|r| (0..blocks as usize).map(move |b| r * per_row + b))
+            .map(|j| get(packing, &raw, j))
+            .collect())
+    }
+
+    /// The bytes of an integer tensor: raw, external, or (as quantizers write small
+    /// tensors) one `int32_data` varint per byte.
+    fn integer_bytes(&self, t: &TensorInfo) -> Option<Vec<u8>> {
+        match &t.payload {
+            Payload::Varint { runs } => {
+                let mut b = Vec::new();
+                for_each_varint(runs, &self.bytes, |v| b.push(v as u8)).ok()?;
+                Some(b)
+            }
+            _ => self.raw_payload(t).map(<[u8]>::to_vec),
+        }
     }
 
     /// The values of scale tensor `st`: float, positive, normal.
@@ -298,44 +476,18 @@ impl Model {
         })
     }
 
-    /// The zero points `name` of quantized tensor `t`: `count` integers of `t`'s dtype.
-    fn zero_points(
-        &self,
-        t: &TensorInfo,
-        name: &str,
-        scope: &str,
-        count: usize,
-    ) -> Result<Vec<i32>, String> {
-        let bad = || format!("zero point `{name}` does not fit");
-        let zt = self
-            .visible_tensor(name, scope)
-            .ok_or_else(|| format!("zero point `{name}` is not a tensor of the model"))?;
-        if zt.dtype != t.dtype || zt.elements != count as u64 {
-            return Err(bad());
-        }
-        // Quantizers write small tensors in int32_data: one byte (two nibbles) per value.
-        let raw: Vec<u8> = match &zt.payload {
-            Payload::Varint { runs } => {
-                let mut b = Vec::new();
-                for_each_varint(runs, &self.bytes, |v| b.push(v as u8)).map_err(|_| bad())?;
-                b
-            }
-            _ => self.raw_payload(zt).ok_or_else(bad)?.to_vec(),
-        };
-        if raw.len() as u64 != t.dtype.raw_bytes(count as u64).unwrap_or(0) {
-            return Err(bad());
-        }
-        Ok((0..count).map(|j| get(t.dtype, &raw, j)).collect())
-    }
-
     /// The float values of quantized tensor `t`, if it is one smd-onnx requantizes.
     pub(crate) fn dequantized(&self, t: &TensorInfo) -> Option<Result<Vec<f32>, ModelError>> {
         let q = t.quant.as_ref()?.as_ref().ok()?;
-        let n = usize::try_from(t.elements).ok()?;
+        let fits = |raw: &&[u8]| {
+            let n = raw.len() as u64;
+            n == t.dtype.raw_bytes(t.elements).unwrap_or(0)
+                && n == q.packing.raw_bytes(q.count as u64).unwrap_or(0)
+        };
         Some(
             self.raw_payload(t)
-                .filter(|raw| raw.len() as u64 == t.dtype.raw_bytes(t.elements).unwrap_or(0))
-                .map(|raw| q.dequantize(t.dtype, raw, n))
+                .filter(fits)
+                .map(|raw| q.dequantize(raw))
                 .ok_or_else(|| ModelError::Tensor {
                     path: self.path.clone(),
                     tensor: t.name.clone(),
@@ -349,11 +501,15 @@ impl Model {
 mod tests {
     use super::*;
 
-    fn quant(scale: &[f32], zero_point: &[i32], inner: usize) -> Quant {
+    fn quant(dtype: DType, scale: &[f32], zero_point: &[i32], inner: usize, n: usize) -> Quant {
         Quant {
             scale_name: Some("s".into()),
             zero_point_name: None,
             axis: (scale.len() > 1).then_some(0),
+            block_size: None,
+            axis_len: 0,
+            packing: dtype,
+            count: n,
             scale: scale.to_vec(),
             zero_point: zero_point.to_vec(),
             inner,
@@ -388,17 +544,17 @@ mod tests {
                 256
             };
             for q in [
-                quant(&[0.0123], &[3], 1),
-                quant(&[1e-30, 7.77e20], &[0, 1], n.div_ceil(2)),
-                quant(&[0.1, 0.3, 3.0], &[-1, 0, 2], 5),
+                quant(dtype, &[0.0123], &[3], 1, n),
+                quant(dtype, &[1e-30, 7.77e20], &[0, 1], n.div_ceil(2), n),
+                quant(dtype, &[0.1, 0.3, 3.0], &[-1, 0, 2], 5, n),
             ] {
-                let w = q.dequantize(dtype, &raw, n);
+                let w = q.dequantize(&raw);
                 let mut again = raw.clone();
-                q.quantize_into(dtype, &w, &mut again);
+                q.quantize_into(&w, &mut again);
                 assert_eq!(again, raw, "{dtype}");
                 // From other bytes, every element is written back (4-bit padding aside).
                 let mut other: Vec<u8> = raw.iter().map(|b| !b).collect();
-                q.quantize_into(dtype, &w, &mut other);
+                q.quantize_into(&w, &mut other);
                 for j in 0..n {
                     assert_eq!(get(dtype, &other, j), get(dtype, &raw, j), "{dtype} {j}");
                 }
@@ -408,21 +564,22 @@ mod tests {
 
     #[test]
     fn changes_round_half_even_and_clamp_at_the_range_ends() {
-        let q = quant(&[0.5], &[10], 1);
+        let q = quant(DType::U8, &[0.5], &[10], 1, 4);
         let raw = [10u8, 20, 250, 0];
-        let w = q.dequantize(DType::U8, &raw, 4);
+        let w = q.dequantize(&raw);
         assert_eq!(w, [0.0, 5.0, 120.0, -5.0]);
         // +0.25 is half a step: ties go to even integers; beyond the range, the range's end.
         let mut out = raw;
-        q.quantize_into(DType::U8, &[0.25, 5.75, 500.0, -1e9], &mut out);
+        q.quantize_into(&[0.25, 5.75, 500.0, -1e9], &mut out);
         assert_eq!(out, [10, 22, 255, 0]);
-        let q = quant(&[1.0], &[5], 1);
+        let q = quant(DType::I8, &[1.0], &[5], 1, 4);
         let mut out = [0u8; 4];
         // Zero point 5: NaN is 0 steps from it; -128.5 steps round to -128 (even).
-        q.quantize_into(DType::I8, &[1e30, -1e9, f32::NAN, -128.5], &mut out);
+        q.quantize_into(&[1e30, -1e9, f32::NAN, -128.5], &mut out);
         assert_eq!(out.map(|b| b as i8), [127, -128, 5, -123]);
+        let q = quant(DType::I4, &[1.0], &[5], 1, 3);
         let mut out = [0u8; 2];
-        q.quantize_into(DType::I4, &[100.0, -100.0, 7.4], &mut out);
+        q.quantize_into(&[100.0, -100.0, 7.4], &mut out);
         assert_eq!(out, [0x87, 0x07]);
     }
 }

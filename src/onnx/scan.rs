@@ -90,15 +90,29 @@ pub(crate) struct QuantUse {
     pub zero_point: Option<String>,
     pub axis: i64,
     pub block_size: i64,
+    /// For `MatMulNBits` (com.microsoft): its packed weight's layout.
+    pub nbits: Option<NBits>,
     /// The scope of the node's graph.
     pub scope: String,
     /// The operator, for messages.
     pub op: String,
 }
 
+/// The layout of `MatMulNBits`' weight B: `n` rows of `⌈k / block⌉` blocks of `block`
+/// `bits`-bit integers, packed low bits first; one scale (and zero point) per block.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct NBits {
+    pub k: i64,
+    pub n: i64,
+    pub bits: i64,
+    /// Whether the node has a `g_idx` input (act-order: blocks are not runs of K).
+    pub g_idx: bool,
+}
+
 /// Operators that read quantized weights (see [`quant_use`]).
 const QUANT_OPS: &[&str] = &[
     "DequantizeLinear",
+    "MatMulNBits",
     "QLinearConv",
     "QLinearMatMul",
     "QGemm",
@@ -131,6 +145,8 @@ fn quant_use(
         }
         "MatMulInteger" if default => (1, None, 3, -1),
         "ConvInteger" if default => (1, None, 3, 0),
+        // B is [N, K blocks, block bytes]: one scale per block of a row (see `NBits`).
+        "MatMulNBits" if domain == "com.microsoft" => (1, Some(2), 3, 1),
         _ => return None,
     };
     let named = |i: usize| inputs.get(i).filter(|n| !n.is_empty()).cloned();
@@ -143,6 +159,12 @@ fn quant_use(
         zero_point: named(zp),
         axis,
         block_size: int("block_size", 0),
+        nbits: (op == "MatMulNBits").then(|| NBits {
+            k: int("K", 0),
+            n: int("N", 0),
+            bits: int("bits", 4),
+            g_idx: inputs.get(4).is_some_and(|n| !n.is_empty()),
+        }),
         scope: scope.to_string(),
         op: op.to_string(),
     })

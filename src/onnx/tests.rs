@@ -1244,7 +1244,7 @@ fn quantized_weights_read_and_write_through_their_scales() {
     let cases = [
         (
             qdq_model(x(), scale(), zp(), vec![attr_int("block_size", 2)]),
-            "blocked quantization",
+            "does not fit axis 1",
         ),
         (
             qdq_model(x(), f32_raw("s", &[2], &[0.5, 0.0]), zp(), axis(0)),
@@ -1266,5 +1266,106 @@ fn quantized_weights_read_and_write_through_their_scales() {
     for (m, want) in cases {
         let r = why(m);
         assert!(r.starts_with("int8 quantized: ") && r.contains(want), "{r}");
+    }
+}
+
+#[test]
+fn blocked_scales_follow_their_blocks() {
+    // Rows of 3 along axis 1 in blocks of 2: scales and zero points are [2, 2].
+    let q: Vec<u8> = [1i8, 2, 3, -4, 5, 127].iter().map(|&v| v as u8).collect();
+    let attrs = vec![attr_int("axis", 1), attr_int("block_size", 2)];
+    let m = qdq_model(
+        raw("x", DType::I8, &[2, 3], q),
+        f32_raw("s", &[2, 2], &[0.5, 1.0, 0.25, 2.0]),
+        Some(i8_typed("z", &[2, 2], &[1, 0, -1, 0])),
+        attrs,
+    );
+    let t = &m.tensors()[0];
+    let quant = t.quantization().unwrap().unwrap();
+    assert_eq!((quant.axis, quant.block_size), (Some(1), Some(2)));
+    assert_eq!(
+        m.read_values(t).unwrap(),
+        TensorData::F32(vec![0.0, 0.5, 3.0, -0.75, 1.5, 254.0])
+    );
+    // Element 2 is in the second block of row 0 (scale 1, zero point 0).
+    let new = TensorData::F32(vec![0.0, 0.5, 5.0, -0.75, 1.5, 254.0]);
+    let child = child_bytes(&m, &[(0, new)]).unwrap();
+    let start = t.payload_ranges()[0].start as usize;
+    assert_eq!(child[start + 2], 5);
+    let diff = (0..child.len()).filter(|&i| child[i] != m.bytes()[i]).count();
+    assert_eq!(diff, 1);
+}
+
+/// A `MatMulNBits` node (K 6, N 2, blocks of 2) reading `b` with scales [2, 3] and `zp`.
+fn nbits_model(b: TensorProto, zp: Option<TensorProto>, bits: i64, g_idx: bool) -> Model {
+    let mut inputs = vec!["a", "b", "s", if zp.is_some() { "z" } else { "" }];
+    if g_idx {
+        inputs.push("g");
+    }
+    let mut inits = vec![b, f32_raw("s", &[2, 3], &[1.0, 0.5, 0.25, 2.0, 4.0, 8.0])];
+    inits.extend(zp);
+    inits.push(raw("g", DType::I32, &[6], vec![0; 24]));
+    let attrs = ["K", "N", "bits", "block_size"]
+        .iter()
+        .zip([6, 2, bits, 2])
+        .map(|(n, v)| attr_int(n, v))
+        .collect();
+    let mut n = node("MatMulNBits", "mm", &inputs, &["y"], attrs);
+    n.domain = Some("com.microsoft".into());
+    let mut m = model(graph("g", vec![n], inits, vec![], vec![]));
+    m.opset_import.push(proto::OperatorSetIdProto {
+        domain: Some("com.microsoft".into()),
+        version: Some(1),
+    });
+    open(encode(&m))
+}
+
+#[test]
+fn matmul_nbits_weights_are_4_bit_integers_in_blocks() {
+    let b = || raw("b", DType::U8, &[2, 3, 1], vec![0x10, 0x32, 0x54, 0x76, 0x98, 0xba]);
+    // Each row's three 4-bit zero points fill two bytes (a padding nibble, 0xf, in the second).
+    let zp = || Some(raw("z", DType::U8, &[2, 2], vec![0x21, 0xf3, 0x54, 0xf6]));
+    let m = nbits_model(b(), zp(), 4, false);
+    let t = &m.tensors()[0];
+    let quant = t.quantization().unwrap().unwrap();
+    assert_eq!((quant.packing(), quant.count()), (DType::U4, 12));
+    assert_eq!(t.value_count(), 12);
+    assert!(verdict(t).is_mutable());
+    let w = vec![
+        -1.0, 0.0, 0.0, 0.5, 0.25, 0.5, 4.0, 6.0, 12.0, 16.0, 32.0, 40.0,
+    ];
+    assert_eq!(m.read_values(t).unwrap(), TensorData::F32(w.clone()));
+    // Value 1 (row 0, block 0: scale 1, zero point 1) to 3.0 is integer 4: one high nibble.
+    let mut new = w;
+    new[1] = 3.0;
+    let child = child_bytes(&m, &[(0, TensorData::F32(new))]).unwrap();
+    let start = t.payload_ranges()[0].start as usize;
+    assert_eq!(child[start], 0x40);
+    let diff = (0..child.len()).filter(|&i| child[i] != m.bytes()[i]).count();
+    assert_eq!(diff, 1);
+    // Without zero points, the middle of the range (8).
+    let m = nbits_model(b(), None, 4, false);
+    let v = m.read_values(&m.tensors()[0]).unwrap();
+    assert_eq!(v.get_f64(0), Some(-8.0));
+    // What cannot be requantized says why.
+    let why = |m: Model| verdict(&m.tensors()[0]).reason().unwrap_or("").to_string();
+    for (m, want) in [
+        (nbits_model(b(), zp(), 2, false), "2-bit MatMulNBits"),
+        (nbits_model(b(), zp(), 4, true), "g_idx"),
+        (
+            nbits_model(raw("b", DType::U8, &[2, 6], vec![0; 12]), zp(), 4, false),
+            "is not the uint8 shape [2, 3, 1]",
+        ),
+        (
+            nbits_model(b(), Some(f32_raw("z", &[2, 3], &[0.0; 6])), 4, false),
+            "float zero point",
+        ),
+        (
+            nbits_model(b(), Some(raw("z", DType::U8, &[2, 1], vec![0; 2])), 4, false),
+            "zero point `z` does not fit",
+        ),
+    ] {
+        let r = why(m);
+        assert!(r.starts_with("uint8 quantized: ") && r.contains(want), "{r}");
     }
 }

@@ -68,11 +68,11 @@ fn validate<'m, 'd>(
                 t.dtype
             )));
         }
-        if data.len() as u64 != t.elements {
+        if data.len() as u64 != t.value_count() {
             return Err(err(format!(
                 "{} new values for {} elements",
                 data.len(),
-                t.elements
+                t.value_count()
             )));
         }
         out.push((t, data));
@@ -141,7 +141,7 @@ pub(crate) fn raw_bytes<'d>(
                 .raw_payload(t)
                 .ok_or_else(|| change_bug(model, t, "quantized payload not found"))?
                 .to_vec();
-            q.quantize_into(t.dtype, v, &mut bytes);
+            q.quantize_into(v, &mut bytes);
             Ok(Cow::Owned(bytes))
         }
         _ => Ok(encode_le(data, 0, data.len())),

@@ -14,7 +14,7 @@ use smd_onnx::score::npy::DType;
 use crate::util::{assert_one_line_error, json_of, repo, smd};
 
 /// Every fixture with its data, as (model stem, data stem).
-pub const FIXTURES: [(&str, &str); 21] = [
+pub const FIXTURES: [(&str, &str); 23] = [
     ("digits_cnn", "digits_val"),
     ("digits_cnn_undertrained", "digits_val"),
     ("mnist_mlp", "mnist_val"),
@@ -36,6 +36,8 @@ pub const FIXTURES: [(&str, &str); 21] = [
     ("digits_skl_forest", "digits_flat_val"),
     ("digits_cnn_qdq_int4", "digits_val"),
     ("digits_cnn_qdq_int8", "digits_val"),
+    ("mnist_mlp_nbits", "mnist_val"),
+    ("mnist_mlp_qdq_block", "mnist_val"),
 ];
 
 /// Fixtures whose logits have no declared shape: `ensemble` cannot tell them from other float

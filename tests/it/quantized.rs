@@ -12,6 +12,10 @@ use crate::util::{json_of, repo, smd};
 
 const INT4: &str = "models/digits_cnn_qdq_int4.onnx";
 const INT8: &str = "models/digits_cnn_qdq_int8.onnx";
+/// `MatMulNBits`: uint8 bytes holding 4-bit integers, blocks of 32 along K.
+const NBITS: &str = "models/mnist_mlp_nbits.onnx";
+/// `DequantizeLinear` with `block_size` 32 (opset 21), uint4.
+const BLOCKED: &str = "models/mnist_mlp_qdq_block.onnx";
 
 fn tensor<'a>(v: &'a Value, name: &str) -> &'a Value {
     v["tensors"]
@@ -54,6 +58,21 @@ fn inspect_shows_quantized_weights_as_mutable() {
     let w = tensor(&v, "conv2.weight_quantized");
     assert_eq!((&w["dtype"], &w["mutable"]), (&"int8".into(), &true.into()));
     assert!(w["quantized"]["axis"].is_null(), "per tensor");
+    // Blocked scales: MatMulNBits' bytes of 4-bit integers, DequantizeLinear's block_size.
+    for (model, name, axis, dtype) in [
+        (NBITS, "fc1.weight_Q4", 1, "uint8"),
+        (BLOCKED, "fc1.weight_DQ_Q4", 0, "uint4"),
+    ] {
+        let v = json_of(&smd(&["inspect", "--json", model]));
+        let w = tensor(&v, name);
+        assert_eq!((&w["dtype"], &w["mutable"]), (&dtype.into(), &true.into()));
+        let q = &w["quantized"];
+        assert_eq!((&q["axis"], &q["block_size"]), (&axis.into(), &32.into()));
+        // 784 × 64 weights; MatMulNBits pads K to 25 blocks of 32.
+        let count = if model == NBITS { 64 * 25 * 32 } else { 784 * 64 };
+        assert_eq!((&q["integers"], &q["integer_type"]), (&count.into(), &"uint4".into()));
+        assert_eq!(v["totals"]["mutable_tensors"], 2);
+    }
     let o = smd(&["inspect", INT4]);
     let s = String::from_utf8(o.stdout).unwrap();
     assert!(
@@ -63,42 +82,50 @@ fn inspect_shows_quantized_weights_as_mutable() {
     );
 }
 
-/// The integers of a raw int8/int4 payload (an independent decoder).
+/// The integers of a raw int8/int4/uint4 payload (an independent decoder).
 fn ints(dtype: DType, raw: &[u8], n: usize) -> Vec<i32> {
     (0..n)
-        .map(|j| match dtype {
-            DType::I8 => i32::from(raw[j] as i8),
-            _ => {
-                let b = raw[j / 2];
-                let nib = if j % 2 == 0 { b & 15 } else { b >> 4 };
-                i32::from(((nib << 4) as i8) >> 4)
+        .map(|j| {
+            let b = raw[j / 2];
+            let nib = if j % 2 == 0 { b & 15 } else { b >> 4 };
+            match dtype {
+                DType::I8 => i32::from(raw[j] as i8),
+                DType::U4 => i32::from(nib),
+                _ => i32::from(((nib << 4) as i8) >> 4),
             }
         })
         .collect()
 }
 
-/// Each mutable tensor's integers in `bytes` (a model with `m`'s layout).
-fn all_ints(m: &Model, tensors: &[usize], bytes: &[u8]) -> Vec<Vec<i32>> {
+/// Each mutable tensor's integers in `bytes` (a model with `m`'s layout); `nibbles`: the
+/// uint8 tensors hold two uint4 integers per byte (`MatMulNBits`).
+fn all_ints(m: &Model, tensors: &[usize], bytes: &[u8], nibbles: bool) -> Vec<Vec<i32>> {
     tensors
         .iter()
         .map(|&i| {
             let t = &m.tensors()[i];
             let r = &t.payload_ranges()[0];
-            ints(
-                t.dtype,
-                &bytes[r.start as usize..r.end as usize],
-                t.elements as usize,
-            )
+            let (dtype, n) = if nibbles {
+                (DType::U4, 2 * t.elements as usize)
+            } else {
+                (t.dtype, t.elements as usize)
+            };
+            ints(dtype, &bytes[r.start as usize..r.end as usize], n)
         })
         .collect()
 }
 
 #[test]
 fn children_change_disjoint_integers_that_sum_to_the_dense_change() {
-    for (model, lo, hi) in [(INT4, -8, 7), (INT8, -128, 127)] {
+    for (model, lo, hi, count, nibbles) in [
+        (INT4, -8, 7, 3, false),
+        (INT8, -128, 127, 3, false),
+        (NBITS, 0, 15, 2, true),
+        (BLOCKED, 0, 15, 2, false),
+    ] {
         let m = Model::open(repo(model)).unwrap();
         let tensors = Selection::default().mutable_tensors(&m);
-        assert_eq!(tensors.len(), 3, "{model}");
+        assert_eq!(tensors.len(), count, "{model}");
         let values: Vec<_> = tensors
             .iter()
             .map(|&i| m.read_values(&m.tensors()[i]).unwrap())
@@ -126,7 +153,7 @@ fn children_change_disjoint_integers_that_sum_to_the_dense_change() {
             child_bytes(&m, &changes).unwrap()
         };
         let parent_bytes = std::fs::read(repo(model)).unwrap();
-        let parent = all_ints(&m, &tensors, &parent_bytes);
+        let parent = all_ints(&m, &tensors, &parent_bytes, nibbles);
         let payloads: Vec<Range<u64>> = tensors
             .iter()
             .flat_map(|&i| m.tensors()[i].payload_ranges())
@@ -143,7 +170,7 @@ fn children_change_disjoint_integers_that_sum_to_the_dense_change() {
                     "{model}: child {c} changed byte {p}"
                 );
             }
-            for (t, kid) in all_ints(&m, &tensors, &bytes).iter().enumerate() {
+            for (t, kid) in all_ints(&m, &tensors, &bytes, nibbles).iter().enumerate() {
                 for (j, (&q, &p)) in kid.iter().zip(&parent[t]).enumerate() {
                     if q != p {
                         assert_eq!(owner[t][j], None, "{model}: element changed twice");
@@ -154,7 +181,7 @@ fn children_change_disjoint_integers_that_sum_to_the_dense_change() {
             }
         }
         let all: Vec<u32> = (0..k).collect();
-        let dense = all_ints(&m, &tensors, &write(&plan.merged(&all).unwrap()));
+        let dense = all_ints(&m, &tensors, &write(&plan.merged(&all).unwrap()), nibbles);
         let mut clamped = 0;
         for t in 0..tensors.len() {
             let change: Vec<i32> = dense[t]
@@ -228,13 +255,18 @@ fn quantized_children_through_the_binary_replay_byte_for_byte() {
 #[test]
 fn evolved_ensembles_of_int8_children_are_compact_int4_ones_whole() {
     let dir = tempfile::tempdir().unwrap();
-    for (model, compact) in [(INT8, true), (INT4, false)] {
-        let out = dir.path().join(if compact { "int8" } else { "int4" });
+    for (model, data, compact) in [
+        (INT8, "fixtures/digits_val.npz", true),
+        (INT4, "fixtures/digits_val.npz", false),
+        (NBITS, "fixtures/mnist_val.npz", false),
+        (BLOCKED, "fixtures/mnist_val.npz", false),
+    ] {
+        let out = dir.path().join(model.trim_start_matches("models/"));
         let r = json_of(&smd(&[
             "evolve",
             model,
             "--data",
-            "fixtures/digits_val.npz",
+            data,
             "--children",
             "16",
             "--ensemble",
@@ -255,7 +287,7 @@ fn evolved_ensembles_of_int8_children_are_compact_int4_ones_whole() {
             "score",
             ens.to_str().unwrap(),
             "--data",
-            "fixtures/digits_val.npz",
+            data,
             "--split",
             "holdout",
             "--json",
