@@ -64,8 +64,9 @@ pub fn float_tensor(name: &str, dims: &[i64], d: &TensorData) -> TensorProto {
     build::values(name, dims, d)
 }
 
-/// A tensor of `d`'s values: floats as they are, or, with `store` (int8/uint8), whole numbers
-/// held as float32 stored as that integer type.
+/// A tensor of `d`'s values: floats as they are, or, with `store` (int8/uint8/int4/uint4),
+/// whole numbers held as float32 stored as that integer type (4-bit ones two per byte, low
+/// nibble first).
 pub fn stored_tensor(
     name: &str,
     dims: &[i64],
@@ -75,16 +76,21 @@ pub fn stored_tensor(
     let Some(dtype) = store else {
         return float_tensor(name, dims, d);
     };
-    let bytes = (0..d.len())
-        .map(|j| {
-            let v = d.get_f64(j).unwrap_or(0.0);
-            if dtype == DType::I8 {
-                v as i8 as u8
-            } else {
-                v as u8
-            }
-        })
-        .collect();
+    let q = |j: usize| d.get_f64(j).unwrap_or(0.0) as i64;
+    let bytes = match dtype {
+        DType::I4 | DType::U4 => (0..d.len().div_ceil(2))
+            .map(|b| {
+                let lo = (q(2 * b) & 0x0f) as u8;
+                let hi = if 2 * b + 1 < d.len() {
+                    (q(2 * b + 1) & 0x0f) as u8
+                } else {
+                    0
+                };
+                lo | hi << 4
+            })
+            .collect(),
+        _ => (0..d.len()).map(|j| q(j) as u8).collect(),
+    };
     build::raw(name, dtype, dims, bytes)
 }
 
@@ -566,6 +572,27 @@ mod tests {
         let e = encode(&v, "w", "w", &|i| format!("m{i}/w"), None);
         assert_eq!(e.encoding, Encoding::OwnerMap);
         assert_eq!(e.initializers.len(), 2);
+    }
+
+    #[test]
+    fn four_bit_integers_are_stored_two_per_byte_low_nibble_first() {
+        let d = TensorData::F32(vec![1.0, -2.0, 7.0, -8.0, 3.0]);
+        let t = stored_tensor("x", &[5], &d, Some(DType::I4));
+        assert_eq!(t.raw_data.as_deref(), Some(&[0xe1, 0x87, 0x03][..]));
+        let t = stored_tensor(
+            "x",
+            &[2],
+            &TensorData::F32(vec![15.0, 0.0]),
+            Some(DType::U4),
+        );
+        assert_eq!(t.raw_data.as_deref(), Some(&[0x0f][..]));
+        let t = stored_tensor(
+            "x",
+            &[2],
+            &TensorData::F32(vec![-1.0, 200.0]),
+            Some(DType::I8),
+        );
+        assert_eq!(t.raw_data.as_deref(), Some(&[0xff, 200][..]));
     }
 
     #[test]

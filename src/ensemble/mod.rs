@@ -1004,9 +1004,14 @@ type Stored = (Vec<Varying>, Vec<Option<DType>>);
 
 /// The compact form of `varying` for `model`: quantized tensors (float values here, integers
 /// in the file) as their integers held in float32, each with the integer type it is stored
-/// in. `None` when some quantized tensor is neither int8 nor uint8 (whose encodings compute
-/// in int32; ONNX Runtime casts int4 only from opset 21).
-fn integer_varying(model: &Model, varying: &[Varying]) -> Result<Option<Stored>, crate::Error> {
+/// in. `None` when some quantized tensor is not one integer of its own type per element
+/// (`MatMulNBits`' packed bytes), or is int4/uint4 below opset 21 (the encodings compute in
+/// int32 and cast back; ONNX casts to 4-bit types from opset 21).
+fn integer_varying(
+    model: &Model,
+    opset: i64,
+    varying: &[Varying],
+) -> Result<Option<Stored>, crate::Error> {
     let mut out = Vec::with_capacity(varying.len());
     let mut stores = Vec::with_capacity(varying.len());
     for v in varying {
@@ -1019,24 +1024,21 @@ fn integer_varying(model: &Model, varying: &[Varying]) -> Result<Option<Stored>,
             stores.push(None);
             continue;
         };
-        // One integer per byte of the tensor's own type (not `MatMulNBits`' packed 4 bits).
         let own = t.quantization().and_then(Result::ok).map(|q| q.packing());
-        if !matches!(t.dtype, DType::I8 | DType::U8) || own != Some(t.dtype) {
+        let castable = match t.dtype {
+            DType::I8 | DType::U8 => true,
+            DType::I4 | DType::U4 => opset >= 21,
+            _ => false,
+        };
+        if !castable || own != Some(t.dtype) {
             return Ok(None);
         }
         // The integers the child writer would store.
         let ints = |values: &crate::TensorData| -> Result<Vec<f32>, crate::Error> {
             let raw = crate::onnx::raw_bytes(model, t, values)?;
-            let signed = t.dtype == DType::I8;
-            Ok(raw
-                .iter()
-                .map(|&b| {
-                    if signed {
-                        f32::from(b as i8)
-                    } else {
-                        f32::from(b)
-                    }
-                })
+            Ok(crate::onnx::integers(t.dtype, &raw, values.len())
+                .into_iter()
+                .map(|q| q as f32)
                 .collect())
         };
         let mut changes = Vec::with_capacity(v.changes.len());
@@ -1076,7 +1078,7 @@ pub fn build_from_model(
     meta: &[(String, String)],
 ) -> Result<Built, crate::Error> {
     let proto = decode_model(model)?;
-    let compacted = match integer_varying(model, varying)? {
+    let compacted = match integer_varying(model, default_opset(&proto), varying)? {
         Some((ints, stores)) => compact_stored(&proto, &ints, &stores, weights, heads, meta),
         None => Err(EnsembleError::Invalid("int4 quantized tensors".into())),
     };

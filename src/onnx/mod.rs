@@ -33,7 +33,7 @@ pub use dtype::{DType, TypedField};
 pub use external::ExternalFile;
 pub use facts::{Dim, ModelFacts, Opset, ValueFacts, ValueType};
 pub use index::{Location, Storage, TensorInfo};
-pub use quant::Quant;
+pub use quant::{Quant, integers};
 pub(crate) use writer::raw_bytes;
 pub use writer::{
     SMD_META_PREFIX, TEMPLATE_LOCATION, child_bytes, external_template, write_child,

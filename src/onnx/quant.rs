@@ -77,6 +77,11 @@ fn get(dtype: DType, bytes: &[u8], j: usize) -> i32 {
     }
 }
 
+/// The first `n` integers of a raw payload of `dtype` (int8, uint8, int4 or uint4).
+pub fn integers(dtype: DType, raw: &[u8], n: usize) -> Vec<i32> {
+    (0..n).map(|j| get(dtype, raw, j)).collect()
+}
+
 /// Stores integer `q` (in range) as element `j` of a raw payload of `dtype`.
 fn put(dtype: DType, bytes: &mut [u8], j: usize, q: i32) {
     match dtype {
@@ -181,11 +186,23 @@ fn blocked_axis(t: &TensorInfo, u: &QuantUse, st: &TensorInfo) -> Option<(usize,
     let fits = block > 0
         && axis < t.dims.len()
         && st.dims.len() == t.dims.len()
-        && t.dims.iter().zip(&st.dims).enumerate().all(|(d, (&x, &s))| {
-            x >= 0 && if d == axis { s == x.div_euclid(block) + i64::from(x % block != 0) } else { s == x }
-        });
+        && t.dims
+            .iter()
+            .zip(&st.dims)
+            .enumerate()
+            .all(|(d, (&x, &s))| {
+                x >= 0
+                    && if d == axis {
+                        s == x.div_euclid(block) + i64::from(x % block != 0)
+                    } else {
+                        s == x
+                    }
+            });
     fits.then(|| {
-        let inner = t.dims[axis + 1..].iter().map(|&d| d.max(0) as usize).product();
+        let inner = t.dims[axis + 1..]
+            .iter()
+            .map(|&d| d.max(0) as usize)
+            .product();
         (axis, inner, t.dims[axis] as usize)
     })
 }
@@ -352,7 +369,11 @@ impl Model {
         if nb.g_idx {
             return Err("MatMulNBits with g_idx (blocks out of order)".into());
         }
-        let (k, n, block) = (nb.k.max(0) as u64, nb.n.max(0) as u64, u.block_size.max(0) as u64);
+        let (k, n, block) = (
+            nb.k.max(0) as u64,
+            nb.n.max(0) as u64,
+            u.block_size.max(0) as u64,
+        );
         let blocks = k.div_ceil(block.max(1));
         let misfit = || {
             format!(
@@ -365,7 +386,12 @@ impl Model {
             || (block * nb.bits as u64) % 8 != 0
             || t.dims != [n as i64, blocks as i64, (block * nb.bits as u64 / 8) as i64]
         {
-            return Err(format!("{} {} is not {}", t.dtype, t.shape_string(), misfit()));
+            return Err(format!(
+                "{} {} is not {}",
+                t.dtype,
+                t.shape_string(),
+                misfit()
+            ));
         }
         let count = usize::try_from(n * blocks * block).map_err(|_| misfit())?;
         let scales = u.scale.as_deref().unwrap_or_default();

@@ -1292,7 +1292,9 @@ fn blocked_scales_follow_their_blocks() {
     let child = child_bytes(&m, &[(0, new)]).unwrap();
     let start = t.payload_ranges()[0].start as usize;
     assert_eq!(child[start + 2], 5);
-    let diff = (0..child.len()).filter(|&i| child[i] != m.bytes()[i]).count();
+    let diff = (0..child.len())
+        .filter(|&i| child[i] != m.bytes()[i])
+        .count();
     assert_eq!(diff, 1);
 }
 
@@ -1322,7 +1324,14 @@ fn nbits_model(b: TensorProto, zp: Option<TensorProto>, bits: i64, g_idx: bool) 
 
 #[test]
 fn matmul_nbits_weights_are_4_bit_integers_in_blocks() {
-    let b = || raw("b", DType::U8, &[2, 3, 1], vec![0x10, 0x32, 0x54, 0x76, 0x98, 0xba]);
+    let b = || {
+        raw(
+            "b",
+            DType::U8,
+            &[2, 3, 1],
+            vec![0x10, 0x32, 0x54, 0x76, 0x98, 0xba],
+        )
+    };
     // Each row's three 4-bit zero points fill two bytes (a padding nibble, 0xf, in the second).
     let zp = || Some(raw("z", DType::U8, &[2, 2], vec![0x21, 0xf3, 0x54, 0xf6]));
     let m = nbits_model(b(), zp(), 4, false);
@@ -1341,7 +1350,9 @@ fn matmul_nbits_weights_are_4_bit_integers_in_blocks() {
     let child = child_bytes(&m, &[(0, TensorData::F32(new))]).unwrap();
     let start = t.payload_ranges()[0].start as usize;
     assert_eq!(child[start], 0x40);
-    let diff = (0..child.len()).filter(|&i| child[i] != m.bytes()[i]).count();
+    let diff = (0..child.len())
+        .filter(|&i| child[i] != m.bytes()[i])
+        .count();
     assert_eq!(diff, 1);
     // Without zero points, the middle of the range (8).
     let m = nbits_model(b(), None, 4, false);
@@ -1361,11 +1372,19 @@ fn matmul_nbits_weights_are_4_bit_integers_in_blocks() {
             "float zero point",
         ),
         (
-            nbits_model(b(), Some(raw("z", DType::U8, &[2, 1], vec![0; 2])), 4, false),
+            nbits_model(
+                b(),
+                Some(raw("z", DType::U8, &[2, 1], vec![0; 2])),
+                4,
+                false,
+            ),
             "zero point `z` does not fit",
         ),
     ] {
         let r = why(m);
-        assert!(r.starts_with("uint8 quantized: ") && r.contains(want), "{r}");
+        assert!(
+            r.starts_with("uint8 quantized: ") && r.contains(want),
+            "{r}"
+        );
     }
 }
