@@ -1003,10 +1003,11 @@ fn set_tensor(
 type Stored = (Vec<Varying>, Vec<Option<DType>>);
 
 /// The compact form of `varying` for `model`: quantized tensors (float values here, integers
-/// in the file) as their integers held in float32, each with the integer type it is stored
-/// in. `None` when some quantized tensor is not one integer of its own type per element
-/// (`MatMulNBits`' packed bytes), or is int4/uint4 below opset 21 (the encodings compute in
-/// int32 and cast back; ONNX casts to 4-bit types from opset 21).
+/// in the file) as the integers the child writer stores, held in float32, each with the integer
+/// type it is stored in. `MatMulNBits`' packed weights vary as their uint8 bytes (a member
+/// changes the bytes holding its changed 4-bit integers). `None` when some quantized tensor is
+/// int4/uint4 below opset 21 (the encodings compute in int32 and cast back; ONNX casts to
+/// 4-bit types from opset 21).
 fn integer_varying(
     model: &Model,
     opset: i64,
@@ -1024,42 +1025,47 @@ fn integer_varying(
             stores.push(None);
             continue;
         };
-        let own = t.quantization().and_then(Result::ok).map(|q| q.packing());
+        let packed = t.quantization().and_then(Result::ok).map(|q| q.packing()) != Some(t.dtype);
         let castable = match t.dtype {
             DType::I8 | DType::U8 => true,
             DType::I4 | DType::U4 => opset >= 21,
             _ => false,
         };
-        if !castable || own != Some(t.dtype) {
+        if !castable {
             return Ok(None);
         }
-        // The integers the child writer would store.
-        let ints = |values: &crate::TensorData| -> Result<Vec<f32>, crate::Error> {
+        // What the child writer would store: integers, or a packed tensor's bytes.
+        let stored = |values: &crate::TensorData| -> Result<Vec<f32>, crate::Error> {
             let raw = crate::onnx::raw_bytes(model, t, values)?;
-            Ok(crate::onnx::integers(t.dtype, &raw, values.len())
+            let n = if packed { raw.len() } else { values.len() };
+            Ok(crate::onnx::integers(t.dtype, &raw, n)
                 .into_iter()
                 .map(|q| q as f32)
                 .collect())
         };
+        let base = stored(&v.base)?;
         let mut changes = Vec::with_capacity(v.changes.len());
         for (i, c) in v.changes.iter().enumerate() {
-            changes.push(match c {
-                None => None,
-                Some(c) => {
-                    let all = ints(&member_values(v, i))?;
-                    let at = |j: u32| all.get(j as usize).copied().unwrap_or(0.0);
-                    let values = c.indices.iter().map(|&j| at(j)).collect();
-                    Some(Change {
-                        indices: c.indices.clone(),
-                        values: crate::TensorData::F32(values),
-                    })
-                }
-            });
+            let Some(c) = c else {
+                changes.push(None);
+                continue;
+            };
+            let all = stored(&member_values(v, i))?;
+            let indices: Vec<u32> = if packed {
+                (0..all.len() as u32)
+                    .filter(|&j| all.get(j as usize) != base.get(j as usize))
+                    .collect()
+            } else {
+                c.indices.clone()
+            };
+            let at = |j: &u32| all.get(*j as usize).copied().unwrap_or(0.0);
+            let values = crate::TensorData::F32(indices.iter().map(at).collect());
+            changes.push(Some(Change { indices, values }));
         }
         out.push(Varying {
             addr: v.addr.clone(),
             dims: v.dims.clone(),
-            base: crate::TensorData::F32(ints(&v.base)?),
+            base: crate::TensorData::F32(base),
             changes,
         });
         stores.push(Some(t.dtype));
@@ -1069,7 +1075,7 @@ fn integer_varying(
 
 /// Builds the ensemble of `model` and members that differ from it in `varying` tensors:
 /// compact when the model allows it, else (old opsets, tensors the compact encoding cannot
-/// address, int4 quantized tensors) by merging full copies of the members.
+/// address, int4 quantized tensors below opset 21) by merging full copies of the members.
 pub fn build_from_model(
     model: &Model,
     varying: &[Varying],
