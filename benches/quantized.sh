@@ -11,6 +11,8 @@
 #   NO_BUILD=1             use target/release/smd-onnx as it is
 #   EXTRA="--generations 5"   more evolve arguments (a second search setting)
 #   MODELS="digits_cnn_qdq_int4"   a subset of the quantized fixtures
+#   ENSEMBLES=1            instead: the size of evolve's exported ensemble of 16 children
+#                          (`--ensemble mean`, seed 0) against 16 copies of the parent
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "${NO_BUILD:-0}" = 1 ] || cargo build --release -q
@@ -19,16 +21,30 @@ seeds=("${@:-0 1 2 3 4}")
 extra=${EXTRA:-}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-echo "evolve settings: defaults${extra:+ plus $extra}; seeds ${seeds[*]}; holdout accuracy (300 rows)"
-echo
-echo "| quantized model (from) | float | quantized | evolved, mean ± sd | recovered | parent bytes | best.onnx bytes |"
-echo "|---|---|---|---|---|---|---|"
+if [ "${ENSEMBLES:-0}" != 1 ]; then
+  echo "evolve settings: defaults${extra:+ plus $extra}; seeds ${seeds[*]}; holdout accuracy"
+  echo
+  echo "| quantized model (from) | float | quantized | evolved, mean ± sd | recovered | parent bytes | best.onnx bytes |"
+  echo "|---|---|---|---|---|---|---|"
+fi
 # quantized model, the float model it was made from, data
 specs=("digits_cnn_qdq_int4 digits_cnn digits_val" "digits_cnn_qdq_int8 digits_cnn digits_val"
-       "digits_cnn_qop_int8 digits_cnn digits_val" "mnist_mlp_dynamic mnist_mlp mnist_val")
+       "digits_cnn_qop_int8 digits_cnn digits_val" "mnist_mlp_dynamic mnist_mlp mnist_val"
+       "mnist_mlp_nbits mnist_mlp mnist_val" "mnist_mlp_qdq_block mnist_mlp mnist_val")
+if [ "${ENSEMBLES:-0}" = 1 ]; then
+  echo "| model | parent | 16 copies | exported ensemble (16 members) | ensemble / parent |"
+  echo "|---|---|---|---|---|"
+fi
 for spec in "${specs[@]}"; do
   set -- $spec
   if [ -n "${MODELS:-}" ] && [[ " $MODELS " != *" $1 "* ]]; then continue; fi
+  if [ "${ENSEMBLES:-0}" = 1 ]; then
+    "$bin" evolve "models/$1.onnx" --data "fixtures/$3.npz" --children 16 --ensemble mean \
+      --seed 0 --out "$out/$1-ens" > /dev/null
+    p=$(stat -c %s "models/$1.onnx"); e=$(stat -c %s "$out/$1-ens/ensemble.onnx")
+    awk -v m="$1" -v p="$p" -v e="$e" 'BEGIN { printf "| %s | %.1f kB | %.1f kB | %.1f kB | %.1f |\n", m, p/1e3, 16*p/1e3, e/1e3, e/p }'
+    continue
+  fi
   "$bin" score "models/$2.onnx" --data "fixtures/$3.npz" --split holdout --json > "$out/float.json"
   for seed in ${seeds[@]}; do
     # shellcheck disable=SC2086
