@@ -369,38 +369,39 @@ impl Model {
         if nb.g_idx {
             return Err("MatMulNBits with g_idx (blocks out of order)".into());
         }
-        let (k, n, block) = (
-            nb.k.max(0) as u64,
-            nb.n.max(0) as u64,
-            u.block_size.max(0) as u64,
-        );
-        let blocks = k.div_ceil(block.max(1));
-        let misfit = || {
-            format!(
-                "the uint8 shape [{n}, {blocks}, {}] MatMulNBits' K, N, bits, block_size give",
-                block * nb.bits.max(0) as u64 / 8
-            )
+        let bits: u64 = if packing == DType::U4 { 4 } else { 8 };
+        // [N, blocks, bytes per block] from the attributes; `None` when they make no sense.
+        let want = || -> Option<[u64; 3]> {
+            let (k, n) = (u64::try_from(nb.k).ok()?, u64::try_from(nb.n).ok()?);
+            let block = u64::try_from(u.block_size).ok().filter(|&b| b > 0)?;
+            let bytes = block.checked_mul(bits)? / 8;
+            (bytes * 8 == block * bits).then_some([n, k.div_ceil(block), bytes])
         };
-        if t.dtype != DType::U8
-            || block == 0
-            || (block * nb.bits as u64) % 8 != 0
-            || t.dims != [n as i64, blocks as i64, (block * nb.bits as u64 / 8) as i64]
-        {
-            return Err(format!(
-                "{} {} is not {}",
-                t.dtype,
-                t.shape_string(),
-                misfit()
-            ));
+        let dims: Vec<u64> = t.dims.iter().map(|&d| d.max(0) as u64).collect();
+        let [n, blocks, bytes] = match want() {
+            Some(w) if dims == w => w,
+            w => {
+                let shape = w.map_or("a shape".into(), |[n, b, y]| format!("[{n}, {b}, {y}]"));
+                return Err(format!(
+                    "{} {} is not the uint8 {shape} MatMulNBits' K, N, bits and block_size give",
+                    t.dtype,
+                    t.shape_string(),
+                ));
+            }
+        };
+        if t.dtype != DType::U8 {
+            return Err(format!("MatMulNBits' weight is {}, not uint8", t.dtype));
         }
-        let count = usize::try_from(n * blocks * block).map_err(|_| misfit())?;
+        // Within the tensor's element count (which fits in memory): no overflow below.
+        let count = usize::try_from(t.elements * 8 / bits).map_err(|_| "too many elements")?;
+        let block = bytes * 8 / bits;
         let scales = u.scale.as_deref().unwrap_or_default();
         let st = self
             .visible_tensor(scales, &u.scope)
             .ok_or_else(|| format!("scale `{scales}` is not a tensor of the model"))?;
         let scale = self.scales(st, scales)?;
         if scale.len() as u64 != n * blocks {
-            return Err(format!("scale `{scales}` does not fit {}", misfit()));
+            return Err(format!("scale `{scales}` does not fit [{n}, {blocks}]"));
         }
         let zero_point = match &u.zero_point {
             None => vec![1 << (nb.bits - 1); scale.len()],
@@ -414,7 +415,7 @@ impl Model {
             scale,
             zero_point,
             inner: 1,
-            axis_len: usize::try_from(blocks * block).map_err(|_| misfit())?,
+            axis_len: usize::try_from(blocks * block).map_err(|_| "too many elements")?,
             packing,
             count,
         };

@@ -1365,7 +1365,7 @@ fn matmul_nbits_weights_are_4_bit_integers_in_blocks() {
         (nbits_model(b(), zp(), 4, true), "g_idx"),
         (
             nbits_model(raw("b", DType::U8, &[2, 6], vec![0; 12]), zp(), 4, false),
-            "is not the uint8 shape [2, 3, 1]",
+            "is not the uint8 [2, 3, 1] MatMulNBits",
         ),
         (
             nbits_model(b(), Some(f32_raw("z", &[2, 3], &[0.0; 6])), 4, false),
