@@ -10,6 +10,7 @@
 mod encode;
 mod graph;
 mod heads;
+mod quantized;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -999,83 +1000,10 @@ fn set_tensor(
     Ok(found)
 }
 
-/// Varying tensors with the integer type each is stored in (see [`integer_varying`]).
-type Stored = (Vec<Varying>, Vec<Option<DType>>);
-
-/// The compact form of `varying` for `model`: quantized tensors (float values here, integers
-/// in the file) as the integers the child writer stores, held in float32, each with the integer
-/// type it is stored in. `MatMulNBits`' packed weights vary as their uint8 bytes (a member
-/// changes the bytes holding its changed 4-bit integers). `None` when some quantized tensor is
-/// int4/uint4 below opset 21 (the encodings compute in int32 and cast back; ONNX casts to
-/// 4-bit types from opset 21).
-fn integer_varying(
-    model: &Model,
-    opset: i64,
-    varying: &[Varying],
-) -> Result<Option<Stored>, crate::Error> {
-    let mut out = Vec::with_capacity(varying.len());
-    let mut stores = Vec::with_capacity(varying.len());
-    for v in varying {
-        let info = model
-            .tensors()
-            .iter()
-            .find(|t| t.scope == v.addr.scope && t.name == v.addr.name);
-        let Some(t) = info.filter(|t| !t.dtype.is_mutable_float()) else {
-            out.push(v.clone());
-            stores.push(None);
-            continue;
-        };
-        let packed = t.quantization().and_then(Result::ok).map(|q| q.packing()) != Some(t.dtype);
-        let castable = match t.dtype {
-            DType::I8 | DType::U8 => true,
-            DType::I4 | DType::U4 => opset >= 21,
-            _ => false,
-        };
-        if !castable {
-            return Ok(None);
-        }
-        // What the child writer would store: integers, or a packed tensor's bytes.
-        let stored = |values: &crate::TensorData| -> Result<Vec<f32>, crate::Error> {
-            let raw = crate::onnx::raw_bytes(model, t, values)?;
-            let n = if packed { raw.len() } else { values.len() };
-            Ok(crate::onnx::integers(t.dtype, &raw, n)
-                .into_iter()
-                .map(|q| q as f32)
-                .collect())
-        };
-        let base = stored(&v.base)?;
-        let mut changes = Vec::with_capacity(v.changes.len());
-        for (i, c) in v.changes.iter().enumerate() {
-            let Some(c) = c else {
-                changes.push(None);
-                continue;
-            };
-            let all = stored(&member_values(v, i))?;
-            let indices: Vec<u32> = if packed {
-                (0..all.len() as u32)
-                    .filter(|&j| all.get(j as usize) != base.get(j as usize))
-                    .collect()
-            } else {
-                c.indices.clone()
-            };
-            let at = |j: &u32| all.get(*j as usize).copied().unwrap_or(0.0);
-            let values = crate::TensorData::F32(indices.iter().map(at).collect());
-            changes.push(Some(Change { indices, values }));
-        }
-        out.push(Varying {
-            addr: v.addr.clone(),
-            dims: v.dims.clone(),
-            base: crate::TensorData::F32(base),
-            changes,
-        });
-        stores.push(Some(t.dtype));
-    }
-    Ok(Some((out, stores)))
-}
-
 /// Builds the ensemble of `model` and members that differ from it in `varying` tensors:
 /// compact when the model allows it, else (old opsets, tensors the compact encoding cannot
-/// address, int4 quantized tensors below opset 21) by merging full copies of the members.
+/// address, 4-bit weights below opset 21 read by other nodes than `DequantizeLinear`) by
+/// merging full copies of the members.
 pub fn build_from_model(
     model: &Model,
     varying: &[Varying],
@@ -1084,9 +1012,15 @@ pub fn build_from_model(
     meta: &[(String, String)],
 ) -> Result<Built, crate::Error> {
     let proto = decode_model(model)?;
-    let compacted = match integer_varying(model, default_opset(&proto), varying)? {
-        Some((ints, stores)) => compact_stored(&proto, &ints, &stores, weights, heads, meta),
-        None => Err(EnsembleError::Invalid("int4 quantized tensors".into())),
+    let compacted = match quantized::integer_varying(model, default_opset(&proto), varying)? {
+        Some(s) => {
+            compact_stored(&proto, &s.varying, &s.stores, weights, heads, meta).and_then(|mut b| {
+                quantized::eight_bit_zero_points(&mut b.model, &s.widened).map(|()| b)
+            })
+        }
+        None => Err(EnsembleError::Invalid(
+            "quantized tensors of another type".into(),
+        )),
     };
     match compacted {
         Ok(b) => Ok(b),

@@ -109,6 +109,11 @@ impl Quant {
         self.packing
     }
 
+    /// The zero points, one per scale.
+    pub fn zero_points(&self) -> &[i32] {
+        &self.zero_point
+    }
+
     /// How many integers (values) the payload holds.
     pub fn count(&self) -> usize {
         self.count
