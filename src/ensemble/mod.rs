@@ -1002,8 +1002,8 @@ fn set_tensor(
 
 /// Builds the ensemble of `model` and members that differ from it in `varying` tensors:
 /// compact when the model allows it, else (old opsets, tensors the compact encoding cannot
-/// address, 4-bit weights below opset 21 read by other nodes than `DequantizeLinear`) by
-/// merging full copies of the members.
+/// address, quantized weights it does not compact: see `quantized.rs`) by merging full copies
+/// of the members.
 pub fn build_from_model(
     model: &Model,
     varying: &[Varying],
@@ -1012,7 +1012,7 @@ pub fn build_from_model(
     meta: &[(String, String)],
 ) -> Result<Built, crate::Error> {
     let proto = decode_model(model)?;
-    let compacted = match quantized::integer_varying(model, default_opset(&proto), varying)? {
+    let compacted = match quantized::integer_varying(model, varying)? {
         Some(s) => {
             compact_stored(&proto, &s.varying, &s.stores, weights, heads, meta).and_then(|mut b| {
                 quantized::eight_bit_zero_points(&mut b.model, &s.widened).map(|()| b)

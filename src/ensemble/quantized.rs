@@ -1,8 +1,15 @@
 //! Quantized weights in compact ensembles: the members' integers (not their float values) are
 //! what varies, selected in int32 and cast back to the type they are stored in. 4-bit weights
-//! below opset 21 (where ONNX cannot cast to 4 bits) are stored and cast as 8-bit integers;
-//! the members' copies of their `DequantizeLinear` then read an 8-bit copy of the zero point
-//! (dequantization gives the same floats: (q − z)·s with the same integers).
+//! are stored and cast as 8-bit integers (ONNX casts to 4 bits only from opset 21, and 8-bit
+//! storage takes one path for every opset); their `DequantizeLinear` nodes then read an 8-bit
+//! copy of the zero point (dequantization gives the same floats: (q − z)·s with the same
+//! integers).
+//!
+//! Blocked `DequantizeLinear` weights (`block_size`) are not compacted: ONNX Runtime fuses a
+//! blocked dequantization of a constant weight and its `MatMul` into `MatMulNBits`, whose
+//! results differ (by up to 0.02 in the fixture's logits) from the unfused computation that a
+//! member's computed weight gets, so the ensemble would not combine what the members compute
+//! on their own. Their members are stored as full copies.
 
 use super::EnsembleError;
 use super::encode::{Change, Varying, member_values};
@@ -28,10 +35,9 @@ pub(super) struct Widened {
 /// in the file) as the integers the child writer stores, held in float32, each with the
 /// integer type it is stored in. `MatMulNBits`' packed weights vary as their uint8 bytes (a
 /// member changes the bytes holding its changed 4-bit integers). `None` when some quantized
-/// tensor has another integer type.
+/// tensor has another integer type or blocked scales (see the module's documentation).
 pub(super) fn integer_varying(
     model: &Model,
-    opset: i64,
     varying: &[Varying],
 ) -> Result<Option<Stored>, crate::Error> {
     let mut out = Stored {
@@ -51,9 +57,11 @@ pub(super) fn integer_varying(
         };
         let quant = t.quantization().and_then(Result::ok);
         let packed = quant.map(|q| q.packing()) != Some(t.dtype);
+        if !packed && quant.is_some_and(|q| q.block_size.is_some()) {
+            return Ok(None);
+        }
         let store = match t.dtype {
             DType::I8 | DType::U8 => t.dtype,
-            DType::I4 | DType::U4 if opset >= 21 => t.dtype,
             DType::I4 | DType::U4 => {
                 let wide = if t.dtype == DType::I4 {
                     DType::I8

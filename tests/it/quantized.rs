@@ -260,23 +260,25 @@ fn quantized_children_through_the_binary_replay_byte_for_byte() {
 }
 
 #[test]
-fn evolved_ensembles_of_quantized_children_are_compact_where_onnx_casts_their_type() {
+fn evolved_ensembles_of_quantized_children_are_compact_and_combine_their_members() {
     let dir = tempfile::tempdir().unwrap();
     let digits = "fixtures/digits_val.npz";
     let mnist = "fixtures/mnist_val.npz";
-    // (model, data, --mode, k): every case is compact. int4 at opset 17 is stored and cast
-    // as int8 (its DequantizeLinear copies read an int8 zero point); in layer mode with two
-    // children some members share the parent's DequantizeLinear, which reads it too.
-    for (model, data, mode, k) in [
-        (INT8, digits, "partition", "16"),
-        (INT4, digits, "partition", "16"),
-        (INT4, digits, "layer", "2"),
+    // (model, data, --mode, k, compact). int4 is stored and cast as int8 (its
+    // DequantizeLinear copies read an int8 zero point); in layer mode with two children some
+    // members share the parent's DequantizeLinear, which reads it too. Blocked
+    // DequantizeLinear weights are whole copies: ONNX Runtime fuses them with their MatMul
+    // only when constant. Four children, as greedy ensembles weigh them, tell the difference.
+    for (model, data, mode, k, compact) in [
+        (INT8, digits, "partition", "16", true),
+        (INT4, digits, "partition", "16", true),
+        (INT4, digits, "layer", "2", true),
         // Packed 4-bit integers: their uint8 bytes vary.
-        (NBITS, mnist, "partition", "16"),
-        // uint4 at opset 21: cast back from int32 like int8.
-        (BLOCKED, mnist, "partition", "16"),
+        (NBITS, mnist, "partition", "16", true),
+        (NBITS, mnist, "partition", "4", true),
+        (BLOCKED, mnist, "partition", "4", false),
     ] {
-        let name = format!("{}-{mode}", model.trim_start_matches("models/"));
+        let name = format!("{}-{mode}-{k}", model.trim_start_matches("models/"));
         let out = dir.path().join(name);
         let r = json_of(&smd(&[
             "evolve",
@@ -288,16 +290,14 @@ fn evolved_ensembles_of_quantized_children_are_compact_where_onnx_casts_their_ty
             "--mode",
             mode,
             "--ensemble",
-            "mean",
+            "greedy",
             "--out",
             out.to_str().unwrap(),
             "--json",
         ]));
         let notices = r["notices"].to_string();
-        assert!(
-            !notices.contains("full copies"),
-            "{model} {mode}: {notices}"
-        );
+        let whole = notices.contains("full copies");
+        assert_eq!(!whole, compact, "{model} {mode}: {notices}");
         // Drop-in: scores as the report measured it from the members' predictions.
         let ens = out.join("ensemble.onnx");
         let s = json_of(&smd(&[
@@ -309,15 +309,18 @@ fn evolved_ensembles_of_quantized_children_are_compact_where_onnx_casts_their_ty
             "holdout",
             "--json",
         ]));
-        let mean = r["ensembles"]
+        let greedy = &r["ensembles"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|e| e["name"] == "mean")
-            .unwrap();
-        assert_eq!(
-            s["metrics"]["accuracy"], mean["scores"]["holdout"]["accuracy"],
-            "{model} {mode}"
+            .find(|e| e["name"] == "greedy")
+            .unwrap()["scores"]["holdout"];
+        let (got, want) = (&s["metrics"], greedy);
+        assert_eq!(got["accuracy"], want["accuracy"], "{model} {mode}");
+        let (nll, want) = (got["nll"].as_f64().unwrap(), want["nll"].as_f64().unwrap());
+        assert!(
+            (nll - want).abs() < 1e-5,
+            "{model} {mode}: NLL {nll} vs {want}"
         );
         // Compact: under sixteen copies of the parent (full copies take 18).
         let parent = std::fs::metadata(repo(model)).unwrap().len();
