@@ -41,9 +41,57 @@ enum Command {
     Ensemble(ensemble::Args),
 }
 
-/// Parses the command line and runs the chosen command.
-pub fn run() -> anyhow::Result<ExitCode> {
-    let cli = match Cli::try_parse() {
+/// Runs the command line `args` (the program's name first) as the `smd-onnx` binary does and
+/// returns its exit status: 0 done, 1 partial, 2 error (printed as one line on stderr). The
+/// binary and the Python wheel's `smd-onnx` command (which runs it in-process) both call this.
+pub fn main_with<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    match run(args) {
+        Ok(code) if code == ExitCode::SUCCESS => 0,
+        Ok(_) => 1,
+        Err(err) => {
+            // Broken pipe (e.g. `smd-onnx inspect m.onnx | head`) is not an error worth reporting.
+            if err
+                .chain()
+                .filter_map(|e| e.downcast_ref::<std::io::Error>())
+                .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                return 0;
+            }
+            eprintln!("error: {}", one_line(&err));
+            2
+        }
+    }
+}
+
+/// The error chain joined with ": ", on one line. A cause its parent's message already ends
+/// with (errors shaped `"{path}: {source}"`) is not repeated; newlines are flattened so hostile
+/// text cannot forge lines.
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if msg.ends_with(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg.replace(['\n', '\r'], " ")
+}
+
+/// Parses the command line `args` and runs the chosen command.
+fn run<I, T>(args: I) -> anyhow::Result<ExitCode>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
