@@ -49,21 +49,59 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    match run(args) {
-        Ok(code) if code == ExitCode::SUCCESS => 0,
-        Ok(_) => 1,
+    match outcome(args) {
+        Ok(code) => code,
         Err(err) => {
-            // Broken pipe (e.g. `smd-onnx inspect m.onnx | head`) is not an error worth reporting.
-            if err
-                .chain()
-                .filter_map(|e| e.downcast_ref::<std::io::Error>())
-                .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-            {
-                return 0;
-            }
             eprintln!("error: {}", one_line(&err));
             2
         }
+    }
+}
+
+/// [`main_with`] without printing the error: 0 done, 1 partial, or the error (exit code 2,
+/// see [`one_line`]).
+pub fn outcome<I, T>(args: I) -> anyhow::Result<u8>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    match run(args) {
+        Ok(code) if code == ExitCode::SUCCESS => Ok(0),
+        Ok(_) => Ok(1),
+        // Broken pipe (e.g. `smd-onnx inspect m.onnx | head`) is not an error worth reporting.
+        Err(err)
+            if err
+                .chain()
+                .filter_map(|e| e.downcast_ref::<std::io::Error>())
+                .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(0)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// The library configuration `smd-onnx evolve ARGS…` would run with (`args` starts with the
+/// program's name, then `evolve`): front ends that run evolve themselves (the Python binding,
+/// with its own observer and metric) get the CLI's options, defaults and checks.
+#[allow(dead_code)] // Used through the library's `cli` feature, not by the binary.
+pub fn evolve_config<I, T>(args: I) -> anyhow::Result<smd_onnx::evolve::EvolveConfig>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        // `usage_error` returns only errors (help and version exit).
+        Err(e) => {
+            return Err(usage_error(e)
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("expected the `evolve` command")));
+        }
+    };
+    match cli.command {
+        Command::Evolve(a) => evolve::config(&a),
+        _ => Err(anyhow::anyhow!("expected the `evolve` command")),
     }
 }
 

@@ -426,6 +426,21 @@ mod tests {
     }
 
     #[test]
+    fn greedy_stops_at_a_failing_caller_metric() {
+        let (a, b) = (preds(&[0.9, 0.1, 0.2, 0.8]), preds(&[0.4, 0.6, 0.3, 0.7]));
+        let labels = Labels::Classes(vec![0, 1]);
+        let bad = CustomMetric::new(
+            "bad",
+            false,
+            std::sync::Arc::new(|_: crate::score::CustomOutputs<'_>, _: CustomLabels<'_>| {
+                Err("raised".to_string())
+            }),
+        );
+        let e = greedy_with(&[&a, &b], &labels, 4, Some(bad.metric()), Some(&bad)).unwrap_err();
+        assert_eq!(e.to_string(), "metric `bad` failed: raised");
+    }
+
+    #[test]
     fn better_prefers_accuracy_then_nll() {
         assert!(better(&m(0.9, 1.0), &m(0.8, 0.1)));
         assert!(better(&m(0.9, 0.5), &m(0.9, 0.6)));
@@ -560,6 +575,24 @@ mod tests {
                 .map(|p| p.metrics(&labels).unwrap().nll.unwrap())
                 .fold(f64::INFINITY, f64::min);
             proptest::prop_assert!(by_nll.selection.nll.unwrap() <= single + 1e-12);
+            // A caller's metric that is accuracy chooses as accuracy does (its ties, too,
+            // go by NLL).
+            let acc = CustomMetric::new(
+                "acc",
+                true,
+                std::sync::Arc::new(|o: crate::score::CustomOutputs<'_>, l: CustomLabels<'_>| {
+                    let CustomLabels::Classes(l) = l else {
+                        return Err("regression".to_string());
+                    };
+                    classification_metrics(o.values, o.cols, l)
+                        .accuracy
+                        .ok_or_else(|| "no accuracy".to_string())
+                }),
+            );
+            let custom =
+                greedy_with(&refs, &labels, 12, Some(acc.metric()), Some(&acc)).unwrap();
+            proptest::prop_assert_eq!(&custom.counts, &g.counts);
+            proptest::prop_assert_eq!(custom.selection.custom, g.selection.accuracy);
         }
     }
 }
