@@ -162,7 +162,7 @@ mod tests {
                     .values
                     .chunks_exact(o.cols)
                     .zip(l)
-                    .filter(|(row, &c)| row[c as usize] >= row[1 - c as usize])
+                    .filter(|(row, c)| row[**c as usize] >= row[1 - **c as usize])
                     .count();
                 Ok(right as f64 / o.rows as f64)
             }),
