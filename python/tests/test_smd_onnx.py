@@ -152,3 +152,27 @@ def test_onnxruntime_of_the_environment_is_used():
     if found is None:
         pytest.skip("onnxruntime is not installed in this environment")
     assert os.environ["ORT_DYLIB_PATH"] == found[0]
+
+
+def test_ctrl_c_stops_the_run_and_keeps_the_journal(tmp_path, model, data):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    code = (
+        "import smd_onnx\n"
+        f"smd_onnx.evolve({str(model)!r}, {str(data)!r}, out={str(out)!r}, generations=100000,"
+        " children=16, progress=False)\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    journal = out / ".smd-journal"
+    # Wait (without a time limit of its own: pytest's, or CI's) until candidates are scored.
+    while p.poll() is None and not (journal.exists() and len(list(journal.iterdir())) > 3):
+        time.sleep(0.05)
+    assert p.poll() is None, p.stderr.read()
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate()
+    assert p.returncode != 0 and err.rstrip().endswith("KeyboardInterrupt"), err
+    assert journal.is_dir() and not (out / "report.json").exists()
