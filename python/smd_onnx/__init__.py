@@ -32,6 +32,7 @@ __all__ = [
     "SmdError",
     "SmdValueError",
     "SmdFileNotFoundError",
+    "SmdCancelled",
     "EvolveResult",
     "evolve",
     "score",

@@ -56,7 +56,12 @@ fn evolve(
     cfg.command = Some(argv.join(" "));
     let slot: Slot = Arc::default();
     if let Some(f) = metric {
-        cfg.custom_metric = Some(python_metric(f, metric_name, greater_is_better, slot.clone()));
+        cfg.custom_metric = Some(python_metric(
+            f,
+            metric_name,
+            greater_is_better,
+            slot.clone(),
+        ));
     }
     let mut observer = PyObserver {
         progress,
@@ -90,7 +95,10 @@ fn native_error(e: &anyhow::Error) -> PyErr {
         matches!(
             c.downcast_ref::<smd_onnx::Error>(),
             Some(smd_onnx::Error::Evolve(EvolveError::Cancelled))
-        ) || matches!(c.downcast_ref::<EvolveError>(), Some(EvolveError::Cancelled))
+        ) || matches!(
+            c.downcast_ref::<EvolveError>(),
+            Some(EvolveError::Cancelled)
+        )
     });
     let kind = match (not_found, cancelled) {
         (true, _) => "not_found",
