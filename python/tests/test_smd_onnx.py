@@ -176,3 +176,15 @@ def test_ctrl_c_stops_the_run_and_keeps_the_journal(tmp_path, model, data):
     _, err = p.communicate()
     assert p.returncode != 0 and err.rstrip().endswith("KeyboardInterrupt"), err
     assert journal.is_dir() and not (out / "report.json").exists()
+
+
+def test_an_onnxruntime_too_old_for_ort_is_refused_with_a_warning(monkeypatch):
+    from smd_onnx import _ort
+
+    monkeypatch.delenv("ORT_DYLIB_PATH", raising=False)
+    monkeypatch.setattr(_ort, "installed", lambda: ("/x/libonnxruntime.so.1.20.0", "1.20.0"))
+    with pytest.warns(RuntimeWarning, match="onnxruntime 1.20.0 .* needs ONNX Runtime 1.22"):
+        assert _ort.configure() is None
+    assert "ORT_DYLIB_PATH" not in __import__("os").environ
+    monkeypatch.setattr(_ort, "installed", lambda: ("/x/libonnxruntime.so.1.31.1", "1.31.1"))
+    assert _ort.configure() == "/x/libonnxruntime.so.1.31.1"
