@@ -6,23 +6,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     restore_sigpipe();
-    match cli::run() {
-        Ok(code) => code,
-        Err(err) => {
-            // Broken pipe (e.g. `smd-onnx inspect m.onnx | head`) is not an error worth reporting.
-            if err
-                .chain()
-                .filter_map(|e| e.downcast_ref::<std::io::Error>())
-                .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-            {
-                return ExitCode::SUCCESS;
-            }
-            // One line: the chain joined with ": ", newlines flattened so hostile text cannot forge lines.
-            let msg = one_line(&err);
-            eprintln!("error: {msg}");
-            ExitCode::from(2)
-        }
-    }
+    ExitCode::from(cli::main_with(std::env::args_os()))
 }
 
 /// Rust ignores SIGPIPE, so a write into a closed pipe (`smd-onnx score … | head`) fails with
@@ -36,21 +20,4 @@ fn restore_sigpipe() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-}
-
-/// The error chain joined with ": ", on one line. A cause its parent's message already ends
-/// with (errors shaped `"{path}: {source}"`) is not repeated.
-fn one_line(err: &anyhow::Error) -> String {
-    let mut msg = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if msg.ends_with(&text) {
-            continue;
-        }
-        if !msg.is_empty() {
-            msg.push_str(": ");
-        }
-        msg.push_str(&text);
-    }
-    msg.replace(['\n', '\r'], " ")
 }

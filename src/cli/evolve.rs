@@ -209,7 +209,23 @@ fn pipelined() -> Option<bool> {
 
 /// Runs `smd-onnx evolve`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let out = match args.out {
+    let cfg = config(&args)?;
+    let mut bars = Bars {
+        bar: None,
+        tty: std::io::stderr().is_terminal(),
+    };
+    let report = evolve(cfg, &mut bars)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", super::summary::summary(&report));
+    }
+    Ok(exit_code(&report))
+}
+
+/// The library's configuration for these arguments (the Python binding's too).
+pub fn config(args: &Args) -> anyhow::Result<EvolveConfig> {
+    let out = match args.out.clone() {
         Some(o) => o,
         None => {
             let stem = args
@@ -269,18 +285,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         copy_budget: copy_budget(),
         command: Some(super::common::command_line()),
         metric: args.metric.as_deref().map(str::parse).transpose()?,
+        custom_metric: None,
     };
-    let mut bars = Bars {
-        bar: None,
-        tty: std::io::stderr().is_terminal(),
-    };
-    let report = evolve(cfg, &mut bars)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", super::summary::summary(&report));
-    }
-    Ok(exit_code(&report))
+    Ok(cfg)
 }
 
 /// 0 when every generation had at least one child to choose from (failed children are

@@ -41,9 +41,95 @@ enum Command {
     Ensemble(ensemble::Args),
 }
 
-/// Parses the command line and runs the chosen command.
-pub fn run() -> anyhow::Result<ExitCode> {
-    let cli = match Cli::try_parse() {
+/// Runs the command line `args` (the program's name first) as the `smd-onnx` binary does and
+/// returns its exit status: 0 done, 1 partial, 2 error (printed as one line on stderr). The
+/// binary and the Python wheel's `smd-onnx` command (which runs it in-process) both call this.
+pub fn main_with<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    match outcome(args) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {}", one_line(&err));
+            2
+        }
+    }
+}
+
+/// [`main_with`] without printing the error: 0 done, 1 partial, or the error (exit code 2,
+/// see [`one_line`]).
+pub fn outcome<I, T>(args: I) -> anyhow::Result<u8>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    match run(args) {
+        Ok(code) if code == ExitCode::SUCCESS => Ok(0),
+        Ok(_) => Ok(1),
+        // Broken pipe (e.g. `smd-onnx inspect m.onnx | head`) is not an error worth reporting.
+        Err(err)
+            if err
+                .chain()
+                .filter_map(|e| e.downcast_ref::<std::io::Error>())
+                .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(0)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// The library configuration `smd-onnx evolve ARGS…` would run with (`args` starts with the
+/// program's name, then `evolve`): front ends that run evolve themselves (the Python binding,
+/// with its own observer and metric) get the CLI's options, defaults and checks.
+#[allow(dead_code)] // Used through the library's `cli` feature, not by the binary.
+pub fn evolve_config<I, T>(args: I) -> anyhow::Result<smd_onnx::evolve::EvolveConfig>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        // `usage_error` returns only errors (help and version exit).
+        Err(e) => {
+            return Err(usage_error(e)
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("expected the `evolve` command")));
+        }
+    };
+    match cli.command {
+        Command::Evolve(a) => evolve::config(&a),
+        _ => Err(anyhow::anyhow!("expected the `evolve` command")),
+    }
+}
+
+/// The error chain joined with ": ", on one line. A cause its parent's message already ends
+/// with (errors shaped `"{path}: {source}"`) is not repeated; newlines are flattened so hostile
+/// text cannot forge lines.
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if msg.ends_with(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg.replace(['\n', '\r'], " ")
+}
+
+/// Parses the command line `args` and runs the chosen command.
+fn run<I, T>(args: I) -> anyhow::Result<ExitCode>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };

@@ -80,8 +80,12 @@ type Next = (Scored, Vec<Delta>, Recipe);
 impl<'o> Evolution<'o> {
     /// Checks the settings, opens the model, data and runtime, prepares the output folder
     /// and the journal, and scores the parent.
-    pub fn new(cfg: EvolveConfig, observer: &'o mut dyn Observer) -> Result<Self, Error> {
+    pub fn new(mut cfg: EvolveConfig, observer: &'o mut dyn Observer) -> Result<Self, Error> {
         let start = Instant::now();
+        // A caller's metric is what selection optimises.
+        if let Some(c) = &cfg.custom_metric {
+            cfg.metric = Some(c.metric());
+        }
         check_config(&cfg)?;
         let model = Model::open(&cfg.model)?;
         let mut inputs = model.input_paths();
@@ -521,6 +525,7 @@ impl<'o> Evolution<'o> {
                 ),
                 significance::bootstrap_seed(self.cfg.split_seed),
                 self.cfg.metric,
+                self.cfg.custom_metric.as_ref(),
             )?;
             self.run.timings.ensembles = t.elapsed().as_secs_f64();
             self.ensembles = Some(built);
@@ -782,6 +787,7 @@ fn open_run(
         sessions,
         timings: Timings::default(),
         metric: cfg.metric,
+        custom: cfg.custom_metric.clone(),
     })
 }
 

@@ -38,6 +38,7 @@ pub(super) fn ensembles_of(
     original: (&Predictions, &Predictions, &Scores),
     seed: u64,
     metric: Option<crate::score::Metric>,
+    custom: Option<&crate::score::CustomMetric>,
 ) -> Result<(Vec<EnsembleReport>, Vec<Choice>), Error> {
     let (original_holdout, original_selection, original_scores) = original;
     let original = (original_holdout, original_scores);
@@ -70,8 +71,8 @@ pub(super) fn ensembles_of(
         let holdout = part(&|r| r.holdout.as_ref())?;
         let selection = part(&|r| Some(&r.selection))?;
         let scores = Scores {
-            selection: selection.metrics(labels)?,
-            holdout: holdout.metrics(labels)?,
+            selection: selection.metrics_with(labels, custom)?,
+            holdout: holdout.metrics_with(labels, custom)?,
         };
         let selection_p = significance::selection_p(original_selection, &selection, labels)?;
         let significance = significance::significance(original, (&holdout, &scores), labels, seed)?;
@@ -108,7 +109,8 @@ pub(super) fn ensembles_of(
     ];
     let greedy = |pool: &[Option<u32>]| {
         let cands: Vec<&Predictions> = pool.iter().map(|&w| &preds(w).selection).collect();
-        select::greedy(&cands, labels, select::greedy_steps(cands.len()), metric)
+        let steps = select::greedy_steps(cands.len());
+        select::greedy_with(&cands, labels, steps, metric, custom)
     };
     // The two selections are independent: run them side by side.
     let (a, b) = rayon::join(|| greedy(&pools[0].1), || greedy(&pools[1].1));

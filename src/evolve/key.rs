@@ -44,9 +44,14 @@ pub(super) fn run_key(
         text
     };
     // Another metric chooses other candidates (the default's keys stay what they were).
-    let text = match cfg.metric {
-        Some(m) => format!("{text}\nmetric {}", m.name()),
-        None => text,
+    let text = match (&cfg.custom_metric, cfg.metric) {
+        // The caller's metric enters by name and direction (its code cannot be hashed).
+        (Some(c), _) => {
+            let dir = if c.higher_is_better() { "max" } else { "min" };
+            format!("{text}\nmetric custom {dir} {}", c.name())
+        }
+        (None, Some(m)) => format!("{text}\nmetric {}", m.name()),
+        (None, None) => text,
     };
     Ok(blake3::hash(text.as_bytes()).to_hex().to_string())
 }

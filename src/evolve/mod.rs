@@ -36,7 +36,7 @@ pub use report::{
     MergedReport, Mutable, Outputs, Passes, Report, Scores, Settings, Significance, SplitSizes,
     Stopped, TensorChange, Timings,
 };
-pub use select::{Greedy, best, best_by, better, better_by, greedy, greedy_steps};
+pub use select::{Greedy, best, best_by, better, better_by, greedy, greedy_steps, greedy_with};
 
 pub use crate::lineage::recipe_meta;
 
@@ -189,6 +189,9 @@ pub struct EvolveConfig {
     /// What selection optimises (best child, merged candidate, greedy ensembles, the exported
     /// ensemble). `None`: accuracy with the NLL as tie-break (MSE for regression).
     pub metric: Option<crate::score::Metric>,
+    /// The caller's metric: when set, it is what selection optimises (it replaces `metric`),
+    /// and every metric object of the report has its value as `custom`.
+    pub custom_metric: Option<crate::score::CustomMetric>,
 }
 
 impl EvolveConfig {
@@ -228,6 +231,7 @@ impl EvolveConfig {
             copy_budget: None,
             command: None,
             metric: None,
+            custom_metric: None,
         }
     }
 }

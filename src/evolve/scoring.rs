@@ -14,7 +14,9 @@ use crate::lineage::Lineage;
 use crate::mutate::{Delta, Member, Plan};
 use crate::onnx::Model;
 use crate::runtime::Runtime;
-use crate::score::{Dataset, Labels, Metrics, Predictions, Predictor, Split};
+use crate::score::{
+    CustomMetric, DataError, Dataset, Labels, Metrics, Predictions, Predictor, Split,
+};
 
 /// A scored candidate.
 #[derive(Clone)]
@@ -37,13 +39,29 @@ impl Scored {
     /// A journal record with its metrics. Holdout rows with NaN/Inf outputs count as wrong
     /// answers (in the record too, so that ensembles and significance see the same rows):
     /// what fails on holdout only must not change what was chosen on the selection rows.
-    fn from_record(mut record: Record, labels: &Labels) -> Scored {
+    /// A caller's metric that fails is an error of the run naming candidate `id`, not a
+    /// failed candidate.
+    fn from_record(
+        mut record: Record,
+        labels: &Labels,
+        custom: Option<&CustomMetric>,
+        id: &str,
+    ) -> Result<Scored, Error> {
         let holdout_non_finite = match (&mut record.holdout, record.selection.failed()) {
             (Some(h), false) => h.count_failed_rows_as_wrong(labels),
             _ => 0,
         };
-        let holdout = record.holdout.as_ref().map(|h| h.metrics(labels));
-        let (selection, scores, failure) = match (record.selection.metrics(labels), holdout) {
+        let holdout = record
+            .holdout
+            .as_ref()
+            .map(|h| h.metrics_with(labels, custom));
+        let selection = record.selection.metrics_with(labels, custom);
+        for r in std::iter::once(&selection).chain(&holdout) {
+            if let Err(e @ DataError::Metric { .. }) = r {
+                return Err(invalid("metric", format!("candidate {id}: {e}")));
+            }
+        }
+        let (selection, scores, failure) = match (selection, holdout) {
             (Ok(selection), Some(Ok(holdout))) => {
                 (Some(selection), Some(Scores { selection, holdout }), None)
             }
@@ -51,14 +69,14 @@ impl Scored {
             (Ok(selection), Some(Err(e))) => (Some(selection), None, Some(e.to_string())),
             (Err(e), _) => (None, None, Some(e.to_string())),
         };
-        Scored {
+        Ok(Scored {
             record,
             selection,
             scores,
             failure,
             holdout_non_finite,
             dropped: false,
-        }
+        })
     }
 
     /// A child racing dropped: `record` holds the selection rows it was scored on.
@@ -109,6 +127,8 @@ pub(super) struct Run {
     pub timings: Timings,
     /// What selection optimises (see [`super::EvolveConfig::metric`]).
     pub metric: Option<crate::score::Metric>,
+    /// The caller's metric (see [`super::EvolveConfig::custom_metric`]).
+    pub custom: Option<CustomMetric>,
 }
 
 /// A candidate to score: its journal id, which member of the generation's plan it is (`None`:
@@ -152,8 +172,10 @@ impl Run {
             journal,
             labels,
             metric,
+            custom,
             ..
         } = self;
+        let custom = custom.as_ref();
         let mut t = Instant::now();
         let mut seconds = vec![0.0; jobs.len()];
         let warm_up = predictor.warm_up(&parts[0].data, &parts[0].rows);
@@ -184,7 +206,7 @@ impl Run {
             }
             let wins = |bar: &Metrics| {
                 selection
-                    .metrics(labels)
+                    .metrics_with(labels, custom)
                     .is_ok_and(|m| select::better_by(*metric, &m, bar))
             };
             let holdout = match &jobs[j].holdout_if_beats {
@@ -201,7 +223,7 @@ impl Run {
             t = Instant::now();
             journal.save(&jobs[j].id, &record)?;
             seconds[j] = record.seconds;
-            let s = Scored::from_record(record, labels);
+            let s = Scored::from_record(record, labels, custom, &jobs[j].id)?;
             s.announce(&jobs[j].id, false, observer)?;
             scored[j] = Some(s);
             Ok(())
@@ -225,7 +247,9 @@ impl Run {
             let record =
                 self.journal
                     .load(&j.id, &self.split.selection, &self.split.holdout, output);
-            let scored = record.map(|r| Scored::from_record(r, &self.labels));
+            let scored = record
+                .map(|r| Scored::from_record(r, &self.labels, self.custom.as_ref(), &j.id))
+                .transpose()?;
             if let Some(s) = &scored {
                 s.announce(&j.id, true, observer)?;
             }

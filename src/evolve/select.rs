@@ -6,7 +6,7 @@ use crate::score::dataset::Labels;
 use crate::score::metrics::{
     classification_metrics, regression_metrics, row_correct, row_nll, row_se,
 };
-use crate::score::{DataError, Metric, Metrics, Predictions};
+use crate::score::{CustomLabels, CustomMetric, DataError, Metric, Metrics, Predictions};
 
 /// True when `a` beats `b` on the selection split: higher accuracy (lower MSE for regression),
 /// then, on a tie, lower negative log-likelihood.
@@ -69,6 +69,18 @@ pub fn greedy(
     steps: usize,
     metric: Option<Metric>,
 ) -> Result<Greedy, DataError> {
+    greedy_with(candidates, labels, steps, metric, None)
+}
+
+/// [`greedy`], with each trial's [`Metrics::custom`] computed by `custom` (for
+/// [`Metric::Custom`]).
+pub fn greedy_with(
+    candidates: &[&Predictions],
+    labels: &Labels,
+    steps: usize,
+    metric: Option<Metric>,
+    custom: Option<&CustomMetric>,
+) -> Result<Greedy, DataError> {
     let Some(first) = candidates.first() else {
         return Err(DataError::Argument {
             arg: "members",
@@ -113,6 +125,8 @@ pub fn greedy(
         regression,
         // Threads pay off once a trial is more than a few microseconds of work.
         parallel: sum.len() >= 1 << 14,
+        custom,
+        custom_error: std::sync::Mutex::new(None),
         // The incremental trials compute accuracy (then NLL) or MSE; any other metric is
         // computed in full from each trial's mean.
         full: metric.filter(|&m| {
@@ -129,9 +143,12 @@ pub fn greedy(
     let mut path = Vec::new();
     let all: Vec<usize> = (0..candidates.len()).collect();
     for step in 1..=steps.max(1) {
-        let (tried, trials) = trials.step(&sum, step as f64, &all);
+        let (tried, metrics) = trials.step(&sum, step as f64, &all);
+        if let Some(e) = trials.take_error() {
+            return Err(e);
+        }
         let mut pick: Option<(usize, Metrics)> = None;
-        for (&c, m) in tried.iter().zip(trials) {
+        for (&c, m) in tried.iter().zip(metrics) {
             if pick.as_ref().is_none_or(|(_, b)| better_by(metric, &m, b)) {
                 pick = Some((c, m));
             }
@@ -178,6 +195,10 @@ struct Trials<'a> {
     parallel: bool,
     /// A metric the incremental trials do not compute: every trial is scored in full.
     full: Option<Metric>,
+    /// The caller's metric, computed for every full trial.
+    custom: Option<&'a CustomMetric>,
+    /// Its first error (trials run in parallel and return plain metrics).
+    custom_error: std::sync::Mutex<Option<DataError>>,
 }
 
 impl Trials<'_> {
@@ -238,12 +259,33 @@ impl Trials<'_> {
             .zip(add)
             .map(|(&s, &a)| ((s + f64::from(a)) / n) as f32)
             .collect();
-        if self.regression {
-            regression_metrics(&mean, self.targets)
+        let labels: Vec<i64> = self.targets.iter().map(|&t| t as i64).collect();
+        let (mut m, custom_labels) = if self.regression {
+            let m = regression_metrics(&mean, self.targets);
+            (m, CustomLabels::Targets(self.targets))
         } else {
-            let labels: Vec<i64> = self.targets.iter().map(|&t| t as i64).collect();
-            classification_metrics(&mean, self.classes, &labels)
+            let m = classification_metrics(&mean, self.classes, &labels);
+            (m, CustomLabels::Classes(&labels))
+        };
+        if let Some(c) = self.custom {
+            let cols = if self.regression { 1 } else { self.classes };
+            match c.evaluate_raw(&mean, cols, custom_labels) {
+                Ok(v) => m.custom = Some(v),
+                Err(e) => {
+                    let mut slot = self.custom_error.lock().unwrap_or_else(|p| p.into_inner());
+                    slot.get_or_insert(e);
+                }
+            }
         }
+        m
+    }
+
+    /// The first error of the caller's metric since the last call.
+    fn take_error(&self) -> Option<DataError> {
+        self.custom_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 }
 
@@ -384,6 +426,21 @@ mod tests {
     }
 
     #[test]
+    fn greedy_stops_at_a_failing_caller_metric() {
+        let (a, b) = (preds(&[0.9, 0.1, 0.2, 0.8]), preds(&[0.4, 0.6, 0.3, 0.7]));
+        let labels = Labels::Classes(vec![0, 1]);
+        let bad = CustomMetric::new(
+            "bad",
+            false,
+            std::sync::Arc::new(|_: crate::score::CustomOutputs<'_>, _: CustomLabels<'_>| {
+                Err("raised".to_string())
+            }),
+        );
+        let e = greedy_with(&[&a, &b], &labels, 4, Some(bad.metric()), Some(&bad)).unwrap_err();
+        assert_eq!(e.to_string(), "metric `bad` failed: raised");
+    }
+
+    #[test]
     fn better_prefers_accuracy_then_nll() {
         assert!(better(&m(0.9, 1.0), &m(0.8, 0.1)));
         assert!(better(&m(0.9, 0.5), &m(0.9, 0.6)));
@@ -518,6 +575,24 @@ mod tests {
                 .map(|p| p.metrics(&labels).unwrap().nll.unwrap())
                 .fold(f64::INFINITY, f64::min);
             proptest::prop_assert!(by_nll.selection.nll.unwrap() <= single + 1e-12);
+            // A caller's metric that is accuracy chooses as accuracy does (its ties, too,
+            // go by NLL).
+            let acc = CustomMetric::new(
+                "acc",
+                true,
+                std::sync::Arc::new(|o: crate::score::CustomOutputs<'_>, l: CustomLabels<'_>| {
+                    let CustomLabels::Classes(l) = l else {
+                        return Err("regression".to_string());
+                    };
+                    classification_metrics(o.values, o.cols, l)
+                        .accuracy
+                        .ok_or_else(|| "no accuracy".to_string())
+                }),
+            );
+            let custom =
+                greedy_with(&refs, &labels, 12, Some(acc.metric()), Some(&acc)).unwrap();
+            proptest::prop_assert_eq!(&custom.counts, &g.counts);
+            proptest::prop_assert_eq!(custom.selection.custom, g.selection.accuracy);
         }
     }
 }

@@ -87,6 +87,9 @@ pub struct Metrics {
     /// Mean absolute error (regression).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mae: Option<f64>,
+    /// The caller's metric ([`super::CustomMetric`]), when a run has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom: Option<f64>,
 }
 
 impl Metrics {
@@ -100,6 +103,7 @@ impl Metrics {
             ("nll", self.nll),
             ("mse", self.mse),
             ("mae", self.mae),
+            ("custom", self.custom),
         ]
         .into_iter()
         .filter_map(|(name, v)| Some((name, v?)))
@@ -132,6 +136,12 @@ pub enum Metric {
     Mse,
     /// [`Metrics::mae`] (lower is better).
     Mae,
+    /// [`Metrics::custom`], the caller's metric ([`super::CustomMetric`]); not in
+    /// [`Metric::ALL`] (it has no `--metric` name).
+    Custom {
+        /// Whether larger values are better.
+        higher_is_better: bool,
+    },
 }
 
 impl Metric {
@@ -158,13 +168,19 @@ impl Metric {
 
     /// Its name (see [`Metric::NAMES`]).
     pub fn name(self) -> &'static str {
+        if let Metric::Custom { .. } = self {
+            return "custom";
+        }
         let i = Self::ALL.iter().position(|&m| m == self).unwrap_or(0);
         Self::NAMES[i]
     }
 
     /// Whether larger values are better.
     pub fn higher_is_better(self) -> bool {
-        !matches!(self, Metric::Nll | Metric::Mse | Metric::Mae)
+        match self {
+            Metric::Custom { higher_is_better } => higher_is_better,
+            m => !matches!(m, Metric::Nll | Metric::Mse | Metric::Mae),
+        }
     }
 
     /// Its value in `m` (`None` when it does not apply: a classification metric of
@@ -178,6 +194,7 @@ impl Metric {
             Metric::Top5 => m.top5_accuracy,
             Metric::Mse => m.mse,
             Metric::Mae => m.mae,
+            Metric::Custom { .. } => m.custom,
         }
     }
 
@@ -487,7 +504,7 @@ pub fn regression_metrics(values: &[f32], targets: &[f64]) -> Metrics {
 }
 
 /// The labels of some predicted rows, in their order.
-enum RowLabels {
+pub(super) enum RowLabels {
     Classes(Vec<i64>),
     Targets(Vec<f64>),
 }
@@ -523,7 +540,7 @@ impl Predictions {
     }
 
     /// The labels of the predicted rows, once the predictions are known to be scorable.
-    fn labels_of_rows(&self, labels: &Labels) -> Result<RowLabels, DataError> {
+    pub(super) fn labels_of_rows(&self, labels: &Labels) -> Result<RowLabels, DataError> {
         if self.rows.is_empty() {
             return Err(DataError::Argument {
                 arg: "rows",

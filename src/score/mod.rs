@@ -8,6 +8,7 @@
 //! ```
 
 pub mod arrays;
+pub mod custom;
 pub mod dataset;
 pub mod metrics;
 pub mod npy;
@@ -17,6 +18,7 @@ pub mod split;
 
 use std::path::PathBuf;
 
+pub use custom::{CustomLabels, CustomMetric, CustomOutputs};
 pub use dataset::{Dataset, InputArray, Labels};
 pub use metrics::{ClassStats, Metric, Metrics, Predictions, ScoredAs};
 pub use npy::DType;
@@ -65,6 +67,14 @@ pub enum DataError {
         /// The model file.
         path: PathBuf,
         /// ONNX Runtime's message.
+        message: String,
+    },
+    /// A caller's metric ([`CustomMetric`]) failed.
+    #[error("metric `{name}` failed: {message}")]
+    Metric {
+        /// The metric's name.
+        name: String,
+        /// Its error.
         message: String,
     },
     /// The model produced NaN or infinite outputs: the run failed.

@@ -1,0 +1,15 @@
+from typing import Any, Callable, List, Optional
+
+ORT_VERSION: str
+
+class NativeError(Exception): ...
+
+def run_cli(argv: List[str]) -> int: ...
+def cli_outcome(argv: List[str]) -> int: ...
+def evolve(
+    argv: List[str],
+    metric: Optional[Callable[[Any, Any], float]] = None,
+    metric_name: str = "",
+    greater_is_better: bool = True,
+    progress: Optional[Callable[[str], None]] = None,
+) -> str: ...
