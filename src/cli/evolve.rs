@@ -133,6 +133,8 @@ pub struct Args {
     /// Print the report (JSON) instead of the summary.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    scale: super::scale::ScaleArgs,
 }
 
 /// The most generations `--generations auto` runs.
@@ -226,6 +228,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Subspaces::Dynamic
     };
     let selection = args.selection.to_selection()?;
+    // `--device cuda:0,cuda:1`: one worker per device; this process merges on the first.
+    let device_list = super::scale::devices(&args.runtime.device);
     let cfg = EvolveConfig {
         model: args.model.clone(),
         data: args.data.data.clone(),
@@ -264,17 +268,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         combine: args.combine.into(),
         force: args.force,
         resume: args.resume,
-        runtime: args.runtime.config()?,
+        runtime: super::common::RuntimeArgs {
+            device: device_list[0].to_string(),
+            ..args.runtime.clone()
+        }
+        .config()?,
         pipelined: pipelined(),
         copy_budget: copy_budget(),
         command: Some(super::common::command_line()),
         metric: args.metric.as_deref().map(str::parse).transpose()?,
+        role: smd_onnx::evolve::Role::Whole,
     };
     let mut bars = Bars {
         bar: None,
-        tty: std::io::stderr().is_terminal(),
+        // Workers of a driver leave the progress to it.
+        tty: std::io::stderr().is_terminal() && std::env::var("SMD_PROGRESS").as_deref() != Ok("0"),
     };
-    let report = evolve(cfg, &mut bars)?;
+    let report = match super::scale::run(&args.scale, &device_list, cfg.clone(), &mut bars)? {
+        None => evolve(cfg, &mut bars)?,
+        Some(Some(report)) => report,
+        // A shard printed its outcome.
+        Some(None) => return Ok(ExitCode::SUCCESS),
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

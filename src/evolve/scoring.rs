@@ -109,6 +109,8 @@ pub(super) struct Run {
     pub timings: Timings,
     /// What selection optimises (see [`super::EvolveConfig::metric`]).
     pub metric: Option<crate::score::Metric>,
+    /// This process's part in the run (which records it saves).
+    pub role: super::shard::Role,
 }
 
 /// A candidate to score: its journal id, which member of the generation's plan it is (`None`:
@@ -152,6 +154,7 @@ impl Run {
             journal,
             labels,
             metric,
+            role,
             ..
         } = self;
         let mut t = Instant::now();
@@ -199,7 +202,9 @@ impl Run {
                 seconds: t.elapsed().as_secs_f64(),
             };
             t = Instant::now();
-            journal.save(&jobs[j].id, &record)?;
+            if super::shard::saves(*role, jobs[j].member.as_ref()) {
+                journal.save(&jobs[j].id, &record)?;
+            }
             seconds[j] = record.seconds;
             let s = Scored::from_record(record, labels);
             s.announce(&jobs[j].id, false, observer)?;
