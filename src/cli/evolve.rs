@@ -134,7 +134,7 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    scale: super::scale::ScaleArgs,
+    scale: Box<super::scale::ScaleArgs>,
 }
 
 /// The most generations `--generations auto` runs.

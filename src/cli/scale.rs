@@ -103,7 +103,7 @@ pub fn resolve_shard(spec: &str, env: &dyn Fn(&str) -> Option<String>) -> anyhow
     if count == 0 {
         bail!("--shard {spec}: the count must be at least 1");
     }
-    Ok(Shard::new(index, count).with_context(|| format!("from {var}"))?)
+    Shard::new(index, count).with_context(|| format!("from {var}"))
 }
 
 /// The `--device` list: one device, or one per worker (`cuda:0,cuda:1`).
@@ -239,7 +239,13 @@ impl Launch {
                     devices.len()
                 )
             }
-            _ => Ok(()),
+            Launch::Local { devices, .. } => {
+                for d in devices {
+                    d.parse::<smd_onnx::runtime::Device>()?;
+                }
+                Ok(())
+            }
+            Launch::Slurm { .. } => Ok(()),
         }
     }
 
