@@ -156,6 +156,10 @@ impl Observer for Bars {
     fn event(&mut self, event: &Event<'_>) -> Flow {
         match event {
             Event::Phase { name, total } if self.tty => {
+                // A phase a merge step stopped in (missing shards) leaves no bar behind.
+                if let Some(old) = self.bar.take() {
+                    old.finish_and_clear();
+                }
                 let b = ProgressBar::with_draw_target(
                     Some(*total),
                     ProgressDrawTarget::stderr_with_hz(4),

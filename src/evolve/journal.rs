@@ -340,4 +340,33 @@ mod tests {
         Journal::open(dir.path(), "k2", JournalMode::Fresh).unwrap();
         assert!(!p.exists());
     }
+
+    #[test]
+    fn a_shared_journal_removes_nothing_and_refuses_another_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = dir.path().join(".smd-journal");
+        // Another shard is creating the journal: its folder, a record being written.
+        std::fs::create_dir_all(&j).unwrap();
+        std::fs::write(j.join(".g0-c1.bin.x1y2z3.tmp"), b"half").unwrap();
+        let shared = Journal::open(dir.path(), "k1", JournalMode::Shared).unwrap();
+        assert!(
+            j.join(".g0-c1.bin.x1y2z3.tmp").exists(),
+            "in-flight temp kept"
+        );
+        let rec = Record {
+            selection: preds(&[0], vec![0.5, 0.5]),
+            holdout: None,
+            seconds: 0.0,
+        };
+        shared.save("g0-c0", &rec).unwrap();
+        assert!(shared.has("g0-c0") && !shared.has("g0-c1"));
+        Journal::open(dir.path(), "k1", JournalMode::Shared).unwrap();
+        assert!(j.join(".g0-c1.bin.x1y2z3.tmp").exists());
+        let e = Journal::open(dir.path(), "k2", JournalMode::Shared).unwrap_err();
+        assert!(e.to_string().contains("different run"), "{e}");
+        // The merge step (resumed) cleans the temp of a killed shard.
+        Journal::open(dir.path(), "k1", JournalMode::Resume).unwrap();
+        assert!(!j.join(".g0-c1.bin.x1y2z3.tmp").exists());
+        assert!(j.join("g0-c0.bin").exists());
+    }
 }

@@ -198,8 +198,11 @@ pub(super) fn share(
     jobs: &[Job],
 ) -> Result<Share, Error> {
     let role = cfg.role;
-    if role == Role::Merge {
-        check_markers(journal)?;
+    match role {
+        // One process scores (or loads) everything: nothing to look up.
+        Role::Whole => return Ok(Share::All),
+        Role::Merge => check_markers(journal)?,
+        Role::Shard(_) => {}
     }
     let missing: Vec<u32> = jobs
         .iter()
