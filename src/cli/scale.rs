@@ -120,6 +120,12 @@ pub fn run(
     mut cfg: EvolveConfig,
     observer: &mut dyn Observer,
 ) -> anyhow::Result<Option<Option<Report>>> {
+    if device_list.len() > 1 && (args.shard.is_some() || args.merge) {
+        bail!(
+            "--device {}: a device list runs local workers; a shard or the merge step runs on one device",
+            device_list.join(",")
+        );
+    }
     if let Some(spec) = &args.shard {
         let shard = resolve_shard(spec, &|v| std::env::var(v).ok())?;
         let out = cfg.out.clone();

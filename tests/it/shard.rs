@@ -423,6 +423,10 @@ fn shards_of_another_run_and_bad_specs_are_refused() {
             vec!["lists 3 devices"],
         ),
         (vec!["--device", "cpu,gpu7x"], vec!["--device"]),
+        (
+            vec!["--device", "cpu,cpu", "--shard", "0/2"],
+            vec!["--device cpu,cpu", "one device"],
+        ),
     ] {
         let o = smd_env(&args(&out, "6", &extra), &env_less);
         assert_one_line_error(&o, &needles.iter().map(|n| &**n).collect::<Vec<_>>());
