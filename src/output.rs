@@ -114,7 +114,11 @@ pub fn remove_temps(dir: &Path, names: Option<&[&str]>) -> Result<(), OutputErro
         });
         if ours && e.file_type().is_ok_and(|t| t.is_file()) {
             let p = e.path();
-            std::fs::remove_file(&p).map_err(io_err(&p))?;
+            match std::fs::remove_file(&p) {
+                // Another process (a shard starting beside this one) removed it first.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                r => r.map_err(io_err(&p))?,
+            }
         }
     }
     Ok(())

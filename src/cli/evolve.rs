@@ -133,6 +133,8 @@ pub struct Args {
     /// Print the report (JSON) instead of the summary.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    scale: Box<super::scale::ScaleArgs>,
 }
 
 /// The most generations `--generations auto` runs.
@@ -154,6 +156,10 @@ impl Observer for Bars {
     fn event(&mut self, event: &Event<'_>) -> Flow {
         match event {
             Event::Phase { name, total } if self.tty => {
+                // A phase a merge step stopped in (missing shards) leaves no bar behind.
+                if let Some(old) = self.bar.take() {
+                    old.finish_and_clear();
+                }
                 let b = ProgressBar::with_draw_target(
                     Some(*total),
                     ProgressDrawTarget::stderr_with_hz(4),
@@ -210,11 +216,19 @@ fn pipelined() -> Option<bool> {
 /// Runs `smd-onnx evolve`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cfg = config(&args)?;
+    // `--device cuda:0,cuda:1`: one worker per device; this process merges on the first.
+    let device_list = super::scale::devices(&args.runtime.device);
     let mut bars = Bars {
         bar: None,
-        tty: std::io::stderr().is_terminal(),
+        // Workers of a driver leave the progress to it.
+        tty: std::io::stderr().is_terminal() && std::env::var("SMD_PROGRESS").as_deref() != Ok("0"),
     };
-    let report = evolve(cfg, &mut bars)?;
+    let report = match super::scale::run(&args.scale, &device_list, cfg.clone(), &mut bars)? {
+        None => evolve(cfg, &mut bars)?,
+        Some(Some(report)) => report,
+        // A shard printed its outcome.
+        Some(None) => return Ok(ExitCode::SUCCESS),
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -242,6 +256,8 @@ pub fn config(args: &Args) -> anyhow::Result<EvolveConfig> {
         Subspaces::Dynamic
     };
     let selection = args.selection.to_selection()?;
+    // A device list runs one worker per device (see `run`); this process uses the first.
+    let device_list = super::scale::devices(&args.runtime.device);
     let cfg = EvolveConfig {
         model: args.model.clone(),
         data: args.data.data.clone(),
@@ -280,12 +296,17 @@ pub fn config(args: &Args) -> anyhow::Result<EvolveConfig> {
         combine: args.combine.into(),
         force: args.force,
         resume: args.resume,
-        runtime: args.runtime.config()?,
+        runtime: super::common::RuntimeArgs {
+            device: device_list[0].to_string(),
+            ..args.runtime.clone()
+        }
+        .config()?,
         pipelined: pipelined(),
         copy_budget: copy_budget(),
         command: Some(super::common::command_line()),
         metric: args.metric.as_deref().map(str::parse).transpose()?,
         custom_metric: None,
+        role: smd_onnx::evolve::Role::Whole,
     };
     Ok(cfg)
 }

@@ -7,6 +7,7 @@ mod inspect;
 mod mutate;
 mod replay;
 mod runtime;
+mod scale;
 mod score;
 mod summary;
 

@@ -186,10 +186,11 @@ pub(super) fn eight_bit_zero_points(
                     (op, _) => return refuse(op.unwrap_or("a node")),
                 }
             }
-            if n.input.first().is_some_and(|x| is_member_copy(x, w)) && w.zero_point.is_some() {
-                if let Some(z) = n.input.get_mut(2).filter(|z| !z.is_empty()) {
-                    *z = eight_bit_name(z);
-                }
+            if n.input.first().is_some_and(|x| is_member_copy(x, w))
+                && w.zero_point.is_some()
+                && let Some(z) = n.input.get_mut(2).filter(|z| !z.is_empty())
+            {
+                *z = eight_bit_name(z);
             }
             if n.attribute
                 .iter()

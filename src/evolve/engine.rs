@@ -18,7 +18,7 @@ use super::report::{
 use super::scoring::{Job, Part, Run, Scored};
 use super::{
     BEST_FILE, ENSEMBLE_FILE, EvolveConfig, EvolveError, HTML_FILE, REPORT_FILE, check_config,
-    invalid, select, sessions, significance,
+    invalid, select, sessions, shard, significance,
 };
 use crate::Error;
 use crate::lineage::{Lineage, recipe_meta};
@@ -347,6 +347,26 @@ impl<'o> Evolution<'o> {
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;
+        if let shard::Share::Mine { mine, missing } =
+            shard::share(&self.cfg, &self.run.journal, g, &jobs)?
+        {
+            // A shard: its own missing children, then stop (the others are other shards').
+            let own: Vec<Job> = jobs
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| mine.contains(&(*i as u32)))
+                .map(|(_, j)| j)
+                .collect();
+            self.run
+                .score_all(&self.lineage, Some(plan), &own, None, self.observer)?;
+            self.observer.event(&Event::PhaseDone);
+            return Err(EvolveError::ShardDone {
+                generation: g,
+                scored: mine.len() as u32,
+                missing: missing.into_iter().filter(|i| !mine.contains(i)).collect(),
+            }
+            .into());
+        }
         let race = self.race(g)?;
         let children = self.run.score_all(
             &self.lineage,
@@ -765,14 +785,14 @@ fn open_run(
     let budget = cfg.copy_budget.unwrap_or(DEFAULT_COPY_BUDGET);
     let parts = Part::both(data, &split, budget)?;
     let key = run_key(cfg, parent_hash, predictor.output(), batch)?;
-    let journal = Journal::open(&cfg.out, &key, cfg.resume)?;
+    let journal = Journal::open(&cfg.out, &key, shard::JournalMode::of(cfg))?;
     // On a GPU the CPU idles while a pass runs: build the next session meanwhile. On a CPU the
     // pass already uses every core.
     let pipelined = cfg.pipelined.unwrap_or_else(|| runtime.device().is_gpu());
     let sessions = sessions::Sessions::new(
         &model,
         lineage,
-        journal.dir().join("candidate.onnx"),
+        journal.dir().join(shard::scratch_name(cfg.role)),
         pipelined,
         predictor.session_suffix(),
     )?;
@@ -788,13 +808,17 @@ fn open_run(
         timings: Timings::default(),
         metric: cfg.metric,
         custom: cfg.custom_metric.clone(),
+        role: cfg.role,
     })
 }
 
 /// Checks and creates the output folder: it must be a folder, empty unless `--force` or
 /// `--resume`, and none of its outputs may be an input.
 fn prepare_out(cfg: &EvolveConfig, inputs: &[PathBuf]) -> Result<(), Error> {
-    crate::output::prepare_out_dir(&cfg.out, cfg.force || cfg.resume).map_err(|e| match e {
+    let shared = cfg.role != shard::Role::Whole;
+    crate::output::prepare_out_dir(&cfg.out, cfg.force || cfg.resume || shared).map_err(
+        |e| {
+            match e {
         crate::output::OutputError::NotEmpty { path } => Error::from(EvolveError::Output {
             path,
             message:
@@ -802,13 +826,17 @@ fn prepare_out(cfg: &EvolveConfig, inputs: &[PathBuf]) -> Result<(), Error> {
                     .into(),
         }),
         e => e.into(),
-    })?;
+    }
+        },
+    )?;
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
     for name in OUTPUT_FILES {
         crate::output::ensure_not_input(&cfg.out.join(name), &inputs)?;
     }
-    // Temporary files of a killed run (they can be model-sized).
-    crate::output::remove_temps(&cfg.out, Some(&OUTPUT_FILES))?;
+    // Temporary files of a killed run (they can be model-sized). Shards write no outputs.
+    if !matches!(cfg.role, shard::Role::Shard(_)) {
+        crate::output::remove_temps(&cfg.out, Some(&OUTPUT_FILES))?;
+    }
     Ok(())
 }
 

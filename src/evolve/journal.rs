@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use super::EvolveError;
+use super::shard::JournalMode;
 use crate::Error;
 use crate::output;
 use crate::score::{Predictions, ScoredAs};
@@ -46,15 +47,17 @@ fn io_err(path: &Path, e: std::io::Error) -> Error {
 }
 
 impl Journal {
-    /// Opens the journal in `out`. With `resume`, an existing journal must have been written
-    /// for the same `run_key`; without it, any old journal is cleared. Temporary files left by
-    /// an interrupted write are removed.
-    pub fn open(out: &Path, run_key: &str, resume: bool) -> Result<Journal, Error> {
+    /// Opens the journal in `out`. Resumed or shared, an existing journal must have been
+    /// written for the same `run_key`; fresh, any old journal is cleared. Resumed, temporary
+    /// files left by an interrupted write are removed; shared, nothing is (they may be a
+    /// running shard's).
+    pub fn open(out: &Path, run_key: &str, mode: JournalMode) -> Result<Journal, Error> {
         let dir = out.join(".smd-journal");
         let key_file = dir.join("run.json");
-        let key = resume
-            .then(|| std::fs::read_to_string(&key_file).ok())
-            .flatten();
+        let key = match mode {
+            JournalMode::Fresh => None,
+            _ => std::fs::read_to_string(&key_file).ok(),
+        };
         if let Some(text) = key {
             let found: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
             if found.get("run_key").and_then(|v| v.as_str()) != Some(run_key) {
@@ -66,8 +69,10 @@ impl Journal {
                 }
                 .into());
             }
-            output::remove_temps(&dir, None)?;
-        } else if dir.exists() {
+            if !matches!(mode, JournalMode::Shared) {
+                output::remove_temps(&dir, None)?;
+            }
+        } else if dir.exists() && !matches!(mode, JournalMode::Shared) {
             // A fresh run, or a resumed one killed before its key file was written (then the
             // folder holds nothing but temporary files).
             std::fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
@@ -118,6 +123,27 @@ impl Journal {
     ) -> Option<Record> {
         let bytes = std::fs::read(self.path(id)).ok()?;
         decode(&bytes, selection, holdout, output)
+    }
+
+    /// The run's key.
+    pub fn run_key(&self) -> &str {
+        &self.run_key
+    }
+
+    /// Writes `name` (a small JSON file beside the records) atomically.
+    pub fn write_note(&self, name: &str, value: &serde_json::Value) -> Result<(), Error> {
+        self.create()?;
+        let path = self.dir.join(name);
+        let text = value.to_string();
+        output::write_atomic(&path, |w| {
+            w.write_all(text.as_bytes()).map_err(|e| io_err(&path, e))
+        })
+    }
+
+    /// True when a record file of candidate `id` exists (complete, since records are written
+    /// atomically; a damaged one is scored again when loaded).
+    pub fn has(&self, id: &str) -> bool {
+        self.path(id).is_file()
     }
 
     /// Saves candidate `id` atomically. Not synced to disk: a record lost to a power cut is
@@ -274,7 +300,7 @@ mod tests {
     #[test]
     fn records_round_trip_and_corruption_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open(dir.path(), "k1", false).unwrap();
+        let j = Journal::open(dir.path(), "k1", JournalMode::Fresh).unwrap();
         let rec = Record {
             selection: preds(&[0, 2], vec![0.1, 0.9, 0.5, 0.5]),
             holdout: Some(preds(&[1], vec![1.0, 0.0])),
@@ -306,12 +332,41 @@ mod tests {
         let keyless = dir.path().join("keyless");
         std::fs::create_dir_all(keyless.join(".smd-journal")).unwrap();
         std::fs::write(keyless.join(".smd-journal/.run.json.x1.tmp"), "{").unwrap();
-        Journal::open(&keyless, "k1", true).unwrap();
+        Journal::open(&keyless, "k1", JournalMode::Resume).unwrap();
         assert!(!keyless.join(".smd-journal").exists());
         // Resuming needs the same run key; a fresh open clears the journal.
-        assert!(Journal::open(dir.path(), "other", true).is_err());
-        assert!(Journal::open(dir.path(), "k1", true).is_ok());
-        Journal::open(dir.path(), "k2", false).unwrap();
+        assert!(Journal::open(dir.path(), "other", JournalMode::Resume).is_err());
+        assert!(Journal::open(dir.path(), "k1", JournalMode::Resume).is_ok());
+        Journal::open(dir.path(), "k2", JournalMode::Fresh).unwrap();
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn a_shared_journal_removes_nothing_and_refuses_another_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = dir.path().join(".smd-journal");
+        // Another shard is creating the journal: its folder, a record being written.
+        std::fs::create_dir_all(&j).unwrap();
+        std::fs::write(j.join(".g0-c1.bin.x1y2z3.tmp"), b"half").unwrap();
+        let shared = Journal::open(dir.path(), "k1", JournalMode::Shared).unwrap();
+        assert!(
+            j.join(".g0-c1.bin.x1y2z3.tmp").exists(),
+            "in-flight temp kept"
+        );
+        let rec = Record {
+            selection: preds(&[0], vec![0.5, 0.5]),
+            holdout: None,
+            seconds: 0.0,
+        };
+        shared.save("g0-c0", &rec).unwrap();
+        assert!(shared.has("g0-c0") && !shared.has("g0-c1"));
+        Journal::open(dir.path(), "k1", JournalMode::Shared).unwrap();
+        assert!(j.join(".g0-c1.bin.x1y2z3.tmp").exists());
+        let e = Journal::open(dir.path(), "k2", JournalMode::Shared).unwrap_err();
+        assert!(e.to_string().contains("different run"), "{e}");
+        // The merge step (resumed) cleans the temp of a killed shard.
+        Journal::open(dir.path(), "k1", JournalMode::Resume).unwrap();
+        assert!(!j.join(".g0-c1.bin.x1y2z3.tmp").exists());
+        assert!(j.join("g0-c0.bin").exists());
     }
 }

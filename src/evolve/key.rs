@@ -29,7 +29,9 @@ pub(super) fn run_key(
         cfg.holdout,
         cfg.split_seed,
         batch,
-        cfg.runtime.device
+        // The provider, not the GPU index: workers on cuda:0 and cuda:1 share one run (the
+        // key of a run on GPU 0 stays what it was).
+        crate::runtime::Device::new(cfg.runtime.device.provider(), 0)
     );
     // Adapted σ and the line search change later generations' children (appended only then,
     // so keys of runs without them stay what they were).

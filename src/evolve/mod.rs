@@ -25,6 +25,7 @@ mod report;
 mod scoring;
 mod select;
 mod sessions;
+pub mod shard;
 pub mod significance;
 
 use std::path::PathBuf;
@@ -37,6 +38,7 @@ pub use report::{
     Stopped, TensorChange, Timings,
 };
 pub use select::{Greedy, best, best_by, better, better_by, greedy, greedy_steps, greedy_with};
+pub use shard::{Role, Shard, ShardOutcome, run_shard};
 
 pub use crate::lineage::recipe_meta;
 
@@ -77,6 +79,32 @@ pub enum EvolveError {
     /// journal, so the same run with `resume` continues.
     #[error("stopped by the caller; the journal is kept (--resume continues)")]
     Cancelled,
+    /// The merge step found children of `generation` that no shard has scored yet.
+    #[error(
+        "generation {generation}: {} of {children} children are not in the journal (children {}); score them with their shards (--shard I/N), then merge again",
+        missing.len(),
+        shard::list(missing)
+    )]
+    Incomplete {
+        /// The first generation with missing children (from 0).
+        generation: u32,
+        /// Children per generation.
+        children: u32,
+        /// The missing children's indices.
+        missing: Vec<u32>,
+    },
+    /// A shard scored its share of `generation` and stops there (see
+    /// [`shard::run_shard`], which returns it as an outcome).
+    #[error("shard done: generation {generation}, {scored} children scored")]
+    ShardDone {
+        /// The generation (from 0).
+        generation: u32,
+        /// Children scored by this shard now.
+        scored: u32,
+        /// Children of the generation not in the journal when the shard started, less those
+        /// it scored.
+        missing: Vec<u32>,
+    },
     /// An argument is out of range.
     #[error("{arg}: {message}")]
     Invalid {
@@ -192,6 +220,9 @@ pub struct EvolveConfig {
     /// The caller's metric: when set, it is what selection optimises (it replaces `metric`),
     /// and every metric object of the report has its value as `custom`.
     pub custom_metric: Option<crate::score::CustomMetric>,
+    /// This process's part in the run: all of it, one shard, or the merge step
+    /// ([`shard`]).
+    pub role: Role,
 }
 
 impl EvolveConfig {
@@ -232,6 +263,7 @@ impl EvolveConfig {
             command: None,
             metric: None,
             custom_metric: None,
+            role: Role::Whole,
         }
     }
 }
@@ -304,10 +336,11 @@ fn check_config(cfg: &EvolveConfig) -> Result<(), Error> {
     if cfg.batch == Some(0) {
         return Err(invalid("--batch", "must be at least 1"));
     }
-    Ok(())
+    shard::check(cfg)
 }
 
-/// Runs an evolution and writes its outputs; returns the report (also in `report.json`).
+/// Runs an evolution (or, with [`Role::Merge`], finishes a sharded one) and writes its
+/// outputs; returns the report (also in `report.json`). A shard runs with [`run_shard`].
 pub fn evolve(cfg: EvolveConfig, observer: &mut dyn Observer) -> Result<Report, Error> {
     let mut run = Evolution::new(cfg, observer)?;
     while run.generations_left() > 0 {

@@ -129,6 +129,8 @@ pub(super) struct Run {
     pub metric: Option<crate::score::Metric>,
     /// The caller's metric (see [`super::EvolveConfig::custom_metric`]).
     pub custom: Option<CustomMetric>,
+    /// This process's part in the run (which records it saves).
+    pub role: super::shard::Role,
 }
 
 /// A candidate to score: its journal id, which member of the generation's plan it is (`None`:
@@ -173,6 +175,7 @@ impl Run {
             labels,
             metric,
             custom,
+            role,
             ..
         } = self;
         let custom = custom.as_ref();
@@ -221,7 +224,9 @@ impl Run {
                 seconds: t.elapsed().as_secs_f64(),
             };
             t = Instant::now();
-            journal.save(&jobs[j].id, &record)?;
+            if super::shard::saves(*role, jobs[j].member.as_ref()) {
+                journal.save(&jobs[j].id, &record)?;
+            }
             seconds[j] = record.seconds;
             let s = Scored::from_record(record, labels, custom, &jobs[j].id)?;
             s.announce(&jobs[j].id, false, observer)?;

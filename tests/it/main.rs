@@ -18,5 +18,6 @@ mod replay;
 mod report;
 mod runtime;
 mod score;
+mod shard;
 mod significance;
 mod util;

@@ -77,6 +77,11 @@
 //! | evolve | `--force` | options::evolve_export_writes_only_what_is_asked, evolve::bad_runs_are_one_line_errors_and_write_nothing |
 //! | evolve | `--resume` | reliability::killed_runs_leave_only_complete_outputs_and_resume_finishes_the_same, faults::evolve_killed_at_any_point_resumes_to_the_same_bytes |
 //! | evolve | `--json` | evolve::evolve_reports_children_best_ensembles_and_writes_outputs |
+//! | evolve | `--shard` | shard::shards_from_every_index_source_merge_to_the_single_process_bytes, shard::a_killed_shard_loses_at_most_its_candidate_in_flight_and_its_rerun_finishes |
+//! | evolve | `--merge` | shard::shards_from_every_index_source_merge_to_the_single_process_bytes |
+//! | evolve | `--workers` | shard::local_workers_on_a_device_list_match_one_process |
+//! | evolve | `--slurm` | shard::the_slurm_driver_submits_one_array_per_generation |
+//! | evolve | `--sbatch-arg` | shard::the_slurm_driver_submits_one_array_per_generation |
 //! | ensemble | `--out` | ensemble::ensembles_of_children_equal_the_combination_of_members_on_every_fixture |
 //! | ensemble | `--combine` | options::ensemble_combine_mean_and_probabilities_average_as_they_are, ensemble::weights_logits_mode_and_unrelated_models |
 //! | ensemble | `--weights` | ensemble::weights_logits_mode_and_unrelated_models |
