@@ -121,6 +121,12 @@ impl<'o> Evolution<'o> {
         };
         let parent = run.score(&lineage, None, job, observer)?;
         run.timings.parent = t.elapsed().as_secs_f64();
+        let names = lineage.tensors.iter();
+        let names = names
+            .map(|&t| run.model.tensors()[t].name.clone())
+            .collect();
+        let budget = cfg.copy_budget.unwrap_or(DEFAULT_COPY_BUDGET);
+        run.timings.prefix = run.share_prefix(&parent, &names, cfg.share_prefix, budget)?;
         let mut passes = Passes::default();
         count(
             &mut passes,

@@ -267,6 +267,48 @@ impl Dataset {
         })
     }
 
+    /// A data set of float32 arrays computed in memory (one per model input: name, shape of
+    /// one sample, `samples × elements` values) with `labels` for its samples; `path` names the
+    /// data it was computed from in errors. Evolve's shared prefixes feed their activations
+    /// to the suffix model this way.
+    pub fn from_f32_columns(
+        path: &Path,
+        columns: Vec<(String, Vec<usize>, Vec<f32>)>,
+        labels: Labels,
+    ) -> Result<Dataset, DataError> {
+        let samples = labels.len();
+        let mut inputs = Vec::with_capacity(columns.len());
+        for (name, row_shape, values) in columns {
+            let row_elems: usize = row_shape.iter().product();
+            if values.len() != row_elems.saturating_mul(samples) {
+                return Err(DataError::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "array `{name}` has {} values for {samples} samples of {row_elems}",
+                        values.len()
+                    ),
+                });
+            }
+            let bytes: &[u8] = bytemuck::cast_slice(&values);
+            inputs.push(InputArray {
+                input: name.clone(),
+                array: name,
+                dtype: DType::F32,
+                feed: DType::F32,
+                row_shape,
+                row_elems,
+                data: crate::buffer::aligned_copy(bytes),
+            });
+        }
+        Ok(Dataset {
+            path: path.to_path_buf(),
+            inputs,
+            labels,
+            samples,
+            fixed_batch: None,
+        })
+    }
+
     /// The batch size used when none is given: 256 samples, or fewer so that a batch's inputs
     /// take at most 64 MiB (a model's activations grow with its inputs: a MobileNet on
     /// 3×224×224 images at batch 256 needs over a gigabyte).
