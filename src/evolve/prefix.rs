@@ -262,7 +262,8 @@ fn subgraph(
 }
 
 /// The activations of the cut for a part's rows, as a data set (one array per cut tensor,
-/// batch by batch as the predictor would run them); `Ok(Err)` says why they cannot be used.
+/// batch by batch as the predictor would run them; `budget`: the bytes they may take);
+/// `Ok(Err)` says why they cannot be used.
 fn activations(
     session: &mut Session,
     part: &Part,
@@ -282,6 +283,7 @@ fn activations(
         .map(|c| (c.clone(), Vec::new(), Vec::new()))
         .collect();
     let mut batcher = Batcher::default();
+    let mut planned = 0usize;
     for (b, chunk) in part.rows.chunks(batch.max(1)).enumerate() {
         let (inputs, _) = batcher.inputs(&part.data, chunk, None)?;
         let outputs = session
@@ -307,13 +309,15 @@ fn activations(
                 )));
             }
             if b == 0 {
-                let total = data.len() / chunk.len().max(1) * part.rows.len() * 4;
-                if total > budget {
+                let elems = data.len() / chunk.len().max(1) * part.rows.len();
+                planned = planned.saturating_add(elems.saturating_mul(4));
+                if planned > budget {
                     return Ok(Err(format!(
-                        "activation `{name}` would take {total} bytes (budget {budget})"
+                        "the activations would take over {budget} bytes (`{name}`: {} per sample)",
+                        4 * (data.len() / chunk.len().max(1))
                     )));
                 }
-                values.reserve(total / 4);
+                values.reserve(elems);
             }
             *shape = row;
             values.extend_from_slice(data);

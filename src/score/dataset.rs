@@ -885,4 +885,23 @@ mod tests {
         .unwrap();
         assert_eq!(d.labels(), &Labels::Targets(vec![0.5, 1.5, -2.0]));
     }
+
+    #[test]
+    fn f32_columns_become_a_data_set_fed_by_name() {
+        let labels = Labels::Classes(vec![0, 1, 1]);
+        let cols = vec![("h".to_string(), vec![2], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])];
+        let ds = Dataset::from_f32_columns(Path::new("d.npz"), cols, labels.clone()).unwrap();
+        assert_eq!((ds.len(), ds.inputs()[0].input.as_str()), (3, "h"));
+        assert_eq!((ds.inputs()[0].row_elems, ds.bytes_for(3)), (2, 24));
+        assert_eq!(ds.labels(), &labels);
+        // Rows are where a batch view expects them: sample 1 is bytes 8..16.
+        let sub = ds.subset(&[1]).unwrap();
+        assert_eq!(
+            sub.inputs()[0].data.get(..8),
+            ds.inputs()[0].data.get(8..16)
+        );
+        let short = vec![("h".to_string(), vec![2], vec![1.0; 5])];
+        let err = Dataset::from_f32_columns(Path::new("d.npz"), short, labels).unwrap_err();
+        assert!(err.to_string().contains("5 values for 3 samples"), "{err}");
+    }
 }
