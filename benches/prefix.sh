@@ -69,30 +69,31 @@ import json, sys
 t = json.load(open(sys.argv[1]))["timings"]
 p = t.get("prefix") or {}
 print(f"used {p.get('used')}, cut {p.get('cut')}, prefix {p.get('prefix_nodes')} nodes / suffix {p.get('suffix_nodes')} nodes, "
-      f"prefix pass {p.get('prefix_pass', 0):.3f} s, parent's suffix pass and check {p.get('suffix_pass', 0):.3f} s; "
+      f"prefix pass {p.get('prefix_pass', 0):.3f} s, exactness check (first batch, full and split) {p.get('check', 0):.3f} s; "
       f"load {t['load']:.3f}, parent {t['parent']:.3f}, children {t['children']:.3f}, export {t['export']:.3f}, total {t['total']:.3f}")
 EOF2
 }
 
-declare -a fw=() fr=() nw=() nr=() pw=() pr=()
+declare -a fw=() fr=() fc=() nw=() nr=() nc=() pw=() pr=() pc=()
 for i in $(seq "$RUNS"); do
     # shellcheck disable=SC2046 # word lists without spaces in paths
-    read -r w r c < <(timed floor "$K" "" $(floor_cmd "$K")); fw+=("$w"); fr+=("$r")
+    read -r w r c < <(timed floor "$K" "" $(floor_cmd "$K")); fw+=("$w"); fr+=("$r"); fc+=("$c")
     printf 'run %d: floor %7.2f s %5d MB (cpu %6.2f s)' "$i" "$w" "$r" "$c"
     if [ "$FULL" = 1 ]; then
         # shellcheck disable=SC2046
-        read -r w r c < <(timed full "$K" 0 $(evolve_cmd "$K" full)); nw+=("$w"); nr+=("$r")
+        read -r w r c < <(timed full "$K" 0 $(evolve_cmd "$K" full)); nw+=("$w"); nr+=("$r"); nc+=("$c")
         printf ' | full passes %7.2f s %5d MB (cpu %6.2f s)' "$w" "$r" "$c"
     else
-        nw+=("0"); nr+=("0")
+        nw+=("0"); nr+=("0"); nc+=("0")
     fi
     # shellcheck disable=SC2046
-    read -r w r c < <(timed shared "$K" "" $(evolve_cmd "$K" shared)); pw+=("$w"); pr+=("$r")
+    read -r w r c < <(timed shared "$K" "" $(evolve_cmd "$K" shared)); pw+=("$w"); pr+=("$r"); pc+=("$c")
     printf ' | shared prefix %7.2f s %5d MB (cpu %6.2f s)\n' "$w" "$r" "$c"
 done
 FW=$(median "${fw[@]}"); FR=$(median "${fr[@]}")
 NW=$(median "${nw[@]}"); NR=$(median "${nr[@]}")
 PW=$(median "${pw[@]}"); PR=$(median "${pr[@]}")
+FC=$(median "${fc[@]}"); NC=$(median "${nc[@]}"); PC=$(median "${pc[@]}")
 DETAIL=$(shared "$OUT/prefix-shared/report.json")
 
 mem_rows=()
@@ -113,9 +114,13 @@ done
     echo
     echo "$INFO"
     echo
-    echo "| model | data | floor s | full passes s | shared prefix s | floor / shared | full / shared | floor MB | full MB | shared MB |"
-    echo "|---|---|---|---|---|---|---|---|---|---|"
-    echo "| $MODEL | $(basename "$DATA") | $FW | $NW | $PW | $(ratio "$FW" "$PW") | $(ratio "$NW" "$PW") | $FR | $NR | $PR |"
+    echo "| | floor | full passes | shared prefix | floor / shared | full / shared |"
+    echo "|---|---|---|---|---|---|"
+    echo "| wall s | $FW | $NW | $PW | $(ratio "$FW" "$PW") | $(ratio "$NW" "$PW") |"
+    echo "| CPU s (user + system) | $FC | $NC | $PC | $(ratio "$FC" "$PC") | $(ratio "$NC" "$PC") |"
+    echo "| peak RSS MB | $FR | $NR | $PR | | |"
+    echo
+    echo "Model $MODEL, data $(basename "$DATA")."
     echo
     echo "Last shared-prefix run (report.json \`timings\`): $DETAIL"
     if [ ${#mem_rows[@]} -gt 0 ]; then

@@ -7,9 +7,10 @@
 //!
 //! Exactness: the suffix holds the full model's nodes with the same weights and the same
 //! inputs, but ONNX Runtime may fuse nodes across the cut in the full model (a Conv before a
-//! mutated BatchNormalization) and so compute other bits. The split is used only when the
-//! parent's predictions through it equal its full pass's bit for bit; otherwise the run keeps
-//! full passes and `report.json` says why.
+//! mutated BatchNormalization) and so compute other bits. Before the parent is scored, the
+//! first batch runs through the full model and through the split: the split is used only when
+//! their predictions are equal bit for bit (same nodes and batch sizes thereafter); otherwise
+//! the run keeps full passes and `report.json` says why.
 
 use std::collections::HashSet;
 use std::time::Instant;
@@ -18,7 +19,7 @@ use ort::session::Session;
 use prost::Message;
 
 use super::report::SharedPrefix;
-use super::scoring::{Part, Run, Scored};
+use super::scoring::{Part, Run};
 use super::sessions::Sessions;
 use crate::Error;
 use crate::onnx::DType;
@@ -339,6 +340,7 @@ fn same(a: &Predictions, b: &Predictions) -> bool {
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     a.classes == b.classes
         && a.kind == b.kind
+        && a.non_finite_rows == b.non_finite_rows
         && bits(&a.probs) == bits(&b.probs)
         && bits(&a.values) == bits(&b.values)
 }
@@ -348,14 +350,13 @@ fn same(a: &Predictions, b: &Predictions) -> bool {
 type Outcome = (SharedPrefix, Option<(Vec<u8>, [Part; 2])>);
 
 impl Run {
-    /// Tries the shared prefix for `lineage`'s mutable tensors after the parent (`parent`,
-    /// scored with full passes) and keeps it when the parent's predictions through it are
-    /// identical and (`force` unset) a suffix pass costs at most [`MAX_SUFFIX_SHARE`] of a
-    /// full one. `force`: `Some(false)` never tries, `Some(true)` keeps it whenever exact.
-    /// `budget`: bytes the activations may take.
+    /// Tries the shared prefix for the `mutable` tensors before the parent is scored, and
+    /// keeps it when the first batch's predictions through it are identical to a full pass's
+    /// and (`force` unset) a suffix pass costs at most [`MAX_SUFFIX_SHARE`] of a full one.
+    /// `force`: `Some(false)` never tries, `Some(true)` keeps it whenever exact. `budget`:
+    /// bytes one part's activations may take.
     pub(super) fn share_prefix(
         &mut self,
-        parent: &Scored,
         mutable: &HashSet<String>,
         force: Option<bool>,
         budget: usize,
@@ -364,7 +365,7 @@ impl Run {
             return Ok(None);
         }
         let start = Instant::now();
-        let (mut report, keep) = self.try_split(parent, mutable, force, budget)?;
+        let (mut report, keep) = self.try_split(mutable, force, budget)?;
         if let Some((suffix, parts)) = keep
             && let Sessions::Template { bytes, .. } = &mut self.sessions
         {
@@ -377,7 +378,6 @@ impl Run {
 
     fn try_split(
         &mut self,
-        parent: &Scored,
         mutable: &HashSet<String>,
         force: Option<bool>,
         budget: usize,
@@ -387,24 +387,12 @@ impl Run {
             r.reason = Some(why.to_string());
             Ok((r, None))
         };
-        let Sessions::Template {
-            bytes,
-            folder,
-            values,
-            ..
-        } = &self.sessions
-        else {
+        let Sessions::Template { bytes, folder, .. } = &self.sessions else {
             return not(report, "candidates are model copies, not templates");
         };
         if self.parts[0].data.fixed_batch().is_some() {
             return not(report, "the model has a fixed batch size");
         }
-        if parent.holdout_non_finite > 0 || parent.record.selection.non_finite_rows > 0 {
-            return not(report, "the parent has NaN/Inf outputs");
-        }
-        let Some(holdout) = &parent.record.holdout else {
-            return not(report, "the parent has no holdout predictions");
-        };
         let Ok(model) = ModelProto::decode(bytes.as_slice()) else {
             return not(report, "the model does not decode");
         };
@@ -415,10 +403,9 @@ impl Run {
         report.cut.clone_from(&split.cut);
         (report.prefix_nodes, report.suffix_nodes) = split.nodes;
         let t = Instant::now();
-        let folder = folder.as_deref();
         let mut prefix = self
             .runtime
-            .session_from_template(&split.prefix.encode_to_vec(), &[], folder, None)
+            .session_from_template(&split.prefix.encode_to_vec(), &[], folder.as_deref(), None)
             .map_err(|e| e.for_model(self.model.path()))?;
         let batch = self.predictor.batch();
         let mut acts = Vec::with_capacity(2);
@@ -431,31 +418,20 @@ impl Run {
         drop(prefix);
         report.prefix_pass = t.elapsed().as_secs_f64();
         type_cut(&mut split, &acts[0]);
-        let suffix = split.suffix.encode_to_vec();
-        let t = Instant::now();
-        let mut session = self
-            .runtime
-            .session_from_template(&suffix, values, folder, None)
-            .map_err(|e| e.for_model(self.model.path()))?;
         let mut parts = Vec::with_capacity(2);
         for (part, data) in self.parts.iter().zip(acts) {
             let rows = (0..part.rows.len()).collect();
-            let p = Part::new(data, rows, part.original().to_vec());
-            parts.push(p);
+            parts.push(Part::new(data, rows, part.original().to_vec()));
         }
-        let mut through = Vec::with_capacity(2);
-        for p in &parts {
-            through.push(p.predict(&mut self.predictor, &mut session)?);
+        let suffix = split.suffix.encode_to_vec();
+        let t = Instant::now();
+        let (exact, suffix_cost) = self.check(&suffix, &parts[0])?;
+        report.check = t.elapsed().as_secs_f64();
+        if !exact {
+            let why = "the first batch's predictions through the split differ from a full pass";
+            return not(report, why);
         }
-        drop(session);
-        report.suffix_pass = t.elapsed().as_secs_f64();
-        if !(same(&through[0], &parent.record.selection) && same(&through[1], holdout)) {
-            return not(
-                report,
-                "the parent's predictions through the split differ from its full pass",
-            );
-        }
-        let share = report.suffix_pass / (report.suffix_pass + report.prefix_pass).max(1e-9);
+        let share = suffix_cost / (suffix_cost + report.prefix_pass).max(1e-9);
         if force.is_none() && share > MAX_SUFFIX_SHARE {
             return not(report, "the suffix costs most of a full pass");
         }
@@ -464,6 +440,44 @@ impl Run {
             .map_err(|_| super::invalid("internal", "two parts expected"))?;
         report.used = true;
         Ok((report, Some((suffix, [sel, hold]))))
+    }
+
+    /// Runs the first batch of the selection rows through the full model and through
+    /// `suffix` on `split` (its activations), with the current values: equal bit for bit? And
+    /// the seconds a suffix session and pass over both parts would take (from this batch).
+    fn check(&mut self, suffix: &[u8], split: &Part) -> Result<(bool, f64), Error> {
+        let Sessions::Template {
+            bytes,
+            folder,
+            values,
+            ..
+        } = &self.sessions
+        else {
+            return Ok((false, 0.0));
+        };
+        let folder = folder.as_deref();
+        let for_model = |e: crate::runtime::RuntimeError| e.for_model(self.model.path());
+        let part = &self.parts[0];
+        let n = self.predictor.batch().clamp(1, part.rows.len().max(1));
+        let first = part.rows.get(..n).unwrap_or_default();
+        let mut full = self
+            .runtime
+            .session_from_template(bytes, values, folder, None)
+            .map_err(for_model)?;
+        let full_first = self.predictor.predict(&mut full, &part.data, first)?;
+        drop(full);
+        let t = Instant::now();
+        let mut session = self
+            .runtime
+            .session_from_template(suffix, values, folder, None)
+            .map_err(for_model)?;
+        let built = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let rows = split.rows.get(..n).unwrap_or_default();
+        let split_first = self.predictor.predict(&mut session, &split.data, rows)?;
+        let per_row = t.elapsed().as_secs_f64() / n as f64;
+        let all_rows = self.parts.iter().map(|p| p.rows.len()).sum::<usize>() as f64;
+        Ok((same(&full_first, &split_first), built + per_row * all_rows))
     }
 }
 

@@ -402,8 +402,9 @@ pub struct SharedPrefix {
     pub suffix_nodes: usize,
     /// Seconds of the prefix pass over the selection and holdout rows.
     pub prefix_pass: f64,
-    /// Seconds of the parent's suffix session and pass (the exactness check).
-    pub suffix_pass: f64,
+    /// Seconds of the exactness check: the first batch through a full session and through
+    /// the suffix's.
+    pub check: f64,
     /// Seconds of the whole attempt.
     pub seconds: f64,
 }
