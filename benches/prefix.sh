@@ -19,6 +19,7 @@
 #   BATCH      256    samples per run for all three
 #   FULL       1      also time the run with full passes (0: skip that column)
 #   K_MEM      "16 64"  k values of the RSS check with the shared prefix (empty: skip it)
+#   SKIP_BUILD 0      1: do not run cargo build (the binaries are already built)
 #   NOTE       a remark for the section's title
 #   RESULTS    benches/RESULTS.md (empty: print only)
 #   BENCH_DIR  target/bench
@@ -38,7 +39,8 @@ NOTE=${NOTE:-}
 RESULTS=${RESULTS-benches/RESULTS.md}
 
 setup_venv
-build
+# SKIP_BUILD=1: use the release binaries already built (another cargo may hold the lock).
+[ "${SKIP_BUILD:-0}" = 1 ] || build
 make_models
 LIB=$(ort_library)
 OUT=$BENCH_DIR/out
