@@ -365,7 +365,20 @@ impl Run {
             return Ok(None);
         }
         let start = Instant::now();
-        let (mut report, keep) = self.try_split(mutable, force, budget)?;
+        // A split ONNX Runtime refuses to build or run costs the run nothing but full passes.
+        let (mut report, keep) = match self.try_split(mutable, force, budget) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                let reason = Some(format!("the split failed: {e}"));
+                (
+                    SharedPrefix {
+                        reason,
+                        ..Default::default()
+                    },
+                    None,
+                )
+            }
+        };
         if let Some((suffix, parts)) = keep
             && let Sessions::Template { bytes, .. } = &mut self.sessions
         {
