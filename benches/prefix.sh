@@ -96,6 +96,8 @@ FW=$(median "${fw[@]}"); FR=$(median "${fr[@]}")
 NW=$(median "${nw[@]}"); NR=$(median "${nr[@]}")
 PW=$(median "${pw[@]}"); PR=$(median "${pr[@]}")
 FC=$(median "${fc[@]}"); NC=$(median "${nc[@]}"); PC=$(median "${pc[@]}")
+# full / shared: only when the full-pass runs were made.
+full_ratio() { if [ "$FULL" = 1 ]; then ratio "$1" "$2"; else echo "not run"; fi; }
 DETAIL=$(shared "$OUT/prefix-shared/report.json")
 
 mem_rows=()
@@ -112,14 +114,14 @@ done
 {
     echo "## shared prefixes: head-only mutation${NOTE:+ ($NOTE)}"
     echo
-    echo "Produced by \`benches/prefix.sh\` (MODEL=$MODEL HEAD=\"$HEAD\" RUNS=$RUNS K=$K SIGMA=$SIGMA BATCH=$BATCH FULL=$FULL K_MEM=\"$K_MEM\"). Medians of $RUNS interleaved run(s). Wall seconds, process start included; peak RSS in MB (10⁶ bytes). floor: $((K + 1)) full passes with one ORT session; full passes (0: not run, FULL=0): \`SMD_PREFIX=0 smd-onnx evolve --include HEAD\`; shared prefix: the same command with the default (prefix computed once, candidates scored on the suffix, kept because the parent's predictions through it are bit-identical to its full pass)."
+    echo "Produced by \`benches/prefix.sh\` (MODEL=$MODEL HEAD=\"$HEAD\" RUNS=$RUNS K=$K SIGMA=$SIGMA BATCH=$BATCH FULL=$FULL K_MEM=\"$K_MEM\"). Medians of $RUNS interleaved run(s). Wall seconds, process start included; peak RSS in MB (10⁶ bytes). floor: $((K + 1)) full passes with one ORT session; full passes (0: not run, FULL=0): \`SMD_PREFIX=0 smd-onnx evolve --include HEAD\`; shared prefix: the same command with the default (prefix computed once, every candidate scored on the suffix, kept because the first batch's predictions through the split are bit-identical to a full session's)."
     echo
     echo "$INFO"
     echo
     echo "| | floor | full passes | shared prefix | floor / shared | full / shared |"
     echo "|---|---|---|---|---|---|"
-    echo "| wall s | $FW | $NW | $PW | $(ratio "$FW" "$PW") | $(ratio "$NW" "$PW") |"
-    echo "| CPU s (user + system) | $FC | $NC | $PC | $(ratio "$FC" "$PC") | $(ratio "$NC" "$PC") |"
+    echo "| wall s | $FW | $NW | $PW | $(ratio "$FW" "$PW") | $(full_ratio "$NW" "$PW") |"
+    echo "| CPU s (user + system) | $FC | $NC | $PC | $(ratio "$FC" "$PC") | $(full_ratio "$NC" "$PC") |"
     echo "| peak RSS MB | $FR | $NR | $PR | | |"
     echo
     echo "Model $MODEL, data $(basename "$DATA")."
