@@ -193,7 +193,15 @@ fn main() -> Res<()> {
         ));
     }
     let mut exact = Vec::new();
+    // Where a child's time goes: apply its changes, build its session, its pass, drop the
+    // session and undo the changes.
+    let mut parts = [0.0f64; 4];
+    let mut lap = |i: usize, t: &mut Instant| {
+        parts[i] += t.elapsed().as_secs_f64();
+        *t = Instant::now();
+    };
     for ds in &deltas {
+        let mut tp = Instant::now();
         let mut saved = Vec::new();
         for d in ds {
             let v = tensor_mut(Arc::get_mut(&mut vals[d.tensor].1).ok_or("shared")?)
@@ -201,16 +209,29 @@ fn main() -> Res<()> {
             saved.push(v.gather(&d.indices));
             mutate::apply_to(v, d)?;
         }
+        lap(0, &mut tp);
         let mut s = rt.session_from_template(&template, &vals, model_path.parent(), None)?;
+        lap(1, &mut tp);
         exact.push(predict(&mut s, &data, &[], &outs)?.remove(0));
+        lap(2, &mut tp);
         drop(s);
         for (d, old) in ds.iter().zip(&saved) {
             tensor_mut(Arc::get_mut(&mut vals[d.tensor].1).ok_or("shared")?)
                 .ok_or("not float")?
                 .scatter(&d.indices, old);
         }
+        lap(3, &mut tp);
     }
     report("template", t.elapsed().as_secs_f64(), "(evolve; exact)");
+    let per = |x: f64| 1e3 * x / f64::from(k);
+    println!(
+        "  per child: apply {:.1} ms, session build {:.1} ms, pass {:.1} ms, drop + undo {:.1} ms (floor pass {:.1} ms)",
+        per(parts[0]),
+        per(parts[1]),
+        per(parts[2]),
+        per(parts[3]),
+        1e3 * floor / f64::from(k + 1)
+    );
     let agreement = |preds: &[Vec<usize>]| -> String {
         let same: usize = preds
             .iter()

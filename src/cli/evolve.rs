@@ -203,6 +203,16 @@ fn copy_budget() -> Option<usize> {
     Some((kb.saturating_mul(1024) / 2).min(16 << 30))
 }
 
+/// `SMD_PREFIX=1/0` forces the shared prefix on (whenever exact) or off (for measurements and
+/// tests); otherwise the library decides by what it measures.
+fn share_prefix() -> Option<bool> {
+    match std::env::var("SMD_PREFIX").as_deref() {
+        Ok("1") => Some(true),
+        Ok("0") => Some(false),
+        _ => None,
+    }
+}
+
 /// `SMD_PIPELINE=1/0` forces pipelined session building on or off (for measurements and
 /// tests); otherwise the library decides by device.
 fn pipelined() -> Option<bool> {
@@ -302,6 +312,7 @@ pub fn config(args: &Args) -> anyhow::Result<EvolveConfig> {
         }
         .config()?,
         pipelined: pipelined(),
+        share_prefix: share_prefix(),
         copy_budget: copy_budget(),
         command: Some(super::common::command_line()),
         metric: args.metric.as_deref().map(str::parse).transpose()?,

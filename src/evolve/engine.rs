@@ -116,6 +116,10 @@ impl<'o> Evolution<'o> {
             return Err(invalid("--race", race::NEEDS_CLASSES));
         }
         run.timings.load = start.elapsed().as_secs_f64();
+        let names = lineage.tensors.iter();
+        let names = names.map(|&t| run.model.tensors()[t].name.clone());
+        let budget = cfg.copy_budget.unwrap_or(DEFAULT_COPY_BUDGET);
+        run.timings.prefix = run.share_prefix(&names.collect(), cfg.share_prefix, budget)?;
         let t = Instant::now();
         let job = Job {
             id: "parent".into(),

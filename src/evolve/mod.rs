@@ -20,6 +20,7 @@ mod ensembles;
 mod journal;
 mod key;
 mod observer;
+mod prefix;
 pub mod race;
 mod report;
 mod scoring;
@@ -34,8 +35,8 @@ pub use engine::Evolution;
 pub use observer::{Event, Flow, Observer, Silent};
 pub use report::{
     BestReport, Bootstrap, ChildReport, EnsembleReport, GenerationReport, GreedyStep, MemberRef,
-    MergedReport, Mutable, Outputs, Passes, Report, Scores, Settings, Significance, SplitSizes,
-    Stopped, TensorChange, Timings,
+    MergedReport, Mutable, Outputs, Passes, Report, Scores, Settings, SharedPrefix, Significance,
+    SplitSizes, Stopped, TensorChange, Timings,
 };
 pub use select::{Greedy, best, best_by, better, better_by, greedy, greedy_steps, greedy_with};
 pub use shard::{Role, Shard, ShardOutcome, run_shard};
@@ -212,6 +213,10 @@ pub struct EvolveConfig {
     /// Bytes of data the run may copy into memory (the selection and holdout rows, contiguous)
     /// to avoid a copy per pass (`None`: 2 GiB).
     pub copy_budget: Option<usize>,
+    /// Compute the graph's unmutated prefix once and score candidates on the rest (see
+    /// `evolve::prefix`): `None` when it is exact and saves time, `Some(true)` whenever it is
+    /// exact, `Some(false)` never.
+    pub share_prefix: Option<bool>,
     /// The command line that started the run, for the report to show (`None`: not shown).
     pub command: Option<String>,
     /// What selection optimises (best child, merged candidate, greedy ensembles, the exported
@@ -260,6 +265,7 @@ impl EvolveConfig {
             runtime: RuntimeConfig::default(),
             pipelined: None,
             copy_budget: None,
+            share_prefix: None,
             command: None,
             metric: None,
             custom_metric: None,

@@ -382,6 +382,31 @@ pub struct Timings {
     pub export: f64,
     /// Everything.
     pub total: f64,
+    /// The shared prefix, when one was tried (see `evolve::prefix`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<SharedPrefix>,
+}
+
+/// Trying to compute the unmutated prefix of the graph once and score candidates on the rest.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SharedPrefix {
+    /// Candidates were scored through the split.
+    pub used: bool,
+    /// Why not, when not.
+    pub reason: Option<String>,
+    /// The activations the prefix computes and the suffix reads.
+    pub cut: Vec<String>,
+    /// Nodes of the prefix.
+    pub prefix_nodes: usize,
+    /// Nodes of the suffix (the mutated nodes and the constants they read).
+    pub suffix_nodes: usize,
+    /// Seconds of the prefix pass over the selection and holdout rows.
+    pub prefix_pass: f64,
+    /// Seconds of the exactness check: the first batch through a full session and through
+    /// the suffix's.
+    pub check: f64,
+    /// Seconds of the whole attempt.
+    pub seconds: f64,
 }
 
 /// The whole report.

@@ -289,6 +289,20 @@ pub(super) struct Part {
 }
 
 impl Part {
+    /// Rows `rows` of `data`, reported as the data set rows `original`.
+    pub(super) fn new(data: Dataset, rows: Vec<usize>, original: Vec<usize>) -> Part {
+        Part {
+            data,
+            rows,
+            original,
+        }
+    }
+
+    /// The data set rows these rows are.
+    pub(super) fn original(&self) -> &[usize] {
+        &self.original
+    }
+
     /// The selection and holdout parts of `data`, copied into memory when they take at most
     /// `budget` bytes.
     pub fn both(data: Dataset, split: &Split, budget: usize) -> Result<[Part; 2], Error> {
@@ -348,7 +362,7 @@ impl Part {
     }
 
     /// A model's predictions for these rows (reported with their data set row numbers).
-    fn predict(
+    pub(super) fn predict(
         &self,
         predictor: &mut Predictor,
         session: &mut ort::session::Session,

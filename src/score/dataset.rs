@@ -267,6 +267,48 @@ impl Dataset {
         })
     }
 
+    /// A data set of float32 arrays computed in memory (one per model input: name, shape of
+    /// one sample, `samples × elements` values) with `labels` for its samples; `path` names the
+    /// data it was computed from in errors. Evolve's shared prefixes feed their activations
+    /// to the suffix model this way.
+    pub fn from_f32_columns(
+        path: &Path,
+        columns: Vec<(String, Vec<usize>, Vec<f32>)>,
+        labels: Labels,
+    ) -> Result<Dataset, DataError> {
+        let samples = labels.len();
+        let mut inputs = Vec::with_capacity(columns.len());
+        for (name, row_shape, values) in columns {
+            let row_elems: usize = row_shape.iter().product();
+            if values.len() != row_elems.saturating_mul(samples) {
+                return Err(DataError::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "array `{name}` has {} values for {samples} samples of {row_elems}",
+                        values.len()
+                    ),
+                });
+            }
+            let bytes: &[u8] = bytemuck::cast_slice(&values);
+            inputs.push(InputArray {
+                input: name.clone(),
+                array: name,
+                dtype: DType::F32,
+                feed: DType::F32,
+                row_shape,
+                row_elems,
+                data: crate::buffer::aligned_copy(bytes),
+            });
+        }
+        Ok(Dataset {
+            path: path.to_path_buf(),
+            inputs,
+            labels,
+            samples,
+            fixed_batch: None,
+        })
+    }
+
     /// The batch size used when none is given: 256 samples, or fewer so that a batch's inputs
     /// take at most 64 MiB (a model's activations grow with its inputs: a MobileNet on
     /// 3×224×224 images at batch 256 needs over a gigabyte).
@@ -842,5 +884,24 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(d.labels(), &Labels::Targets(vec![0.5, 1.5, -2.0]));
+    }
+
+    #[test]
+    fn f32_columns_become_a_data_set_fed_by_name() {
+        let labels = Labels::Classes(vec![0, 1, 1]);
+        let cols = vec![("h".to_string(), vec![2], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])];
+        let ds = Dataset::from_f32_columns(Path::new("d.npz"), cols, labels.clone()).unwrap();
+        assert_eq!((ds.len(), ds.inputs()[0].input.as_str()), (3, "h"));
+        assert_eq!((ds.inputs()[0].row_elems, ds.bytes_for(3)), (2, 24));
+        assert_eq!(ds.labels(), &labels);
+        // Rows are where a batch view expects them: sample 1 is bytes 8..16.
+        let sub = ds.subset(&[1]).unwrap();
+        assert_eq!(
+            sub.inputs()[0].data.get(..8),
+            ds.inputs()[0].data.get(8..16)
+        );
+        let short = vec![("h".to_string(), vec![2], vec![1.0; 5])];
+        let err = Dataset::from_f32_columns(Path::new("d.npz"), short, labels).unwrap_err();
+        assert!(err.to_string().contains("5 values for 3 samples"), "{err}");
     }
 }

@@ -11,6 +11,7 @@ mod mutate;
 mod noise;
 mod options;
 mod oracle;
+mod prefix;
 mod quantized;
 mod race;
 mod reliability;
