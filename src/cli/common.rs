@@ -205,24 +205,26 @@ impl MutationArgs {
     }
 }
 
+/// `a` quoted for a POSIX shell when it holds anything but plain characters.
+pub fn shell_quote(a: &str) -> String {
+    let plain = !a.is_empty()
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./=:+,@%".contains(c));
+    if plain {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', r"'\''"))
+    }
+}
+
 /// This process' command line as one line a POSIX shell runs again: arguments that hold
 /// anything but plain characters are single-quoted (the program as `smd-onnx`, its name).
 pub fn command_line() -> String {
-    let quote = |a: &str| -> String {
-        let plain = !a.is_empty()
-            && a.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_-./=:+,@%".contains(c));
-        if plain {
-            a.to_string()
-        } else {
-            format!("'{}'", a.replace('\'', r"'\''"))
-        }
-    };
     std::iter::once("smd-onnx".to_string())
         .chain(
             std::env::args_os()
                 .skip(1)
-                .map(|a| quote(&a.to_string_lossy())),
+                .map(|a| shell_quote(&a.to_string_lossy())),
         )
         .collect::<Vec<_>>()
         .join(" ")

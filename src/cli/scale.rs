@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use super::common::shell_quote;
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use smd_onnx::evolve::shard::{self, Marker};
@@ -423,8 +424,8 @@ fn run_slurm(
     g: u32,
 ) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("the smd-onnx executable")?;
-    let mut words = vec![quote(&exe.to_string_lossy())];
-    words.extend(base.iter().map(|a| quote(&a.to_string_lossy())));
+    let mut words = vec![shell_quote(&exe.to_string_lossy())];
+    words.extend(base.iter().map(|a| shell_quote(&a.to_string_lossy())));
     words.push("--shard".into());
     words.push("auto".into());
     let log = out.join(format!(".smd-journal/slurm-g{g}-%a.log"));
@@ -445,18 +446,6 @@ fn run_slurm(
         );
     }
     Ok(())
-}
-
-/// `a` quoted for `sh` when it needs to be.
-fn quote(a: &str) -> String {
-    let plain = !a.is_empty()
-        && a.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-./=:+,@%".contains(c));
-    if plain {
-        a.to_string()
-    } else {
-        format!("'{}'", a.replace('\'', r"'\''"))
-    }
 }
 
 #[cfg(test)]

@@ -93,7 +93,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use prost::Message;
 use serde_json::Value;
@@ -106,7 +106,7 @@ use smd_onnx::score::{Labels, Split};
 use crate::ensemble::{
     FIXTURES, Values, assert_combines, check_evolved_ensembles, check_with_python, run,
 };
-use crate::util::{assert_one_line_error, json_of, repo, smd};
+use crate::util::{assert_one_line_error, json_of, ok, repo, smd};
 
 /// The external-data fixture: small and fast, and a candidate beats its parent with seed 0.
 const EXT: &str = "models/digits_mlp_external.onnx";
@@ -114,17 +114,6 @@ const FLAT: &str = "fixtures/digits_flat_val.npz";
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
-}
-
-#[track_caller]
-fn ok(o: Output) -> Output {
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
 }
 
 /// `evolve MODEL --data DATA --out OUT --json EXTRA...`: the report it printed, which is the

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 
-use crate::util::{assert_one_line_error, entries, is_temp, repo, s, smd, smd_env};
+use crate::util::{assert_one_line_error, entries, is_temp, ok, repo, s, smd, smd_env};
 
 const MODEL: &str = "models/digits_cnn.onnx";
 const DATA: &str = "fixtures/digits_val.npz";
@@ -29,17 +29,6 @@ fn args<'a>(out: &'a Path, k: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     ];
     a.extend_from_slice(extra);
     a
-}
-
-#[track_caller]
-fn ok(o: Output) -> Output {
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
 }
 
 fn stdout(o: &Output) -> String {

@@ -30,6 +30,18 @@ pub fn smd_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("run smd-onnx")
 }
 
+/// `o`, after checking that its command succeeded (its stderr in the message if not).
+#[track_caller]
+pub fn ok(o: Output) -> Output {
+    assert!(
+        o.status.success(),
+        "exit {:?}: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
 /// The JSON object a successful command printed on stdout.
 pub fn json_of(out: &Output) -> Value {
     assert!(
