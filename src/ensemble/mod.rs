@@ -80,6 +80,15 @@ fn member_name(i: usize, name: &str) -> String {
     format!("m{i}/{name}")
 }
 
+/// Whether `value` is some member's copy of `name` ([`member_name`]'s inverse).
+fn is_member_copy_of(value: &str, name: &str) -> bool {
+    value.split_once('/').is_some_and(|(m, rest)| {
+        rest == name
+            && m.strip_prefix('m')
+                .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
 /// Internal name of graph output `o` before the heads combine it.
 fn internal_output(o: &str) -> String {
     format!("smd/out/{o}")

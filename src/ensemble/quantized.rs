@@ -11,8 +11,8 @@
 //! member's computed weight gets, so the ensemble would not combine what the members compute
 //! on their own. Their members are stored as full copies.
 
-use super::EnsembleError;
 use super::encode::{Change, Varying, member_values};
+use super::{EnsembleError, is_member_copy_of};
 use crate::onnx::{DType, Model, Quant, build, proto};
 
 /// The compact form of an ensemble's varying tensors (see [`integer_varying`]).
@@ -131,11 +131,7 @@ fn eight_bit_copy(
     scope: &str,
     wide: DType,
 ) -> Option<proto::TensorProto> {
-    let zt = model
-        .tensors()
-        .iter()
-        .filter(|t| t.name == name && (t.scope.is_empty() || t.scope == scope))
-        .max_by_key(|t| t.scope.len())?;
+    let zt = model.visible_tensor(name, scope)?;
     let bytes: Vec<u8> = q.zero_points().iter().map(|&z| z as u8).collect();
     (bytes.len() as u64 == zt.elements)
         .then(|| build::raw(&eight_bit_name(name), wide, &zt.dims, bytes))
@@ -161,12 +157,8 @@ pub(super) fn eight_bit_zero_points(
         return Ok(());
     };
     // The stored base keeps the weight's name: the nodes members share read it too.
-    let is_member_copy = |input: &str, w: &Widened| {
-        input == w.weight
-            || input
-                .split_once('/')
-                .is_some_and(|(m, rest)| rest == w.weight && is_member(m))
-    };
+    let is_member_copy =
+        |input: &str, w: &Widened| input == w.weight || is_member_copy_of(input, &w.weight);
     let refuse = |what: &str| {
         Err(EnsembleError::Invalid(format!(
             "a 4-bit weight read by {what}"
@@ -205,12 +197,6 @@ pub(super) fn eight_bit_zero_points(
         }
     }
     Ok(())
-}
-
-/// Whether `m` is a member prefix (`m0`, `m1`, …; see [`member_name`]).
-fn is_member(m: &str) -> bool {
-    m.strip_prefix('m')
-        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Whether a node of a subgraph of `n` (at any depth) reads a value `hit` accepts.

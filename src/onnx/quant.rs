@@ -232,7 +232,7 @@ impl Model {
     }
 
     /// The tensor named `name` that a node in `scope` sees.
-    fn visible_tensor(&self, name: &str, scope: &str) -> Option<&TensorInfo> {
+    pub(crate) fn visible_tensor(&self, name: &str, scope: &str) -> Option<&TensorInfo> {
         self.visible_index(name, scope)
             .and_then(|i| self.tensors.get(i))
     }
@@ -342,12 +342,8 @@ impl Model {
             }
             None => {}
         }
-        q.zero_point = match &u.zero_point {
-            None => vec![0; q.scale.len()],
-            Some(name) => {
-                let zt = self
-                    .visible_tensor(name, &u.scope)
-                    .ok_or_else(|| format!("zero point `{name}` is not a tensor of the model"))?;
+        q.zero_point = match (zp_t, &u.zero_point) {
+            (Some(zt), Some(name)) => {
                 let bad = || format!("zero point `{name}` does not fit");
                 if zt.dtype != t.dtype || zt.elements != q.scale.len() as u64 {
                     return Err(bad());
@@ -356,8 +352,9 @@ impl Model {
                 if raw.len() as u64 != t.dtype.raw_bytes(zt.elements).unwrap_or(0) {
                     return Err(bad());
                 }
-                (0..q.scale.len()).map(|j| get(t.dtype, &raw, j)).collect()
+                integers(t.dtype, &raw, q.scale.len())
             }
+            _ => vec![0; q.scale.len()],
         };
         finite(q, &what)
     }
