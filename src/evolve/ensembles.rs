@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::journal::Record;
-use super::report::{EnsembleReport, GreedyStep, MemberRef, Scores};
+use super::report::{EnsembleReport, GreedyStep, MemberRef, Scores, Significance};
 use super::scoring::Scored;
 use super::{invalid, select, significance};
 use crate::ensemble::{self, Combine};
@@ -60,6 +60,9 @@ pub(super) fn ensembles_of(
         }
     };
     let unscored = || invalid("internal", "an ensemble member has no holdout predictions");
+    // Their holdout predictions, for the significance of all four at once (one set of
+    // bootstrap draws) once they are built.
+    let mut holdouts = Vec::new();
     let mut add = |name: &str, members: Choice, path: Vec<GreedyStep>| -> Result<(), Error> {
         let part = |f: &dyn Fn(&Record) -> Option<&Predictions>| -> Result<Predictions, Error> {
             let w = members
@@ -75,7 +78,6 @@ pub(super) fn ensembles_of(
             holdout: holdout.metrics_with(labels, custom)?,
         };
         let selection_p = significance::selection_p(original_selection, &selection, labels)?;
-        let significance = significance::significance(original, (&holdout, &scores), labels, seed)?;
         reports.push(EnsembleReport {
             name: name.into(),
             members: members
@@ -87,9 +89,10 @@ pub(super) fn ensembles_of(
             scores,
             gain_vs_original: scores.holdout.primary() - original.1.holdout.primary(),
             gain_vs_generation_parent: scores.holdout.primary() - parent_scores.holdout.primary(),
-            significance,
+            significance: Significance::default(),
             selection_p,
         });
+        holdouts.push(holdout);
         choices.push(members);
         Ok(())
     };
@@ -128,6 +131,14 @@ pub(super) fn ensembles_of(
             .collect::<Result<Vec<_>, Error>>()?;
         let path = greedy_path(pool, &gr.path, &holdouts, labels)?;
         add(name, members, path)?;
+    }
+    let candidates: Vec<(&Predictions, &Scores)> = holdouts
+        .iter()
+        .zip(reports.iter().map(|r| &r.scores))
+        .collect();
+    let found = significance::significance_many(original, &candidates, labels, seed)?;
+    for (r, s) in reports.iter_mut().zip(found) {
+        r.significance = s;
     }
     Ok((reports, choices))
 }

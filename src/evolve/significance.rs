@@ -102,29 +102,53 @@ pub fn row_scores(p: &Predictions, labels: &Labels) -> Result<Vec<f64>, Error> {
 /// The 95% percentile interval of the mean of `diff` over `resamples` paired bootstrap
 /// resamples drawn from `seed` (see the module docs); `None` without rows or resamples.
 pub fn bootstrap_ci95(diff: &[f64], resamples: u32, seed: u64) -> Option<[f64; 2]> {
-    let n = diff.len();
-    if n == 0 || resamples == 0 {
+    bootstrap_ci95_many(&[diff], resamples, seed)?.pop()
+}
+
+/// [`bootstrap_ci95`] of each of `diffs` (all over the same rows), from one set of draws: the
+/// intervals are those of separate calls, and the draws, most of an interval's time, are
+/// made once. `None` without rows or resamples, or when the lengths differ.
+pub fn bootstrap_ci95_many(diffs: &[&[f64]], resamples: u32, seed: u64) -> Option<Vec<[f64; 2]>> {
+    let n = diffs.first()?.len();
+    let m = diffs.len();
+    if n == 0 || resamples == 0 || diffs.iter().any(|d| d.len() != n) {
         return None;
+    }
+    // Row-major: a draw reads its row's values of every diff from one place.
+    let mut by_row = vec![0.0f64; n * m];
+    for (i, d) in diffs.iter().enumerate() {
+        for (j, &v) in d.iter().enumerate() {
+            by_row[j * m + i] = v;
+        }
     }
     // Counter-based: each resample starts at its own offset in the stream, so they can run
     // in parallel and still give the same numbers as a sequential reference.
-    let mut gains: Vec<f64> = (0..u64::from(resamples))
+    let sums: Vec<Vec<f64>> = (0..u64::from(resamples))
         .into_par_iter()
         .map(|r| {
             let mut rng = SplitMix64::at(seed, r.wrapping_mul(n as u64));
-            let mut sum = 0.0f64;
+            let mut sum = vec![0.0f64; m];
             for _ in 0..n {
                 // Modulo bias is at most n / 2⁶⁴: negligible, and trivial to reproduce.
                 let j = (rng.next_u64() % n as u64) as usize;
-                sum += diff[j];
+                let row = by_row.get(j * m..(j + 1) * m).unwrap_or_default();
+                for (s, v) in sum.iter_mut().zip(row) {
+                    *s += v;
+                }
             }
-            sum / n as f64
+            sum
         })
         .collect();
-    gains.sort_by(f64::total_cmp);
-    let b = gains.len();
+    let b = sums.len();
     let k = b / 40;
-    Some([gains[k], gains[b - 1 - k]])
+    let intervals = (0..m)
+        .map(|i| {
+            let mut gains: Vec<f64> = sums.iter().map(|s| s[i] / n as f64).collect();
+            gains.sort_by(f64::total_cmp);
+            [gains[k], gains[b - 1 - k]]
+        })
+        .collect();
+    Some(intervals)
 }
 
 /// `x · 2^e`, without overflowing or underflowing on the way.
@@ -185,33 +209,59 @@ pub(super) fn significance(
     labels: &Labels,
     seed: u64,
 ) -> Result<Significance, Error> {
-    let ((orig, orig_scores), (cand, cand_scores)) = (original, candidate);
-    if orig.rows != cand.rows {
+    significance_many(original, &[candidate], labels, seed)?
+        .pop()
+        .ok_or_else(|| invalid("internal", "no candidate"))
+}
+
+/// [`significance`] of each of `candidates`, their bootstrap draws made once.
+pub(super) fn significance_many(
+    original: (&Predictions, &Scores),
+    candidates: &[(&Predictions, &Scores)],
+    labels: &Labels,
+    seed: u64,
+) -> Result<Vec<Significance>, Error> {
+    let (orig, orig_scores) = original;
+    if candidates.iter().any(|(cand, _)| orig.rows != cand.rows) {
         return Err(invalid(
             "internal",
             "the original and a candidate were scored on different holdout rows",
         ));
     }
-    let (so, sc) = (row_scores(orig, labels)?, row_scores(cand, labels)?);
-    let diff: Vec<f64> = sc.iter().zip(&so).map(|(c, o)| c - o).collect();
-    let ci95 = bootstrap_ci95(&diff, RESAMPLES, seed)
+    let so = row_scores(orig, labels)?;
+    let mut scores = Vec::with_capacity(candidates.len());
+    let mut diffs = Vec::with_capacity(candidates.len());
+    for (cand, _) in candidates {
+        let sc = row_scores(cand, labels)?;
+        diffs.push(sc.iter().zip(&so).map(|(c, o)| c - o).collect::<Vec<f64>>());
+        scores.push(sc);
+    }
+    let views: Vec<&[f64]> = diffs.iter().map(Vec::as_slice).collect();
+    let intervals = bootstrap_ci95_many(&views, RESAMPLES, seed)
         .ok_or_else(|| invalid("internal", "no holdout rows"))?;
-    let classification = cand.kind != ScoredAs::Regression;
-    let discordant = classification.then(|| discordant(&so, &sc));
-    let gain = cand_scores.holdout.primary() - orig_scores.holdout.primary();
-    let selection_gain = cand_scores.selection.primary() - orig_scores.selection.primary();
-    Ok(Significance {
-        gain,
-        ci95,
-        mcnemar_p: discordant.map(|[b, c]| mcnemar_exact_p(b, c)),
-        discordant,
-        selection_gain,
-        gap: selection_gain - gain,
-        bootstrap: Bootstrap {
-            resamples: RESAMPLES,
-            seed,
-        },
-    })
+    Ok(candidates
+        .iter()
+        .zip(scores)
+        .zip(intervals)
+        .map(|(((cand, cand_scores), sc), ci95)| {
+            let classification = cand.kind != ScoredAs::Regression;
+            let discordant = classification.then(|| discordant(&so, &sc));
+            let gain = cand_scores.holdout.primary() - orig_scores.holdout.primary();
+            let selection_gain = cand_scores.selection.primary() - orig_scores.selection.primary();
+            Significance {
+                gain,
+                ci95,
+                mcnemar_p: discordant.map(|[b, c]| mcnemar_exact_p(b, c)),
+                discordant,
+                selection_gain,
+                gap: selection_gain - gain,
+                bootstrap: Bootstrap {
+                    resamples: RESAMPLES,
+                    seed,
+                },
+            }
+        })
+        .collect())
 }
 
 /// `[b, c]`: rows the original gets right and the candidate wrong, and the reverse.
@@ -367,6 +417,22 @@ mod tests {
             .collect();
         g.sort_by(f64::total_cmp);
         [g[b / 40], g[b - 1 - b / 40]]
+    }
+
+    #[test]
+    fn one_set_of_draws_gives_each_diffs_own_interval() {
+        // Diffs of 37 rows: classification-like, regression-like and all zeros.
+        let a: Vec<f64> = (0..37).map(|i| f64::from(i % 3) - 1.0).collect();
+        let b: Vec<f64> = (0..37).map(|i| (f64::from(i) * 0.37).sin()).collect();
+        let z = vec![0.0; 37];
+        let many = bootstrap_ci95_many(&[&a, &b, &z], 300, 7).unwrap();
+        for (d, ci) in [&a, &b, &z].into_iter().zip(&many) {
+            assert_eq!(*ci, naive_ci(d, 300, 7));
+            assert_eq!(Some(*ci), bootstrap_ci95(d, 300, 7));
+        }
+        assert_eq!(many[2], [0.0, 0.0]);
+        assert_eq!(bootstrap_ci95_many(&[&a, &b[..36]], 300, 7), None);
+        assert_eq!(bootstrap_ci95_many(&[], 300, 7), None);
     }
 
     #[test]
