@@ -164,7 +164,7 @@ pub fn provision(
         return given(Path::new(&p), LibrarySource::EnvVar, "ORT_DYLIB_PATH");
     }
     let dir = cache_dir(root, flavor);
-    if let Ok(lib) = verify(&dir) {
+    if let Ok(lib) = verify_stamped(&dir) {
         return Ok(Provisioned {
             library: lib,
             source: LibrarySource::Cache,
@@ -274,18 +274,8 @@ const MANIFEST: &str = "manifest.json";
 /// Checks a cache folder: the manifest is there, names the pinned version, and every file it
 /// lists has its size and BLAKE3 hash. Returns the library's path, or why the folder is unusable.
 pub fn verify(dir: &Path) -> Result<PathBuf, String> {
-    let text = fs::read_to_string(dir.join(MANIFEST)).map_err(|e| format!("no manifest: {e}"))?;
-    let m: Manifest = serde_json::from_str(&text).map_err(|e| format!("bad manifest: {e}"))?;
-    if m.format != 1 || m.version != ORT_VERSION {
-        return Err(format!("manifest is for version {}", m.version));
-    }
-    if !m.files.iter().any(|f| f.name == m.library) {
-        return Err("manifest does not list the library".into());
-    }
+    let m = manifest(dir)?;
     for f in &m.files {
-        if f.name.contains('/') || f.name.starts_with('.') {
-            return Err(format!("manifest names an odd file {:?}", f.name));
-        }
         let p = dir.join(&f.name);
         let meta = fs::metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
         if meta.len() != f.size {
@@ -305,6 +295,86 @@ pub fn verify(dir: &Path) -> Result<PathBuf, String> {
         }
     }
     Ok(dir.join(&m.library))
+}
+
+/// The manifest of a cache folder, checked for the pinned version and plain file names.
+fn manifest(dir: &Path) -> Result<Manifest, String> {
+    let text = fs::read_to_string(dir.join(MANIFEST)).map_err(|e| format!("no manifest: {e}"))?;
+    let m: Manifest = serde_json::from_str(&text).map_err(|e| format!("bad manifest: {e}"))?;
+    if m.format != 1 || m.version != ORT_VERSION {
+        return Err(format!("manifest is for version {}", m.version));
+    }
+    if !m.files.iter().any(|f| f.name == m.library) {
+        return Err("manifest does not list the library".into());
+    }
+    if let Some(f) = m
+        .files
+        .iter()
+        .find(|f| f.name.contains('/') || f.name.starts_with('.'))
+    {
+        return Err(format!("manifest names an odd file {:?}", f.name));
+    }
+    Ok(m)
+}
+
+/// Where [`verify_stamped`] keeps the file facts of the folder's last full verification.
+const STAMP: &str = ".verified";
+
+/// [`verify`] without rehashing: hashing the library (~30 MB) on every run cost a fifth of a
+/// small model's whole `evolve`. After a full verification the folder's file facts (size,
+/// inode, modification and change times, to the nanosecond, of the manifest and every file)
+/// are saved; while they are unchanged, the files are the ones that were hashed. Any write,
+/// truncation, replacement or `touch` changes the change time, which no user tool can set
+/// back, so a damaged file is still hashed and caught. A folder where the facts cannot be
+/// saved (read-only) is verified in full every time.
+pub fn verify_stamped(dir: &Path) -> Result<PathBuf, String> {
+    let m = manifest(dir)?;
+    let names =
+        || std::iter::once(MANIFEST.to_string()).chain(m.files.iter().map(|f| f.name.clone()));
+    let facts = file_facts(dir, names());
+    let stamp = dir.join(STAMP);
+    if facts.is_some() && fs::read_to_string(&stamp).ok() == facts {
+        return Ok(dir.join(&m.library));
+    }
+    let lib = verify(dir)?;
+    if let Some(facts) = facts {
+        // Best effort: written under a temporary name and renamed, so a reader sees the old
+        // facts, the new ones or none.
+        let tmp = dir.join(format!("{STAMP}.{}", std::process::id()));
+        if fs::write(&tmp, facts).is_ok() && fs::rename(&tmp, &stamp).is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+    }
+    Ok(lib)
+}
+
+/// One line per file of `names` in `dir`: name, size, device, inode, modification and change
+/// times (ns). `None` when a file cannot be read or the system has no such facts.
+fn file_facts(dir: &Path, names: impl Iterator<Item = String>) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let mut out = String::new();
+        for name in names {
+            let m = fs::metadata(dir.join(&name)).ok()?;
+            out.push_str(&format!(
+                "{name} {} {} {} {}.{:09} {}.{:09}\n",
+                m.len(),
+                m.dev(),
+                m.ino(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec()
+            ));
+        }
+        Some(out)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (dir, names);
+        None
+    }
 }
 
 fn blake3_file(p: &Path) -> io::Result<String> {
@@ -667,6 +737,66 @@ mod tests {
         assert!(verify(d.path()).unwrap_err().contains("bytes, expected"));
         fs::remove_file(&lib).unwrap();
         assert!(verify(d.path()).is_err());
+    }
+
+    #[test]
+    fn a_stamped_folder_is_hashed_again_once_a_file_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let lib = d.path().join("libonnxruntime.so.1.31.1");
+        fs::write(&lib, b"0123456789").unwrap();
+        let m = Manifest {
+            format: 1,
+            version: ORT_VERSION.into(),
+            package: "onnxruntime".into(),
+            wheel: "w".into(),
+            wheel_sha256: "s".into(),
+            library: "libonnxruntime.so.1.31.1".into(),
+            files: vec![ManifestFile {
+                name: "libonnxruntime.so.1.31.1".into(),
+                size: 10,
+                blake3: blake3::hash(b"0123456789").to_hex().to_string(),
+            }],
+        };
+        fs::write(d.path().join(MANIFEST), serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(verify_stamped(d.path()).unwrap(), lib);
+        let stamp = fs::read_to_string(d.path().join(STAMP)).unwrap();
+        assert!(stamp.starts_with("manifest.json "), "{stamp}");
+        assert!(stamp.contains("libonnxruntime.so.1.31.1 10 "), "{stamp}");
+        // Unchanged: the stamp is used (and kept as it was).
+        assert_eq!(verify_stamped(d.path()).unwrap(), lib);
+        assert_eq!(fs::read_to_string(d.path().join(STAMP)).unwrap(), stamp);
+        // The same length, other bytes, and the modification time set back to the stamped
+        // one: the change time still differs from the stamp's, so the file is hashed.
+        // (File times may be as coarse as a clock tick: write until the change time moves.)
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(&lib).unwrap();
+        let (before, ctime) = (meta.modified().unwrap(), (meta.ctime(), meta.ctime_nsec()));
+        for _ in 0..1000 {
+            fs::write(&lib, b"0123456788").unwrap();
+            File::options()
+                .write(true)
+                .open(&lib)
+                .unwrap()
+                .set_modified(before)
+                .unwrap();
+            let now = fs::metadata(&lib).unwrap();
+            if (now.ctime(), now.ctime_nsec()) != ctime {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert_eq!(fs::metadata(&lib).unwrap().modified().unwrap(), before);
+        let changed = verify_stamped(d.path()).unwrap_err();
+        assert!(changed.contains("does not match"), "{changed}");
+        // Repaired: verified in full and stamped again.
+        fs::write(&lib, b"0123456789").unwrap();
+        assert_eq!(verify_stamped(d.path()).unwrap(), lib);
+        fs::write(&lib, b"01234").unwrap();
+        assert!(
+            verify_stamped(d.path())
+                .unwrap_err()
+                .contains("bytes, expected")
+        );
     }
 
     #[test]
