@@ -3,7 +3,8 @@
 //!
 //! The cache folder `<root>/ort/<version>-<cpu|gpu>/` is only ever created by renaming a fully
 //! written temporary folder (under an exclusive file lock), and carries a manifest with the size
-//! and BLAKE3 hash of every file, so a partial or corrupted cache is detected and refetched.
+//! and BLAKE3 hash of every file, so a partial or corrupted cache is detected and refetched
+//! (hashed in full once, then whenever a file's size, inode or times change: [`verify_stamped`]).
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
