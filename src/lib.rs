@@ -42,7 +42,7 @@
 //!   tensors, `Constant` nodes, more attribute kinds), `score::arrays::write_npz` and
 //!   `score::npy::write_npy`. This crate's own tests, benchmarks and examples turn it on through
 //!   a dev-dependency on the crate itself.
-//! - `cli`: the command-line interface as [`cli::main_with`] (the binary's own code), for
+//! - `cli`: the command-line interface as `cli::main_with` (the binary's own code), for
 //!   front ends that run `smd-onnx` in-process, like the Python wheel's console command.
 
 // The CLI's sources name the crate `smd_onnx::…`, as the binary sees it; inside the library

@@ -30,7 +30,7 @@ pub const MIN_DEFICIT: u64 = 4;
 const BLOCKS: usize = 16;
 
 /// The batch a raced run uses unless told: at most `default`, small enough that the
-/// `selection_rows` make [`BLOCKS`] blocks (a child is judged only between whole batches).
+/// `selection_rows` make `BLOCKS` blocks (a child is judged only between whole batches).
 pub fn batch(default: usize, selection_rows: usize) -> usize {
     default.min(selection_rows.div_ceil(BLOCKS)).max(1)
 }

@@ -252,7 +252,7 @@ pub struct Marker {
 }
 
 /// The markers of the shards that have run in `out`'s journal (unreadable ones are skipped:
-/// they only serve messages and the check of [`check_markers`]).
+/// they only serve messages and the check of `check_markers`).
 pub fn markers(out: &Path) -> Vec<Marker> {
     let Ok(entries) = std::fs::read_dir(out.join(".smd-journal")) else {
         return Vec::new();
