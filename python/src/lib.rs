@@ -1,9 +1,10 @@
 //! `smd_onnx._native`: the Python binding's Rust half. It runs the `smd-onnx` CLI in-process
-//! (`run_cli`, `cli_outcome`) and `evolve` with a Python metric and progress callback. Each
-//! call releases the GIL while it works; the metric and the callback take it back only for
-//! the call itself. The Python package (`smd_onnx/__init__.py`) turns keyword arguments into
-//! the CLI's options and the errors raised here into its exception classes. numpy arrays
-//! reach the engine as [`RawArray`]s whose bytes are the arrays' own memory ([`numpy_bytes`]).
+//! (`run_cli`, `cli_outcome`, `score_arrays`) and `evolve` with a Python metric and progress
+//! callback. Each call releases the GIL while it works; the metric and the callback take it
+//! back only for the call itself. The Python package (`smd_onnx/__init__.py`) turns keyword
+//! arguments into the CLI's options and the errors raised here into its exception classes.
+//! numpy arrays reach the engine as [`RawArray`]s whose bytes are the arrays' own memory
+//! ([`numpy_bytes`]).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
