@@ -9,13 +9,12 @@ The same engine as the ``smd-onnx`` command (also installed by this wheel, in-pr
 Every function takes the CLI command's options as keyword arguments, with the CLI's names
 (``--split-seed`` is ``split_seed=``) and defaults: ``True`` gives a flag, ``None``/``False``
 leaves it out, a list repeats it. Data is an ``.npz`` file, a folder of ``.npy`` files, or numpy
-arrays (``inputs={"name": array}, labels=array``). Errors raise :class:`SmdError` subclasses
-carrying the CLI's one-line message.
+arrays (``inputs={"name": array}, labels=array``, read where they are: no copy, no file).
+Errors raise :class:`SmdError` subclasses carrying the CLI's one-line message.
 """
 
 import json
 import os
-import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -88,37 +87,59 @@ def _flags(options: Dict[str, Any]) -> List[str]:
     return argv
 
 
+#: numpy dtypes the engine reads as they are (kind and item size: ``.npy`` data's types).
+_DTYPES = {"b1", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "f4", "f8"}
+
+
+def _engine_array(name: Any, arr: Any) -> Any:
+    """``arr`` as the engine reads it in place: the array itself when it is C-contiguous,
+    aligned and little-endian with a supported dtype, else one converted copy."""
+    import numpy as np
+
+    if not isinstance(name, str):
+        raise SmdValueError(f"inputs: array names are strings, not {name!r}")
+    a = np.asarray(arr)
+    if f"{a.dtype.kind}{a.dtype.itemsize}" not in _DTYPES:
+        raise SmdValueError(
+            f"inputs: array `{name}` has dtype {a.dtype}, which smd-onnx cannot read "
+            "(bool, integers or float16/32/64)"
+        )
+    want = a.dtype.newbyteorder("<") if a.dtype.byteorder == ">" else a.dtype
+    if a.dtype != want or not (a.flags.c_contiguous and a.flags.aligned):
+        a = np.ascontiguousarray(a, dtype=want)
+    return a
+
+
 class _Data:
-    """``data=`` as a path, or numpy arrays written as a folder of ``.npy`` files."""
+    """``data=`` as a path, or numpy arrays handed to the engine where they are: read-only
+    for the run (their ``writeable`` flag is cleared, then restored), never copied to disk."""
 
     def __init__(self, data: Optional[PathLike], inputs: Optional[Dict[str, Any]], labels: Any):
-        self.tmp: Optional[str] = None
+        self.path: Optional[str] = None
+        self.arrays: Optional[List["tuple[str, Any]"]] = None
+        self._locked: List[Any] = []
         if data is not None:
             if inputs is not None or labels is not None:
                 raise SmdValueError("data: give a path or inputs= and labels=, not both")
             self.path = os.fspath(data)
             return
-        if inputs is None or labels is None:
+        if inputs is None:
             raise SmdValueError("data: give a path (data=) or numpy arrays (inputs= and labels=)")
-        import numpy as np
-
-        self.tmp = tempfile.mkdtemp(prefix="smd-onnx-data-")
-        try:
-            for name, arr in {**inputs, "labels": labels}.items():
-                if "/" in name or name.startswith("."):
-                    raise SmdValueError(f"inputs: {name!r} is not a usable array name")
-                # np.save is deterministic, so the run's key (and `resume`) only depends on
-                # the arrays' names and contents.
-                np.save(os.path.join(self.tmp, name + ".npy"), np.asarray(arr))
-        except BaseException:
-            self.close()
-            raise
-        self.path = self.tmp
+        if labels is None:
+            raise SmdValueError("labels: array `labels` is missing (labels= with inputs=)")
+        if "labels" in inputs:
+            raise SmdValueError("inputs: array `labels` is given by labels=, not in inputs=")
+        self.arrays = [(n, _engine_array(n, a)) for n, a in {**inputs, "labels": labels}.items()]
+        # The engine reads them while the GIL is released: no in-place writes meanwhile.
+        for _, a in self.arrays:
+            if a.flags.writeable and not any(a is b for b in self._locked):
+                a.flags.writeable = False
+                self._locked.append(a)
 
     def close(self) -> None:
-        if self.tmp is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            self.tmp = None
+        for a in self._locked:
+            a.flags.writeable = True
+        self._locked = []
 
     def __enter__(self) -> "_Data":
         return self
@@ -194,6 +215,7 @@ def evolve(
     metric: Union[None, str, Callable[[Any, Any], float]] = None,
     greater_is_better: bool = True,
     progress: Any = None,
+    copy_budget: Optional[int] = None,
     **options: Any,
 ) -> EvolveResult:
     """Evolve ``model`` on labelled data; see ``smd-onnx evolve --help`` for ``options``.
@@ -206,13 +228,25 @@ def evolve(
     ``progress``: ``callable(event: dict)``, ``False`` for none, or ``None``: a tqdm bar when
     tqdm is installed and stderr is a terminal. Ctrl-C stops after the candidate being scored
     (``KeyboardInterrupt``; ``resume=True`` continues).
+
+    ``inputs={"name": array}, labels=array``: the engine reads the arrays' own memory, no copy
+    and no file, when they are C-contiguous, aligned, little-endian and bool, integer or
+    float16/32/64 (anything else, a list included, is converted once with
+    ``np.ascontiguousarray``). They are read-only during the run. The run's key hashes their
+    names, dtypes, shapes and bytes: ``resume=True`` on the same arrays continues, changed ones
+    start over. The report's ``data`` is ``<numpy arrays: name, ..., labels>``.
+    ``copy_budget``: bytes the run may copy to keep the selection and holdout rows contiguous
+    (default: half the available memory, at most 16 GiB); ``0`` reads every batch from the
+    data where it is.
     """
     model = os.fspath(model)
     if out is None:
         out = Path(model).stem + ".smd"
     callback, close = _progress(progress)
     with _Data(data, inputs, labels) as d:
-        argv = ["smd-onnx", "evolve", model, "--data", d.path, "--out", os.fspath(out)]
+        argv = ["smd-onnx", "evolve", model, "--out", os.fspath(out)]
+        if d.path is not None:
+            argv += ["--data", d.path]
         name = ""
         fn = None
         if callable(metric):
@@ -222,7 +256,9 @@ def evolve(
             argv += ["--metric", str(metric)]
         argv += _flags(options)
         try:
-            text = _native.evolve(argv, fn, name, greater_is_better, callback)
+            text = _native.evolve(
+                argv, fn, name, greater_is_better, callback, d.arrays, copy_budget
+            )
         except _native.NativeError as e:
             raise _raise(e) from e.__cause__
         finally:
@@ -245,14 +281,18 @@ def evolve(
     )
 
 
-def _captured(argv: List[str]) -> "tuple[int, str]":
-    """Runs the CLI in-process with its stdout captured; raises on an error."""
+def _captured(argv: List[str], arrays: Any = None) -> "tuple[int, str]":
+    """Runs the CLI in-process with its stdout captured (on ``arrays`` instead of
+    ``--data``: ``score``); raises on an error."""
     sys.stdout.flush()
     with tempfile.TemporaryFile() as f:
         saved = os.dup(1)
         os.dup2(f.fileno(), 1)
         try:
-            code = _native.cli_outcome(argv)
+            if arrays is None:
+                code = _native.cli_outcome(argv)
+            else:
+                code = _native.score_arrays(argv, arrays)
         except _native.NativeError as e:
             raise _raise(e) from None
         finally:
@@ -270,10 +310,13 @@ def score(
     labels: Any = None,
     **options: Any,
 ) -> Dict[str, Any]:
-    """Score ``model`` on labelled data: ``smd-onnx score --json`` as a dict."""
+    """Score ``model`` on labelled data: ``smd-onnx score --json`` as a dict. Arrays are read
+    where they are, as in :func:`evolve`."""
     with _Data(data, inputs, labels) as d:
-        argv = ["smd-onnx", "score", os.fspath(model), "--data", d.path, "--json"]
-        _, text = _captured(argv + _flags(options))
+        argv = ["smd-onnx", "score", os.fspath(model), "--json"]
+        if d.path is not None:
+            argv += ["--data", d.path]
+        _, text = _captured(argv + _flags(options), d.arrays)
     return json.loads(text)
 
 

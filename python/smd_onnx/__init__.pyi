@@ -45,6 +45,7 @@ def evolve(
     metric: Union[None, str, MetricFn] = None,
     greater_is_better: bool = True,
     progress: Union[None, bool, ProgressFn] = None,
+    copy_budget: Optional[int] = None,
     children: Optional[int] = None,
     generations: Union[None, int, Literal["auto"]] = None,
     sigma: Union[None, float, Literal["auto"]] = None,

@@ -1,4 +1,6 @@
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
+
+import numpy as np
 
 ORT_VERSION: str
 
@@ -12,4 +14,7 @@ def evolve(
     metric_name: str = "",
     greater_is_better: bool = True,
     progress: Optional[Callable[[str], None]] = None,
+    arrays: Optional[List[Tuple[str, np.ndarray]]] = None,
+    copy_budget: Optional[int] = None,
 ) -> str: ...
+def score_arrays(argv: List[str], arrays: List[Tuple[str, np.ndarray]]) -> int: ...

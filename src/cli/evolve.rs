@@ -270,7 +270,7 @@ pub fn config(args: &Args) -> anyhow::Result<EvolveConfig> {
     let device_list = super::scale::devices(&args.runtime.device);
     let cfg = EvolveConfig {
         model: args.model.clone(),
-        data: args.data.data.clone(),
+        data: args.data.data.clone().into(),
         out,
         mutation: args.mutation.config(subspaces),
         generations: match args.generations {

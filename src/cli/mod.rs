@@ -106,6 +106,29 @@ where
     }
 }
 
+/// Runs `smd-onnx score ARGS…` (`args` starts with the program's name, then `score`) on
+/// `data` instead of `--data`'s file, as [`outcome`] does: the Python binding's numpy arrays.
+#[allow(dead_code)] // Used through the library's `cli` feature, not by the binary.
+pub fn score_with<I, T>(args: I, data: smd_onnx::score::DataSource) -> anyhow::Result<u8>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            return Err(usage_error(e)
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("expected the `score` command")));
+        }
+    };
+    let Command::Score(mut a) = cli.command else {
+        return Err(anyhow::anyhow!("expected the `score` command"));
+    };
+    a.arrays = Some(data);
+    Ok(u8::from(score::run(a)? != ExitCode::SUCCESS))
+}
+
 /// The error chain joined with ": ", on one line. A cause its parent's message already ends
 /// with (errors shaped `"{path}: {source}"`) is not repeated; newlines are flattened so hostile
 /// text cannot forge lines.

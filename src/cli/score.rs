@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use smd_onnx::runtime::Runtime;
-use smd_onnx::score::{Dataset, ModelIo, Predictor, ScoredAs, Split, SplitPart};
+use smd_onnx::score::{DataSource, Dataset, ModelIo, Predictor, ScoredAs, Split, SplitPart};
 
 use super::common::{DataArgs, RuntimeArgs};
 
@@ -32,6 +32,18 @@ pub struct Args {
     /// matrix) to this file.
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
+    /// Arrays in memory instead of `--data`'s file (the Python binding's numpy arrays).
+    #[arg(skip)]
+    pub(super) arrays: Option<DataSource>,
+}
+
+impl Args {
+    /// The data: the arrays given in memory, or `--data`.
+    fn source(&self) -> DataSource {
+        self.arrays
+            .clone()
+            .unwrap_or_else(|| self.data.data.clone().into())
+    }
 }
 
 /// Shows a progress bar on a terminal once a run has taken longer than this.
@@ -42,16 +54,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
     let part: SplitPart = args.split.parse()?;
     let config = args.runtime.config()?;
+    let source = args.source();
     if let Some(h) = &args.html {
         // Refused before any work: the page must never replace an input.
         let mut inputs = smd_onnx::onnx::Model::open(&args.model)?.input_paths();
-        inputs.push(args.data.data.clone());
+        inputs.extend(source.path().map(std::path::Path::to_path_buf));
         let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
         smd_onnx::output::ensure_not_input(h, &inputs)?;
     }
     // Data problems are reported before ONNX Runtime is touched (or fetched).
     let io = ModelIo::from_file(&args.model)?;
-    let ds = Dataset::open(&args.data.data, &io)?;
+    let ds = source.open(&io)?;
     let split = Split::new(ds.labels(), args.data.holdout, args.data.split_seed)?;
     let rows = split.rows(part);
     let batch = args.data.batch.unwrap_or_else(|| ds.default_batch());
@@ -171,7 +184,7 @@ fn print_json(args: &Args, o: &Outcome) -> anyhow::Result<()> {
     let [load, session, inference] = o.seconds;
     let v = json!({
         "model": args.model,
-        "data": args.data.data,
+        "data": args.source().to_string(),
         "samples": o.rows,
         "split": {
             "part": o.part.to_string(),
@@ -210,7 +223,7 @@ fn write_html(path: &std::path::Path, args: &Args, o: &Outcome) -> anyhow::Resul
     let [load, session, inference] = o.seconds;
     let page = smd_onnx::html::ScorePage {
         model: &args.model.display().to_string(),
-        data: &args.data.data.display().to_string(),
+        data: &args.source().to_string(),
         part: &format!(
             "{}: {} of {} samples (holdout {}, split seed {})",
             o.part, o.rows, o.samples, args.data.holdout, args.data.split_seed
@@ -247,7 +260,7 @@ fn print_table(args: &Args, o: &Outcome) {
     println!("model          {}", args.model.display());
     println!(
         "data           {} ({}: {} of {} samples; holdout {}, split seed {})",
-        args.data.data.display(),
+        args.source(),
         o.part,
         o.rows,
         o.samples,

@@ -25,7 +25,7 @@ use crate::lineage::{Lineage, recipe_meta};
 use crate::mutate::{Delta, Member, Plan, Recipe};
 use crate::onnx::Model;
 use crate::runtime::Runtime;
-use crate::score::{Dataset, Labels, Metrics, ModelIo, Predictions, Predictor, Split};
+use crate::score::{Labels, Metrics, ModelIo, Predictions, Predictor, Split};
 
 /// Data `evolve` copies into memory by default to avoid a copy per pass (see
 /// [`EvolveConfig::copy_budget`]).
@@ -89,7 +89,7 @@ impl<'o> Evolution<'o> {
         check_config(&cfg)?;
         let model = Model::open(&cfg.model)?;
         let mut inputs = model.input_paths();
-        inputs.push(cfg.data.clone());
+        inputs.extend(cfg.data.path().map(Path::to_path_buf));
         prepare_out(&cfg, &inputs)?;
         let selected = cfg.selection.mutable_tensors(&model);
         if selected.is_empty() {
@@ -155,7 +155,7 @@ impl<'o> Evolution<'o> {
                 "--metric",
                 format!(
                     "{}: {} does not apply to this data (mse and mae need float targets, the others class labels, top5 at least 5 classes)",
-                    cfg.data.display(),
+                    cfg.data,
                     m.name()
                 ),
             ));
@@ -658,7 +658,7 @@ impl<'o> Evolution<'o> {
             runtime: run.runtime.describe(),
             model: self.cfg.model.display().to_string(),
             parent_hash: self.parent_hash,
-            data: self.cfg.data.display().to_string(),
+            data: self.cfg.data.to_string(),
             output: run.predictor.output().to_string(),
             samples: SplitSizes {
                 selection: run.split.selection.len(),
@@ -777,7 +777,7 @@ fn open_run(
 ) -> Result<Run, Error> {
     let io = ModelIo::from_model(&model);
     let runtime = Runtime::new(&cfg.runtime)?;
-    let data = Dataset::open(&cfg.data, &io)?;
+    let data = cfg.data.open(&io)?;
     let split = Split::new(data.labels(), cfg.holdout, cfg.split_seed)?;
     let batch = match cfg.batch {
         Some(b) => b,

@@ -150,8 +150,9 @@ impl EnsembleChoice {
 pub struct EvolveConfig {
     /// The parent model.
     pub model: PathBuf,
-    /// The labelled data.
-    pub data: PathBuf,
+    /// The labelled data: a file, or arrays in memory (used where they are, never copied to
+    /// disk; the run's key hashes their names, dtypes, shapes and bytes).
+    pub data: crate::score::DataSource,
     /// The output folder.
     pub out: PathBuf,
     /// Mutation settings (k, mode, σ, seed...).
@@ -236,7 +237,7 @@ impl EvolveConfig {
     /// the ensemble with the best selection score, probabilities combined, on the CPU.
     pub fn new(
         model: impl Into<PathBuf>,
-        data: impl Into<PathBuf>,
+        data: impl Into<crate::score::DataSource>,
         out: impl Into<PathBuf>,
     ) -> Self {
         EvolveConfig {

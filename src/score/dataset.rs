@@ -63,6 +63,12 @@ pub struct InputArray {
 }
 
 impl InputArray {
+    /// Every sample's bytes, where the data source holds them (a map of the file, or the
+    /// caller's arrays: never a copy).
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
     /// Bytes of one sample in the data.
     fn row_bytes(&self) -> usize {
         self.row_elems * self.dtype.size()

@@ -13,16 +13,19 @@ pub mod dataset;
 pub mod metrics;
 pub mod npy;
 pub mod predict;
+pub mod source;
 pub mod spec;
 pub mod split;
 
 use std::path::PathBuf;
 
+pub use arrays::RawArray;
 pub use custom::{CustomLabels, CustomMetric, CustomOutputs};
 pub use dataset::{Dataset, InputArray, Labels};
 pub use metrics::{ClassStats, Metric, Metrics, Predictions, ScoredAs};
 pub use npy::DType;
 pub use predict::Predictor;
+pub use source::DataSource;
 pub use spec::{Dim, ElemType, InputSpec, IoSpec, ModelIo, OutputSpec};
 pub use split::{Split, SplitPart};
 
