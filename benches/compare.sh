@@ -69,6 +69,8 @@ phase_timings() {
 import json, statistics, sys
 t = json.load(open(sys.argv[1])).get("timings", {})
 def fmt(k, v):
+    if isinstance(v, dict) and "used" in v:
+        return f"{k} {'used' if v['used'] else 'not used'}" + (f" ({v['reason']})" if v.get("reason") else "")
     if isinstance(v, list) and v:
         return f"{k} median {statistics.median(v):.3f} (of {len(v)})"
     return f"{k} {v:.3f}" if isinstance(v, (int, float)) else f"{k} {v}"
