@@ -82,6 +82,20 @@ where
     }
 }
 
+/// `args` parsed for a front end that wants `command`: a usage error as the CLI words it.
+fn parse_for<I, T>(args: I, command: &str) -> anyhow::Result<Cli>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    Cli::try_parse_from(args).map_err(|e| {
+        // `usage_error` returns only errors (help and version exit).
+        usage_error(e)
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("expected the `{command}` command"))
+    })
+}
+
 /// The library configuration `smd-onnx evolve ARGS…` would run with (`args` starts with the
 /// program's name, then `evolve`): front ends that run evolve themselves (the Python binding,
 /// with its own observer and metric) get the CLI's options, defaults and checks.
@@ -91,16 +105,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
-        // `usage_error` returns only errors (help and version exit).
-        Err(e) => {
-            return Err(usage_error(e)
-                .err()
-                .unwrap_or_else(|| anyhow::anyhow!("expected the `evolve` command")));
-        }
-    };
-    match cli.command {
+    match parse_for(args, "evolve")?.command {
         Command::Evolve(a) => evolve::config(&a),
         _ => Err(anyhow::anyhow!("expected the `evolve` command")),
     }
@@ -114,15 +119,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
-        Err(e) => {
-            return Err(usage_error(e)
-                .err()
-                .unwrap_or_else(|| anyhow::anyhow!("expected the `score` command")));
-        }
-    };
-    let Command::Score(mut a) = cli.command else {
+    let Command::Score(mut a) = parse_for(args, "score")?.command else {
         return Err(anyhow::anyhow!("expected the `score` command"));
     };
     a.arrays = Some(data);

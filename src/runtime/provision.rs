@@ -711,11 +711,9 @@ mod tests {
         assert!(pin_for(Flavor::Cpu).is_some() || std::env::consts::ARCH != "x86_64");
     }
 
-    #[test]
-    fn verify_detects_missing_truncated_and_corrupt_files() {
-        let d = tempfile::tempdir().unwrap();
-        assert!(verify(d.path()).unwrap_err().contains("no manifest"));
-        let lib = d.path().join("libonnxruntime.so.1.31.1");
+    /// A cache folder in `dir` whose manifest lists one 10-byte library; its path.
+    fn cache_folder(dir: &Path) -> PathBuf {
+        let lib = dir.join("libonnxruntime.so.1.31.1");
         fs::write(&lib, b"0123456789").unwrap();
         let m = Manifest {
             format: 1,
@@ -730,7 +728,15 @@ mod tests {
                 blake3: blake3::hash(b"0123456789").to_hex().to_string(),
             }],
         };
-        fs::write(d.path().join(MANIFEST), serde_json::to_string(&m).unwrap()).unwrap();
+        fs::write(dir.join(MANIFEST), serde_json::to_string(&m).unwrap()).unwrap();
+        lib
+    }
+
+    #[test]
+    fn verify_detects_missing_truncated_and_corrupt_files() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(verify(d.path()).unwrap_err().contains("no manifest"));
+        let lib = cache_folder(d.path());
         assert_eq!(verify(d.path()).unwrap(), lib);
         fs::write(&lib, b"0123456788").unwrap();
         assert!(verify(d.path()).unwrap_err().contains("does not match"));
@@ -743,22 +749,7 @@ mod tests {
     #[test]
     fn a_stamped_folder_is_hashed_again_once_a_file_changes() {
         let d = tempfile::tempdir().unwrap();
-        let lib = d.path().join("libonnxruntime.so.1.31.1");
-        fs::write(&lib, b"0123456789").unwrap();
-        let m = Manifest {
-            format: 1,
-            version: ORT_VERSION.into(),
-            package: "onnxruntime".into(),
-            wheel: "w".into(),
-            wheel_sha256: "s".into(),
-            library: "libonnxruntime.so.1.31.1".into(),
-            files: vec![ManifestFile {
-                name: "libonnxruntime.so.1.31.1".into(),
-                size: 10,
-                blake3: blake3::hash(b"0123456789").to_hex().to_string(),
-            }],
-        };
-        fs::write(d.path().join(MANIFEST), serde_json::to_string(&m).unwrap()).unwrap();
+        let lib = cache_folder(d.path());
         assert_eq!(verify_stamped(d.path()).unwrap(), lib);
         let stamp = fs::read_to_string(d.path().join(STAMP)).unwrap();
         assert!(stamp.starts_with("manifest.json "), "{stamp}");

@@ -739,7 +739,7 @@ fn check_dims(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::score::spec::IoSpec;
 
@@ -751,7 +751,13 @@ mod tests {
         }
     }
 
-    fn arr(name: &str, t: DType, shape: Vec<usize>, data: Vec<u8>) -> RawArray {
+    /// An array named `name` of `t` with `shape` holding `data` (8-byte aligned).
+    pub(in crate::score) fn arr(
+        name: &str,
+        t: DType,
+        shape: Vec<usize>,
+        data: Vec<u8>,
+    ) -> RawArray {
         RawArray {
             name: name.into(),
             dtype: t,

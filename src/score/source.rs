@@ -139,14 +139,7 @@ mod tests {
     use crate::score::npy::DType;
     use crate::score::spec::{ElemType, IoSpec};
 
-    fn arr(name: &str, t: DType, shape: Vec<usize>, data: Vec<u8>) -> RawArray {
-        RawArray {
-            name: name.into(),
-            dtype: t,
-            shape,
-            data: crate::buffer::aligned_copy(&data),
-        }
-    }
+    use crate::score::dataset::tests::arr;
 
     fn f32s(v: &[f32]) -> Vec<u8> {
         v.iter().flat_map(|x| x.to_le_bytes()).collect()
