@@ -233,8 +233,8 @@ def evolve(
     and no file, when they are C-contiguous, aligned, little-endian and bool, integer or
     float16/32/64 (anything else, a list included, is converted once with
     ``np.ascontiguousarray``). They are read-only during the run. The run's key hashes their
-    names, dtypes, shapes and bytes: ``resume=True`` on the same arrays continues, changed ones
-    start over. The report's ``data`` is ``<numpy arrays: name, ..., labels>``.
+    names, dtypes, shapes and bytes: ``resume=True`` on the same arrays continues, on changed
+    ones it is refused as another run (``force=True`` starts over). The report's ``data`` is ``<numpy arrays: name, ..., labels>``.
     ``copy_budget``: bytes the run may copy to keep the selection and holdout rows contiguous
     (default: half the available memory, at most 16 GiB); ``0`` reads every batch from the
     data where it is.

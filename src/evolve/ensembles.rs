@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::journal::Record;
-use super::report::{EnsembleReport, GreedyStep, MemberRef, Scores, Significance};
+use super::report::{EnsembleReport, GreedyStep, MemberRef, Scores};
 use super::scoring::Scored;
 use super::{invalid, select, significance};
 use crate::ensemble::{self, Combine};
@@ -60,9 +60,9 @@ pub(super) fn ensembles_of(
         }
     };
     let unscored = || invalid("internal", "an ensemble member has no holdout predictions");
-    // Their holdout predictions, for the significance of all four at once (one set of
-    // bootstrap draws) once they are built.
-    let mut holdouts = Vec::new();
+    // The ensembles' holdout predictions and what their reports need besides their
+    // significance, which is measured for all four at once (one set of bootstrap draws).
+    let mut built = Vec::new();
     let mut add = |name: &str, members: Choice, path: Vec<GreedyStep>| -> Result<(), Error> {
         let part = |f: &dyn Fn(&Record) -> Option<&Predictions>| -> Result<Predictions, Error> {
             let w = members
@@ -78,21 +78,18 @@ pub(super) fn ensembles_of(
             holdout: holdout.metrics_with(labels, custom)?,
         };
         let selection_p = significance::selection_p(original_selection, &selection, labels)?;
-        reports.push(EnsembleReport {
-            name: name.into(),
-            members: members
-                .iter()
-                .map(|&(who, weight)| MemberRef::new(who, weight))
-                .collect(),
-            holdout_classes: holdout.class_stats(labels)?,
+        let members_ref = members
+            .iter()
+            .map(|&(who, weight)| MemberRef::new(who, weight))
+            .collect();
+        built.push((
+            name.to_string(),
+            members_ref,
             path,
+            holdout,
             scores,
-            gain_vs_original: scores.holdout.primary() - original.1.holdout.primary(),
-            gain_vs_generation_parent: scores.holdout.primary() - parent_scores.holdout.primary(),
-            significance: Significance::default(),
             selection_p,
-        });
-        holdouts.push(holdout);
+        ));
         choices.push(members);
         Ok(())
     };
@@ -132,13 +129,25 @@ pub(super) fn ensembles_of(
         let path = greedy_path(pool, &gr.path, &holdouts, labels)?;
         add(name, members, path)?;
     }
-    let candidates: Vec<(&Predictions, &Scores)> = holdouts
+    let candidates: Vec<(&Predictions, &Scores)> = built
         .iter()
-        .zip(reports.iter().map(|r| &r.scores))
+        .map(|(_, _, _, holdout, scores, _)| (holdout, scores))
         .collect();
     let found = significance::significance_many(original, &candidates, labels, seed)?;
-    for (r, s) in reports.iter_mut().zip(found) {
-        r.significance = s;
+    for ((name, members, path, holdout, scores, selection_p), significance) in
+        built.into_iter().zip(found)
+    {
+        reports.push(EnsembleReport {
+            name,
+            members,
+            holdout_classes: holdout.class_stats(labels)?,
+            path,
+            scores,
+            gain_vs_original: scores.holdout.primary() - original.1.holdout.primary(),
+            gain_vs_generation_parent: scores.holdout.primary() - parent_scores.holdout.primary(),
+            significance,
+            selection_p,
+        });
     }
     Ok((reports, choices))
 }

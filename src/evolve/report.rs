@@ -226,7 +226,7 @@ pub struct EnsembleReport {
 
 /// A holdout gain against the original model, tested on the same holdout rows (computed on
 /// holdout only: it never influences selection). See `significance.rs` for the definitions.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Significance {
     /// Holdout accuracy (or −MSE) minus the original model's (`gain_vs_original`).
     pub gain: f64,
@@ -249,7 +249,7 @@ pub struct Significance {
 }
 
 /// The paired bootstrap behind [`Significance::ci95`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Bootstrap {
     /// Resamples drawn.
     pub resamples: u32,

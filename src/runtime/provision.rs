@@ -330,9 +330,8 @@ const STAMP: &str = ".verified";
 /// saved (read-only) is verified in full every time.
 pub fn verify_stamped(dir: &Path) -> Result<PathBuf, String> {
     let m = manifest(dir)?;
-    let names =
-        || std::iter::once(MANIFEST.to_string()).chain(m.files.iter().map(|f| f.name.clone()));
-    let facts = file_facts(dir, names());
+    let names = std::iter::once(MANIFEST.to_string()).chain(m.files.iter().map(|f| f.name.clone()));
+    let facts = file_facts(dir, names);
     let stamp = dir.join(STAMP);
     if facts.is_some() && fs::read_to_string(&stamp).ok() == facts {
         return Ok(dir.join(&m.library));
